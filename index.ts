@@ -1,0 +1,321 @@
+// The Haraka adapter: register(), the data_post hook, config reload. Wiring only — the only file
+// that knows Haraka's connection and transaction objects. Haraka copies these exports onto its plugin object.
+
+import type { Writable } from 'node:stream'
+import * as constants from 'haraka-constants'
+import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
+import { RspamdClient, type MessageSource, type ScanResult } from './src/client'
+import { buildRequestHeaders, type Envelope } from './src/request'
+import { decide, isKnownAction, onFailure, type HeaderEdits, type Verdict } from './src/verdict'
+
+// ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
+
+type Next = (code?: number, msg?: unknown) => void
+
+interface Results {
+  add(plugin: unknown, obj: Record<string, unknown>): unknown
+  get(name: string): unknown
+}
+
+interface Header {
+  get(name: string): string
+  get_decoded?(name: string): string
+}
+
+interface MessageStream {
+  pipe(dest: Writable, opts?: Record<string, unknown>): unknown
+  unpipe?(): void
+  once(ev: 'error', fn: (err: Error) => void): unknown
+  removeListener(ev: 'error', fn: (err: Error) => void): unknown
+}
+
+interface Transaction {
+  uuid?: string
+  mail_from?: unknown
+  rcpt_to?: unknown[]
+  header: Header
+  message_stream: MessageStream
+  data_bytes?: number
+  notes: Record<string, unknown>
+  results: Results
+  add_header(name: string, value: string): void
+  remove_header(name: string): void
+}
+
+interface Connection {
+  transaction?: Transaction | null
+  remote: { ip?: string; host?: string | null; is_private?: boolean; is_local?: boolean }
+  local?: { host?: string }
+  hello: { host?: string | null }
+  tls?: { enabled?: boolean; cipher?: { name?: string; version?: string } }
+  notes: Record<string, unknown>
+  results: Results
+  relaying?: boolean
+  client?: { once?(ev: string, fn: () => void): unknown; removeListener?(ev: string, fn: () => void): unknown }
+  loginfo(plugin: unknown, msg: string): void
+  logwarn(plugin: unknown, msg: string): void
+  logerror(plugin: unknown, msg: string): void
+  logdebug(plugin: unknown, msg: string): void
+}
+
+interface RspamdPlugin {
+  name: string
+  timeout: number
+  config: { get(name: string, opts: unknown, cb?: () => void): unknown }
+  register_hook(hook: string, method: string): void
+  loginfo(msg: string): void
+  logerror(msg: string): void
+  logwarn(msg: string): void
+  /** state of this plugin instance */
+  cfg?: Config
+  client?: RspamdClient
+}
+
+/** Haraka's respond() takes an object whose constructor is named DSN as (code, enhanced reply). */
+class DSN {
+  constructor(
+    readonly code: number,
+    readonly reply: string,
+  ) {}
+}
+
+// ---- lifecycle ----
+
+export function register(this: RspamdPlugin): void {
+  this.cfg = loadConfig(this)
+  this.client = new RspamdClient(this.cfg)
+  // an explicit hook name (not hook_data_post) so that a plugin inheriting this one does not
+  // register it twice — as 1.6.x did (haraka/Haraka#3604)
+  if (this.name === 'rspamd') this.register_hook('data_post', 'rspamd_data_post')
+}
+
+/** Read and validate rspamd.ini; throws a ConfigError naming the key (Haraka then refuses to start). */
+function loadConfig(plugin: RspamdPlugin): Config {
+  const ini = plugin.config.get('rspamd.ini', { booleans: INI_BOOLEANS }, () => reload(plugin))
+  const cfg = parseConfig(ini)
+  checkTimeout(plugin, cfg)
+  return cfg
+}
+
+/** haraka-config calls this when rspamd.ini changes: a bad file keeps the running config. */
+function reload(plugin: RspamdPlugin): void {
+  let next: Config
+  try {
+    next = loadConfig(plugin)
+  } catch (err) {
+    const why = err instanceof ConfigError ? err.message : String(err)
+    plugin.logerror(`rspamd.ini reload refused, keeping the previous config: ${why}`)
+    return
+  }
+  const prev = plugin.cfg
+  plugin.cfg = next
+  if (!prev || !plugin.client || !sameTarget(prev, next)) {
+    const old = plugin.client
+    plugin.client = new RspamdClient(next)
+    // scans in flight finish on the old pool, then it closes
+    old?.close().catch((err: unknown) => plugin.logerror(`closing the old rspamd pool: ${String(err)}`))
+  }
+  plugin.loginfo(`rspamd.ini reloaded: ${plugin.client.server}`)
+}
+
+function checkTimeout(plugin: RspamdPlugin, cfg: Config): void {
+  const hookTimeout = plugin.timeout
+  if (cfg.timeout !== undefined && hookTimeout > 0 && cfg.timeout >= hookTimeout) {
+    plugin.logwarn(
+      `rspamd.ini timeout=${cfg.timeout} is not below Haraka's plugin timeout (${hookTimeout} s): ` +
+        `using ${hookTimeout - 0.5} s so that this plugin, not Haraka, decides what a slow rspamd means`,
+    )
+  }
+}
+
+/** The total scan time in ms: `timeout`, else Haraka's plugin timeout − 1 s, and always inside the latter. */
+export function scanTimeoutMs(cfg: Config, hookTimeout: number): number {
+  const limit = hookTimeout > 0 ? hookTimeout - 0.5 : Infinity
+  const wanted = cfg.timeout ?? (hookTimeout > 1 ? hookTimeout - 1 : 29)
+  return Math.round(Math.max(0.1, Math.min(wanted, limit)) * 1000)
+}
+
+export async function shutdown(this: RspamdPlugin): Promise<void> {
+  const client = this.client
+  this.client = undefined
+  await client?.destroy()
+}
+
+// ---- the hook ----
+
+export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Connection): void {
+  const txn = connection.transaction
+  const cfg = this.cfg
+  const client = this.client
+  if (!txn || !cfg || !client) return next()
+
+  const skip = skipReason(connection, cfg)
+  if (skip) {
+    txn.results.add(this, { skip })
+    return next()
+  }
+
+  // next() exactly once, whatever happens first: reply, timeout, error, client gone
+  let called = false
+  const gone = new AbortController()
+  const onGone = () => gone.abort()
+  connection.client?.once?.('close', onGone)
+  const once: Next = (code, msg) => {
+    if (called) return
+    called = true
+    connection.client?.removeListener?.('close', onGone)
+    next(code, msg)
+  }
+
+  const timeoutMs = scanTimeoutMs(cfg, this.timeout)
+  const request = {
+    headers: buildRequestHeaders(envelope(connection, txn), cfg),
+    source: messageSource(txn.message_stream),
+    timeoutMs,
+    signal: gone.signal,
+  }
+  client
+    .scan(request)
+    .then((result) => {
+      // the client went away or the transaction was reset meanwhile: touch nothing
+      if (connection.transaction !== txn) return once()
+      once(...act(this, connection, txn, cfg, result))
+    })
+    .catch((err: unknown) => {
+      // scan() does not reject; this is a bug of ours, and mail must still flow per [defer]
+      connection.logerror(this, `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+      if (connection.transaction !== txn) return once()
+      once(...toNext(onFailure({ kind: 'network', message: 'internal error' }, cfg)))
+    })
+}
+
+/** Haraka's message_stream as a source the client can pipe (CRLF line endings, dot-stuffing undone). */
+function messageSource(ms: MessageStream): MessageSource {
+  let onError: ((err: Error) => void) | undefined
+  return {
+    pipe(dest: Writable) {
+      onError = (err: Error) => dest.destroy(err)
+      ms.once('error', onError)
+      ms.pipe(dest, { line_endings: '\r\n' })
+    },
+    unpipe() {
+      // unpipe before the destination is destroyed (haraka/message-stream#22)
+      ms.unpipe?.()
+      if (onError) ms.removeListener('error', onError)
+    },
+  }
+}
+
+/** The [check] rules of 1.6.x: which senders are not scanned. */
+function skipReason(connection: Connection, cfg: Config): string | undefined {
+  const check = cfg.check
+  const remote = connection.remote
+  if (!check.authenticated && connection.notes.auth_user) return 'authed'
+  if (!check.relay && connection.relaying) return 'relay'
+  if (!check.localIp && remote.is_local) return 'local_ip'
+  // local addresses are private too: with local_ip=true a local sender is scanned
+  if (!check.privateIp && remote.is_private && !(check.localIp && remote.is_local)) return 'private_ip'
+  return undefined
+}
+
+function addressOf(a: unknown): string | undefined {
+  if (typeof a !== 'object' || a === null) return undefined
+  const rec = a as { address?: unknown; isNull?: unknown }
+  if (typeof rec.isNull === 'function' && rec.isNull.call(a) === true) return ''
+  // @haraka/email-address has an `address` getter; address-rfc2821 had an address() method
+  const v: unknown = typeof rec.address === 'function' ? (rec.address as () => unknown).call(a) : rec.address
+  return typeof v === 'string' ? v : undefined
+}
+
+function envelope(connection: Connection, txn: Transaction): Envelope {
+  const fcrdns = connection.results.get('fcrdns') as { fcrdns?: unknown } | undefined
+  const fcrdnsName = Array.isArray(fcrdns?.fcrdns) ? fcrdns.fcrdns[0] : undefined
+  let hostname = typeof fcrdnsName === 'string' ? fcrdnsName : (connection.remote.host ?? undefined)
+  // Haraka's markers for a failed reverse lookup; rspamd's word for "no rDNS" is "unknown"
+  if (hostname === 'NXDOMAIN') hostname = 'unknown'
+  if (hostname === 'DNSERROR') hostname = undefined
+  const user = connection.notes.auth_user
+  const tls = connection.tls
+  return {
+    ip: connection.remote.ip,
+    hostname,
+    helo: connection.hello.host ?? undefined,
+    mailFrom: addressOf(txn.mail_from),
+    rcpts: (txn.rcpt_to ?? []).map(addressOf).filter((r): r is string => r !== undefined && r !== ''),
+    queueId: txn.uuid,
+    user: typeof user === 'string' ? user : undefined,
+    tlsCipher: tls?.enabled ? tls.cipher?.name : undefined,
+    tlsVersion: tls?.enabled ? tls.cipher?.version : undefined,
+    mtaName: connection.local?.host,
+  }
+}
+
+function decodedSubject(header: Header): string | undefined {
+  const raw = header.get_decoded ? header.get_decoded('Subject') : header.get('Subject')
+  if (typeof raw !== 'string' || raw === '') return undefined
+  return raw.replace(/\r?\n[ \t]*/g, ' ').trim()
+}
+
+/** A scan result → results, notes, header edits, and the arguments for next(). */
+function act(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  cfg: Config,
+  result: ScanResult,
+): [number?, unknown?] {
+  const size = txn.data_bytes
+  if (!result.ok) {
+    const verdict = onFailure(result.error, cfg)
+    const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
+    // results.add logs an err at error level: the one log line of this message
+    txn.results.add(plugin, {
+      err: `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
+    })
+    return toNext(verdict)
+  }
+
+  const reply = result.reply
+  for (const w of result.warnings) connection.logwarn(plugin, `reply from ${result.server}: ${w}`)
+  if (!isKnownAction(reply.action)) {
+    connection.logwarn(plugin, `unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`)
+  }
+  const authenticated = Boolean(connection.notes.auth_user)
+  const verdict = decide(reply, cfg, { authenticated, subject: decodedSubject(txn.header) })
+
+  txn.notes.rspamd = result.json
+  const symbols: Record<string, number> = {}
+  for (const s of reply.symbols) symbols[s.name] = s.score
+  // the one info line per message (haraka-results logs it because of emit)
+  txn.results.add(plugin, {
+    action: reply.action,
+    score: reply.score,
+    required_score: reply.requiredScore,
+    is_skipped: reply.isSkipped,
+    time: result.timeMs / 1000,
+    server: result.server,
+    size: size ?? result.bytesSent,
+    verdict: verdict.kind,
+    symbols,
+    emit: true,
+  })
+  if (verdict.kind === 'accept') applyEdits(plugin, connection, txn, verdict.edits)
+  return toNext(verdict)
+}
+
+function applyEdits(plugin: RspamdPlugin, connection: Connection, txn: Transaction, edits: HeaderEdits): void {
+  for (const d of edits.dropped) connection.logwarn(plugin, `header edit refused: ${d}`)
+  for (const name of edits.remove) txn.remove_header(name)
+  for (const f of edits.add) txn.add_header(f.name, f.value)
+}
+
+function toNext(verdict: Verdict): [number?, unknown?] {
+  switch (verdict.kind) {
+    case 'deny':
+      return [constants.deny, new DSN(verdict.code, `${verdict.status} ${verdict.message}`)]
+    case 'defer':
+      return [constants.denysoft, new DSN(verdict.code, `${verdict.status} ${verdict.message}`)]
+    case 'accept':
+      return []
+  }
+}

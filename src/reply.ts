@@ -1,0 +1,222 @@
+// rspamd's JSON reply (raw bytes or parsed JSON) → a typed Reply.
+// Nothing in the reply is trusted: every field is checked and a wrong type is dropped with a warning.
+
+export interface RspamdSymbol {
+  name: string
+  score: number
+  metricScore?: number
+  description?: string
+  options: string[]
+}
+
+export interface MilterAdd {
+  name: string
+  value: string
+  /** rspamd's `order`: where to insert; we only use it to keep rspamd's order stable */
+  order?: number
+}
+
+export interface MilterRemove {
+  name: string
+  /** rspamd's count: 0 = every instance, n = the n-th (we remove every instance either way) */
+  count: number
+}
+
+export interface Reply {
+  /** rspamd's action, lower case, as sent (may be one we do not know) */
+  action: string
+  score: number
+  requiredScore?: number
+  isSkipped: boolean
+  symbols: RspamdSymbol[]
+  /** `messages`, string values only */
+  messages: Record<string, string>
+  smtpMessage?: string
+  subject?: string
+  milter: { add: MilterAdd[]; remove: MilterRemove[] }
+  dkimSignatures: string[]
+  messageId?: string
+  timeReal?: number
+  thresholds: Record<string, number>
+}
+
+export type ParseResult =
+  | { ok: true; reply: Reply; warnings: string[]; json: Record<string, unknown> }
+  | { ok: false; error: string }
+
+type Obj = Record<string, unknown>
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function num(v: unknown): number | undefined {
+  if (typeof v === 'number' && Number.isFinite(v)) return v
+  return undefined
+}
+
+/** Parse the body of a 200 reply. */
+export function parseReplyBody(body: string | Buffer): ParseResult {
+  const text = typeof body === 'string' ? body : body.toString('utf8')
+  if (text.trim() === '') return { ok: false, error: 'empty reply' }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    return { ok: false, error: `reply is not JSON: ${(err as Error).message}` }
+  }
+  return parseReply(json)
+}
+
+/** Validate parsed JSON. A reply without a usable action is an error; other bad fields are warnings. */
+export function parseReply(json: unknown): ParseResult {
+  if (!isObj(json)) return { ok: false, error: 'reply is not a JSON object' }
+  if (typeof json.error === 'string') return { ok: false, error: `rspamd: ${json.error}` }
+  if (typeof json.action !== 'string' || json.action.trim() === '') {
+    return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
+  }
+  const warnings: string[] = []
+  const warn = (field: string, v: unknown) => warnings.push(`ignored ${field}: ${describe(v)}`)
+
+  let score = num(json.score)
+  if (score === undefined) {
+    if (json.score !== undefined) warn('score', json.score)
+    score = 0
+  }
+  const requiredScore = num(json.required_score)
+  if (requiredScore === undefined && json.required_score !== undefined) warn('required_score', json.required_score)
+
+  let isSkipped = false
+  if (typeof json.is_skipped === 'boolean') isSkipped = json.is_skipped
+  else if (json.is_skipped !== undefined) warn('is_skipped', json.is_skipped)
+
+  const messages: Record<string, string> = {}
+  if (isObj(json.messages)) {
+    for (const [k, v] of Object.entries(json.messages)) {
+      if (typeof v === 'string') messages[k] = v
+      else warn(`messages.${k}`, v)
+    }
+  } else if (json.messages !== undefined) warn('messages', json.messages)
+
+  const subject = typeof json.subject === 'string' ? json.subject : undefined
+  if (subject === undefined && json.subject !== undefined) warn('subject', json.subject)
+
+  const messageId = typeof json['message-id'] === 'string' ? json['message-id'] : undefined
+  const timeReal = num(json.time_real)
+
+  const thresholds: Record<string, number> = {}
+  if (isObj(json.thresholds)) {
+    for (const [k, v] of Object.entries(json.thresholds)) {
+      const n = num(v)
+      if (n !== undefined) thresholds[k] = n
+    }
+  }
+
+  return {
+    ok: true,
+    json,
+    warnings,
+    reply: {
+      action: json.action.trim().toLowerCase(),
+      score,
+      requiredScore,
+      isSkipped,
+      symbols: parseSymbols(json.symbols, warn),
+      messages,
+      smtpMessage: messages.smtp_message,
+      subject,
+      milter: parseMilter(json.milter, warn),
+      dkimSignatures: parseDkim(json['dkim-signature'], warn),
+      messageId,
+      timeReal,
+      thresholds,
+    },
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing'
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  if (typeof v === 'object') return 'an object'
+  const s = JSON.stringify(v)
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
+type Warn = (field: string, v: unknown) => void
+
+function parseSymbols(v: unknown, warn: Warn): RspamdSymbol[] {
+  if (v === undefined) return []
+  if (!isObj(v)) {
+    warn('symbols', v)
+    return []
+  }
+  const out: RspamdSymbol[] = []
+  for (const [key, s] of Object.entries(v)) {
+    if (!isObj(s)) {
+      warn(`symbols.${key}`, s)
+      continue
+    }
+    const name = typeof s.name === 'string' && s.name !== '' ? s.name : key
+    const score = num(s.score)
+    if (score === undefined) {
+      warn(`symbols.${key}.score`, s.score)
+      continue
+    }
+    const options: string[] = []
+    if (Array.isArray(s.options)) {
+      for (const o of s.options) if (typeof o === 'string') options.push(o)
+    }
+    out.push({
+      name,
+      score,
+      metricScore: num(s.metric_score),
+      description: typeof s.description === 'string' ? s.description : undefined,
+      options,
+    })
+  }
+  return out
+}
+
+function parseMilter(v: unknown, warn: Warn): Reply['milter'] {
+  const milter: Reply['milter'] = { add: [], remove: [] }
+  if (v === undefined) return milter
+  if (!isObj(v)) {
+    warn('milter', v)
+    return milter
+  }
+  const add = v.add_headers
+  if (isObj(add)) {
+    for (const [name, value] of Object.entries(add)) {
+      // rspamd sends a string, {value, order}, or an array of either
+      const items = Array.isArray(value) ? value : [value]
+      for (const item of items) {
+        if (typeof item === 'string') milter.add.push({ name, value: item })
+        else if (isObj(item) && typeof item.value === 'string') {
+          milter.add.push({ name, value: item.value, order: num(item.order) })
+        } else warn(`milter.add_headers.${name}`, item)
+      }
+    }
+  } else if (add !== undefined) warn('milter.add_headers', add)
+
+  const remove = v.remove_headers
+  if (isObj(remove)) {
+    for (const [name, count] of Object.entries(remove)) {
+      const n = num(count)
+      if (n === undefined) warn(`milter.remove_headers.${name}`, count)
+      else milter.remove.push({ name, count: n })
+    }
+  } else if (remove !== undefined) warn('milter.remove_headers', remove)
+  return milter
+}
+
+function parseDkim(v: unknown, warn: Warn): string[] {
+  if (v === undefined) return []
+  const items = Array.isArray(v) ? v : [v]
+  const out: string[] = []
+  for (const s of items) {
+    if (typeof s === 'string' && s.trim() !== '') out.push(s)
+    else warn('dkim-signature', s)
+  }
+  return out
+}

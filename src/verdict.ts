@@ -1,0 +1,146 @@
+// Reply + Config + sender facts → Verdict: what Haraka should answer and which headers change.
+// Also the one place that decides what a failed scan means ([defer] policy).
+
+import type { Config } from './config'
+import type { Reply } from './reply'
+import {
+  type HeaderField,
+  milterEdits,
+  prepareField,
+  rewriteSubject,
+  rspamdStyle,
+} from './headers'
+
+export interface SenderFacts {
+  /** the sender authenticated (SMTP AUTH) */
+  authenticated: boolean
+  /** the message's current Subject, decoded; undefined when it has none */
+  subject?: string
+}
+
+/** Header changes, in order: remove every `remove` name, then add every `add` field. Values are ready to write. */
+export interface HeaderEdits {
+  remove: string[]
+  add: HeaderField[]
+  /** what was refused (bad names, protected headers), for the log */
+  dropped: string[]
+}
+
+export type Verdict =
+  | { kind: 'deny'; code: 550; status: '5.7.1'; message: string }
+  | { kind: 'defer'; code: 451; status: '4.7.1'; message: string; reason: string }
+  | { kind: 'accept'; edits: HeaderEdits }
+
+/**
+ * connect: no connection to rspamd; network: the connection broke; http: a non-200 answer;
+ * parse: a 200 answer that is not a usable reply; too-large: a reply over the cap;
+ * aborted: the SMTP client went away
+ */
+export type ScanErrorKind = 'timeout' | 'connect' | 'network' | 'http' | 'parse' | 'too-large' | 'aborted'
+
+export interface ScanError {
+  kind: ScanErrorKind
+  message: string
+}
+
+/** The actions rspamd ≥ 3 can answer, most severe first. */
+export const ACTIONS = ['reject', 'soft reject', 'rewrite subject', 'add header', 'greylist', 'no action'] as const
+
+export function isKnownAction(action: string): boolean {
+  return (ACTIONS as readonly string[]).includes(action)
+}
+
+/** An SMTP reply text must be one line of reasonable length (RFC 5321 §4.5.3.1.5: 512 octets with the code). */
+export function smtpText(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  const one = text.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
+  return one.length > 400 ? `${one.slice(0, 397)}...` : one
+}
+
+function replyText(reply: Reply, cfg: Config, fallback: string): string {
+  const fromRspamd = cfg.smtpMessage.enabled ? reply.smtpMessage : undefined
+  const text = smtpText(fromRspamd ?? '')
+  return text === '' ? fallback : text
+}
+
+export function decide(reply: Reply, cfg: Config, facts: SenderFacts): Verdict {
+  const action = reply.action
+  if (action === 'soft reject' && cfg.softReject.enabled) {
+    return {
+      kind: 'defer',
+      code: 451,
+      status: '4.7.1',
+      message: replyText(reply, cfg, cfg.softReject.message),
+      reason: 'soft reject',
+    }
+  }
+  if (action === 'reject') {
+    // 1.6.x: [reject] spam governs unauthenticated senders, [reject] authenticated the authenticated ones
+    const wanted = facts.authenticated ? cfg.reject.authenticated : cfg.reject.spam
+    if (wanted) return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
+  }
+  return { kind: 'accept', edits: headerEdits(reply, cfg, facts) }
+}
+
+/** Whether the spam headers ([header] names) are written for this reply. */
+export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
+  if (cfg.addHeaders === 'always') return true
+  if (cfg.addHeaders === 'never') return false
+  // sometimes: when rspamd asks for headers — and when a reject was turned into delivery
+  // ([reject] spam=false), so the spam is at least marked
+  return reply.action === 'add header' || reply.action === 'reject'
+}
+
+function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
+  const raw: HeaderField[] = []
+  const remove: string[] = []
+  const dropped: string[] = []
+
+  if (cfg.rewriteSubject.enabled && reply.action === 'rewrite subject') {
+    raw.push({ name: 'Subject', value: rewriteSubject(cfg.subject, facts.subject, reply.subject) })
+  }
+  if (cfg.dkim.enabled) {
+    for (const sig of reply.dkimSignatures) raw.push({ name: 'DKIM-Signature', value: sig })
+  }
+  if (cfg.rmilterHeaders.enabled) {
+    const m = milterEdits(reply.milter)
+    remove.push(...m.remove)
+    raw.push(...m.add)
+    dropped.push(...m.dropped)
+  }
+  if (wantsSpamHeaders(reply, cfg)) raw.push(...rspamdStyle(reply, cfg))
+
+  const add: HeaderField[] = []
+  for (const f of raw) {
+    const ready = prepareField(f.name, f.value)
+    if (ready === undefined) {
+      dropped.push(`invalid header name ${JSON.stringify(f.name)}`)
+      continue
+    }
+    add.push(ready)
+  }
+  // a header we write replaces any of that name already in the message (no spoofed verdicts);
+  // DKIM-Signature is added to, never replaced: the message may carry the author's signatures
+  const seen = new Set(remove.map((n) => n.toLowerCase()))
+  for (const f of add) {
+    const lower = f.name.toLowerCase()
+    if (lower === 'dkim-signature' || seen.has(lower)) continue
+    seen.add(lower)
+    remove.push(f.name)
+  }
+  return { remove, add, dropped }
+}
+
+/** What a failed scan means, per [defer]: accept unchanged, or defer with 451. */
+export function onFailure(error: ScanError, cfg: Config): Verdict {
+  const timedOut = error.kind === 'timeout'
+  const defer = timedOut ? cfg.defer.timeout : cfg.defer.error
+  if (!defer) return { kind: 'accept', edits: { remove: [], add: [], dropped: [] } }
+  return {
+    kind: 'defer',
+    code: 451,
+    status: '4.7.1',
+    message: timedOut ? 'Rspamd scan timeout' : 'Rspamd scan error',
+    reason: error.kind,
+  }
+}
