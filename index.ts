@@ -51,7 +51,10 @@ interface Connection {
   notes: Record<string, unknown>
   results: Results
   relaying?: boolean
-  client?: { once?(ev: string, fn: () => void): unknown; removeListener?(ev: string, fn: () => void): unknown }
+  client?: {
+    once?(ev: string, fn: () => void): unknown
+    removeListener?(ev: string, fn: () => void): unknown
+  }
   loginfo(plugin: unknown, msg: string): void
   logwarn(plugin: unknown, msg: string): void
   logerror(plugin: unknown, msg: string): void
@@ -183,7 +186,10 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
     })
     .catch((err: unknown) => {
       // scan() does not reject; this is a bug of ours, and mail must still flow per [defer]
-      connection.logerror(this, `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+      connection.logerror(
+        this,
+        `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+      )
       if (connection.transaction !== txn) return once()
       once(...toNext(onFailure({ kind: 'network', message: 'internal error' }, cfg)))
     })
@@ -278,7 +284,10 @@ function act(
   const reply = result.reply
   for (const w of result.warnings) connection.logwarn(plugin, `reply from ${result.server}: ${w}`)
   if (!isKnownAction(reply.action)) {
-    connection.logwarn(plugin, `unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`)
+    connection.logwarn(
+      plugin,
+      `unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`,
+    )
   }
   const authenticated = Boolean(connection.notes.auth_user)
   const verdict = decide(reply, cfg, { authenticated, subject: decodedSubject(txn.header) })
@@ -303,7 +312,12 @@ function act(
   return toNext(verdict)
 }
 
-function applyEdits(plugin: RspamdPlugin, connection: Connection, txn: Transaction, edits: HeaderEdits): void {
+function applyEdits(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  edits: HeaderEdits,
+): void {
   for (const d of edits.dropped) connection.logwarn(plugin, `header edit refused: ${d}`)
   for (const name of edits.remove) txn.remove_header(name)
   for (const f of edits.add) txn.add_header(f.name, f.value)

@@ -242,8 +242,11 @@ function errorDetail(text: string | undefined): string {
   } catch {
     // not JSON: an HTML error page from a proxy, say; show its start
   }
-  // eslint-disable-next-line no-control-regex
-  const one = text.replace(/<[^>]*>/g, ' ').replace(/[\s\x00-\x1f]+/g, ' ').trim()
+  const one = text
+    .replace(/<[^>]*>/g, ' ')
+    // eslint-disable-next-line no-control-regex
+    .replace(/[\s\x00-\x1f]+/g, ' ')
+    .trim()
   return one ? `: ${one.slice(0, 120)}` : ''
 }
 
@@ -260,7 +263,8 @@ const CONNECT_CODES = new Set([
 ])
 
 function errCode(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
+    return err.code
   return undefined
 }
 

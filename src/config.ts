@@ -6,8 +6,7 @@ import { readFileSync } from 'node:fs'
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
 export type Target =
-  | { kind: 'tcp'; scheme: 'http' | 'https'; host: string; port: number }
-  | { kind: 'unix'; socketPath: string }
+  { kind: 'tcp'; scheme: 'http' | 'https'; host: string; port: number } | { kind: 'unix'; socketPath: string }
 
 export interface TlsConfig {
   rejectUnauthorized: boolean
@@ -208,7 +207,6 @@ class Reader {
 /** Printable ASCII without colon or space: RFC 5322 field-name, also valid as an HTTP token here. */
 const FIELD_NAME = /^[!-9;-~]+$/
 // CR, LF and NUL would split or end an HTTP header line.
-// eslint-disable-next-line no-control-regex
 const UNSAFE_VALUE = /[\r\n\0]/
 
 function headerValue(key: string, value: string): string {
@@ -331,7 +329,8 @@ function parseRequest(request: Reader): RequestConfig {
   for (const f of listed) {
     const t = f.trim()
     if (t === '') continue
-    if (!/^[A-Za-z0-9_-]+$/.test(t)) throw new ConfigError('request.flags', rawFlags, `bad flag ${JSON.stringify(t)}`)
+    if (!/^[A-Za-z0-9_-]+$/.test(t))
+      throw new ConfigError('request.flags', rawFlags, `bad flag ${JSON.stringify(t)}`)
     flags.add(t)
   }
   for (const key of FLAG_KEYS) if (request.bool(key, false)) flags.add(key)

@@ -41,8 +41,7 @@ export interface Reply {
 }
 
 export type ParseResult =
-  | { ok: true; reply: Reply; warnings: string[]; json: Record<string, unknown> }
-  | { ok: false; error: string }
+  { ok: true; reply: Reply; warnings: string[]; json: Record<string, unknown> } | { ok: false; error: string }
 
 type Obj = Record<string, unknown>
 
@@ -84,7 +83,8 @@ export function parseReply(json: unknown): ParseResult {
     score = 0
   }
   const requiredScore = num(json.required_score)
-  if (requiredScore === undefined && json.required_score !== undefined) warn('required_score', json.required_score)
+  if (requiredScore === undefined && json.required_score !== undefined)
+    warn('required_score', json.required_score)
 
   let isSkipped = false
   if (typeof json.is_skipped === 'boolean') isSkipped = json.is_skipped

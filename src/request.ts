@@ -38,7 +38,11 @@ function set(headers: RequestHeaders, name: string, v: unknown): void {
   if (s !== undefined) headers[name] = s
 }
 
-export function buildRequestHeaders(env: Envelope, cfg: Config, processEnv: NodeJS.ProcessEnv = process.env): RequestHeaders {
+export function buildRequestHeaders(
+  env: Envelope,
+  cfg: Config,
+  processEnv: NodeJS.ProcessEnv = process.env,
+): RequestHeaders {
   const h: RequestHeaders = {}
   set(h, 'IP', env.ip)
   set(h, 'Hostname', env.hostname)

@@ -3,13 +3,7 @@
 
 import type { Config } from './config'
 import type { Reply } from './reply'
-import {
-  type HeaderField,
-  milterEdits,
-  prepareField,
-  rewriteSubject,
-  rspamdStyle,
-} from './headers'
+import { type HeaderField, milterEdits, prepareField, rewriteSubject, rspamdStyle } from './headers'
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */
@@ -44,7 +38,14 @@ export interface ScanError {
 }
 
 /** The actions rspamd ≥ 3 can answer, most severe first. */
-export const ACTIONS = ['reject', 'soft reject', 'rewrite subject', 'add header', 'greylist', 'no action'] as const
+export const ACTIONS = [
+  'reject',
+  'soft reject',
+  'rewrite subject',
+  'add header',
+  'greylist',
+  'no action',
+] as const
 
 export function isKnownAction(action: string): boolean {
   return (ACTIONS as readonly string[]).includes(action)
@@ -77,7 +78,8 @@ export function decide(reply: Reply, cfg: Config, facts: SenderFacts): Verdict {
   if (action === 'reject') {
     // 1.6.x: [reject] spam governs unauthenticated senders, [reject] authenticated the authenticated ones
     const wanted = facts.authenticated ? cfg.reject.authenticated : cfg.reject.spam
-    if (wanted) return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
+    if (wanted)
+      return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
   }
   return { kind: 'accept', edits: headerEdits(reply, cfg, facts) }
 }

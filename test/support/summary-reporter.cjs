@@ -9,9 +9,7 @@ class SummaryReporter extends Mocha.reporters.Spec {
     runner.once(EVENT_RUN_END, () => {
       const s = runner.stats ?? { passes: 0, failures: 0, pending: 0 }
       // after the spec reporter's own epilogue
-      process.nextTick(() =>
-        console.log(`\n${s.passes} passed, ${s.failures} failed, ${s.pending} skipped`),
-      )
+      process.nextTick(() => console.log(`\n${s.passes} passed, ${s.failures} failed, ${s.pending} skipped`))
     })
   }
 }

@@ -1,0 +1,92 @@
+// The package as Haraka loads it: package.json → dist/index.js (CommonJS), exports copied onto a plugin object.
+
+import assert from 'node:assert/strict'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { REPO } from './support/harness'
+
+interface Pkg {
+  name: string
+  version: string
+  main: string
+  types: string
+  files: string[]
+  engines: { node: string }
+  dependencies: Record<string, string>
+}
+
+describe('package', function () {
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as Pkg
+
+  it('is haraka-plugin-rspamd 2.x with main and types in dist/', () => {
+    assert.equal(pkg.name, 'haraka-plugin-rspamd')
+    assert.match(pkg.version, /^2\./)
+    assert.equal(pkg.main, 'dist/index.js')
+    assert.equal(pkg.types, 'dist/index.d.ts')
+    assert.ok(existsSync(join(REPO, pkg.main)), 'dist/index.js is built (npm test builds first)')
+    assert.deepEqual([...pkg.files].sort(), ['README.md', 'config', 'dist'])
+    assert.equal(pkg.engines.node, '>=20.18.1')
+  })
+
+  it('depends on undici 7, not 8 (which needs Node 22)', () => {
+    assert.match(pkg.dependencies.undici, /^\^?7\./)
+  })
+
+  it('loads the way Haraka does: require the directory, copy the exports onto a plugin, register, hook', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require(REPO) as Record<string, unknown>
+    for (const name of ['register', 'rspamd_data_post', 'shutdown']) {
+      assert.equal(typeof mod[name], 'function', `${name} is exported`)
+    }
+    const hooks: [string, string][] = []
+    const logs: string[] = []
+    const plugin: Record<string, unknown> = {
+      name: 'rspamd',
+      timeout: 30,
+      config: { get: () => ({ main: { host: '127.0.0.1', port: 11333 } }) },
+      register_hook: (hook: string, method: string) => hooks.push([hook, method]),
+      loginfo: (m: string) => logs.push(m),
+      logwarn: (m: string) => logs.push(m),
+      logerror: (m: string) => logs.push(m),
+    }
+    for (const [k, v] of Object.entries(mod)) plugin[k] = v
+    ;(plugin.register as () => void).call(plugin)
+    assert.deepEqual(hooks, [['data_post', 'rspamd_data_post']])
+    // a plugin that inherits this one under another name does not get the hook twice
+    const child: Record<string, unknown> = { ...plugin, name: 'rspamd_child' }
+    hooks.length = 0
+    ;(child.register as () => void).call(child)
+    assert.deepEqual(hooks, [])
+    // the hook with no transaction just continues
+    let code: unknown = 'not called'
+    ;(plugin.rspamd_data_post as (n: (c?: number) => void, c: unknown) => void).call(
+      plugin,
+      (c?: number) => (code = c),
+      { transaction: null },
+    )
+    assert.equal(code, undefined)
+    return Promise.all([plugin, child].map((p) => (p.shutdown as () => Promise<void>).call(p)))
+  })
+
+  it('ships config/rspamd.ini with every 1.6.x section', () => {
+    const ini = readFileSync(join(REPO, 'config', 'rspamd.ini'), 'utf8')
+    for (const section of [
+      'tls',
+      'auth',
+      'request',
+      'request_headers',
+      'dkim',
+      'header',
+      'spambar',
+      'check',
+      'reject',
+      'soft_reject',
+      'rewrite_subject',
+      'rmilter_headers',
+      'smtp_message',
+      'defer',
+    ]) {
+      assert.match(ini, new RegExp(`^\\[${section}\\]$`, 'm'), `[${section}]`)
+    }
+  })
+})

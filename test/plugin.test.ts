@@ -1,0 +1,459 @@
+// The built plugin in haraka-test-fixtures against the fake rspamd: every action, the bytes and
+// headers rspamd receives, what lands on the transaction, and each failure under the [defer] policy.
+
+import assert from 'node:assert/strict'
+import { EventEmitter } from 'node:events'
+import { writeFileSync } from 'node:fs'
+import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
+import { FakeRspamd } from './support/fake-rspamd'
+import { replyFor } from './support/replies'
+import {
+  DENY,
+  DENYSOFT,
+  connectionWith,
+  corpus,
+  dataPost,
+  headerBlock,
+  iniPathOf,
+  loadPlugin,
+  queuedMessage,
+  replyCode,
+  replyText,
+  unregister,
+} from './support/harness'
+
+const CORPUS_FILES = [
+  'ham.eml',
+  'gtube.eml',
+  'utf8-subject.eml',
+  'spoofed-verdict-headers.eml',
+  'multipart-attachment.eml',
+  'long-subject.eml',
+  'leading-dots.eml',
+]
+
+function iniFor(server: FakeRspamd, extra = ''): string {
+  return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
+}
+
+/** Every header line of a message is `Name: value` or a continuation, none over 998 octets. */
+function assertWellFormed(message: Buffer): void {
+  const head = headerBlock(message)
+  for (const line of head.split('\r\n').slice(0, -1)) {
+    assert.ok(Buffer.byteLength(line) <= 998, `line over 998 octets: ${line.slice(0, 60)}`)
+    assert.match(line, /^([!-9;-~]+:|[ \t])/, `not a header line: ${JSON.stringify(line.slice(0, 60))}`)
+  }
+  assert.ok(!/\r(?!\n)|(?<!\r)\n/.test(head), 'bare CR or LF in the header block')
+}
+
+describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
+  let server: FakeRspamd
+  let plugin: FixturePlugin
+
+  before(async () => {
+    server = await FakeRspamd.start()
+  })
+  after(async () => {
+    await server.close()
+  })
+  afterEach(async () => {
+    if (plugin) await unregister(plugin)
+    server.setMode('ok')
+  })
+
+  describe('sends each message exactly as received', function () {
+    for (const file of CORPUS_FILES) {
+      it(`streams ${file} byte-identical with CRLF line endings`, async () => {
+        plugin = loadPlugin(iniFor(server))
+        server.setReply(replyFor('no action'))
+        const before = server.requests.length
+        const conn = await connectionWith(corpus(file))
+        const res = await dataPost(plugin, conn)
+        assert.equal(res.code, undefined)
+        assert.equal(server.requests.length, before + 1)
+        const req = server.requests[before]
+        assert.equal(req.method, 'POST')
+        assert.equal(req.path, '/checkv2')
+        assert.ok(
+          req.body.equals(corpus(file)),
+          `${file}: rspamd got ${req.body.length} bytes, sent ${corpus(file).length}`,
+        )
+      })
+    }
+
+    it('sends the envelope and connection facts as rspamd request headers', async () => {
+      plugin = loadPlugin(
+        iniFor(
+          server,
+          '[request]\nsettings_id = outbound\npass_all = true\n[request_headers]\nMTA-Tag = haraka',
+        ),
+      )
+      const before = server.requests.length
+      const conn = await connectionWith(corpus('ham.eml'), {
+        ip: '198.51.100.7',
+        host: 'mx.example.org',
+        helo: 'helo.example.org',
+        mailFrom: 'alice@example.org',
+        rcpts: ['bob@example.net', 'carol@example.net'],
+        tls: { name: 'TLS_AES_256_GCM_SHA384', version: 'TLSv1.3' },
+      })
+      conn.results.add({ name: 'fcrdns' }, { fcrdns: ['fcrdns.example.org'] })
+      await dataPost(plugin, conn)
+      const h = server.requests[before].headers
+      assert.equal(h.ip, '198.51.100.7')
+      assert.equal(h.hostname, 'fcrdns.example.org')
+      assert.equal(h.helo, 'helo.example.org')
+      assert.equal(h.from, 'alice@example.org')
+      assert.equal(h['queue-id'], conn.transaction?.uuid)
+      assert.equal(h['tls-cipher'], 'TLS_AES_256_GCM_SHA384')
+      assert.equal(h['tls-version'], 'TLSv1.3')
+      assert.equal(h['settings-id'], 'outbound')
+      assert.equal(h.pass, 'all')
+      assert.equal(h['mta-tag'], 'haraka')
+      assert.equal(h['deliver-to'], undefined, 'Deliver-To only for a single recipient')
+      const raw = server.requests[before].rawHeaders
+      const rcpts = raw.filter((_, i) => i % 2 === 1 && raw[i - 1].toLowerCase() === 'rcpt')
+      assert.deepEqual(rcpts, ['bob@example.net', 'carol@example.net'])
+    })
+
+    it('sends Deliver-To and User for one recipient of an authenticated sender scanned by [check] authenticated=true', async () => {
+      plugin = loadPlugin(iniFor(server, '[check]\nauthenticated = true'))
+      const before = server.requests.length
+      const conn = await connectionWith(corpus('ham.eml'), { rcpts: ['only@example.net'], authUser: 'alice' })
+      await dataPost(plugin, conn)
+      const h = server.requests[before].headers
+      assert.equal(h['deliver-to'], 'only@example.net')
+      assert.equal(h.user, 'alice')
+    })
+  })
+
+  describe('acts on each action', function () {
+    const cases: {
+      action: Parameters<typeof replyFor>[0]
+      code: number | undefined
+      smtp?: RegExp
+      headers: Record<string, RegExp | null>
+    }[] = [
+      { action: 'no action', code: undefined, headers: { 'X-Rspamd-Score': null, 'X-Rspamd-Bar': null } },
+      { action: 'greylist', code: undefined, headers: { 'X-Rspamd-Score': null } },
+      {
+        action: 'add header',
+        code: undefined,
+        headers: {
+          'X-Rspamd-Score': /^6\.5$/,
+          'X-Rspamd-Bar': /^\+{6}$/,
+          'X-Rspamd-Report': /\w+\([\d.-]+\)/,
+        },
+      },
+      { action: 'rewrite subject', code: undefined, headers: { Subject: /^\[SPAM\] Lunch on Thursday\?$/ } },
+      { action: 'soft reject', code: DENYSOFT, smtp: /^4\.7\.1 /, headers: {} },
+      { action: 'reject', code: DENY, smtp: /^5\.7\.1 /, headers: {} },
+    ]
+    for (const c of cases) {
+      it(`${c.action} → ${c.code === undefined ? 'continue' : c.code === DENY ? 'DENY 550' : 'DENYSOFT 451'}`, async () => {
+        plugin = loadPlugin(iniFor(server))
+        const reply = replyFor(c.action)
+        delete (reply as { subject?: unknown }).subject
+        server.setReply(reply)
+        const conn = await connectionWith(corpus('ham.eml'))
+        const res = await dataPost(plugin, conn)
+        assert.equal(res.code, c.code)
+        if (c.smtp) {
+          assert.match(replyText(res.msg) ?? '', c.smtp)
+          assert.equal(replyCode(res.msg), c.code === DENY ? 550 : 451)
+        }
+        const txn = conn.transaction
+        assert.ok(txn)
+        for (const [name, want] of Object.entries(c.headers)) {
+          const got = txn.header.get(name).replace(/\r?\n$/, '')
+          if (want === null) assert.equal(got, '', `${name} should not be set`)
+          else assert.match(got.replace(/\r?\n[ \t]+/g, ' '), want, name)
+        }
+        const result = txn.results.get('rspamd')
+        assert.ok(result)
+        assert.equal(result.action, c.action)
+        assert.equal(typeof result.score, 'number')
+        assert.equal(typeof result.time, 'number')
+        const symbols = result.symbols as Record<string, unknown>
+        assert.ok(
+          Object.values(symbols).every((v) => typeof v === 'number'),
+          'symbols as {NAME: score}',
+        )
+        assert.equal((txn.notes.rspamd as { action?: string }).action, c.action)
+        assertWellFormed(await queuedMessage(conn))
+      })
+    }
+
+    it("uses rspamd's smtp_message as the reject text when [smtp_message] is enabled", async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(replyFor('reject', { messages: { smtp_message: 'Go away, spammer' } }))
+      const res = await dataPost(plugin, await connectionWith(corpus('gtube.eml')))
+      assert.equal(res.code, DENY)
+      assert.equal(replyText(res.msg), '5.7.1 Go away, spammer')
+    })
+
+    it('uses [reject] message when [smtp_message] enabled=false', async () => {
+      plugin = loadPlugin(iniFor(server, '[smtp_message]\nenabled=false\n[reject]\nmessage = No spam here'))
+      server.setReply(replyFor('reject', { messages: { smtp_message: 'Go away, spammer' } }))
+      const res = await dataPost(plugin, await connectionWith(corpus('gtube.eml')))
+      assert.equal(replyText(res.msg), '5.7.1 No spam here')
+    })
+
+    it('delivers a reject with spam headers when [reject] spam=false', async () => {
+      plugin = loadPlugin(iniFor(server, '[reject]\nspam = false'))
+      server.setReply(replyFor('reject'))
+      const conn = await connectionWith(corpus('gtube.eml'))
+      const res = await dataPost(plugin, conn)
+      assert.equal(res.code, undefined)
+      assert.match(conn.transaction?.header.get('X-Rspamd-Score') ?? '', /16\.5/)
+    })
+
+    it('does not reject an authenticated sender unless [reject] authenticated=true', async () => {
+      plugin = loadPlugin(iniFor(server, '[check]\nauthenticated = true'))
+      server.setReply(replyFor('reject'))
+      const res = await dataPost(plugin, await connectionWith(corpus('gtube.eml'), { authUser: 'alice' }))
+      assert.equal(res.code, undefined)
+      await unregister(plugin)
+      plugin = loadPlugin(iniFor(server, '[check]\nauthenticated = true\n[reject]\nauthenticated = true'))
+      const res2 = await dataPost(plugin, await connectionWith(corpus('gtube.eml'), { authUser: 'alice' }))
+      assert.equal(res2.code, DENY)
+    })
+
+    it("rewrites the subject with rspamd's subject when it sends one", async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(replyFor('rewrite subject', { subject: '*** SPAM *** %s' }))
+      const conn = await connectionWith(corpus('ham.eml'))
+      await dataPost(plugin, conn)
+      assert.equal(conn.transaction?.header.get_all('Subject').length, 1)
+      assert.match(conn.transaction?.header.get('Subject') ?? '', /^\*\*\* SPAM \*\*\* Lunch on Thursday\?/)
+    })
+
+    it('rewrites an RFC 2047 subject keeping it encoded and decodable', async () => {
+      plugin = loadPlugin(iniFor(server, 'subject = [SPAM] %s'))
+      const reply = replyFor('rewrite subject')
+      delete (reply as { subject?: unknown }).subject
+      server.setReply(reply)
+      const conn = await connectionWith(corpus('utf8-subject.eml'))
+      await dataPost(plugin, conn)
+      const raw = conn.transaction?.header.get('Subject') ?? ''
+      assert.ok(/^[\t\n\r -~]*$/.test(raw), 'the written Subject is ASCII (RFC 2047)')
+      assert.equal(
+        conn.transaction?.header.get_decoded('Subject').replace(/\s+/g, ' ').trim(),
+        '[SPAM] Été sale – 50% off',
+      )
+    })
+
+    it('replaces forged verdict headers with ours', async () => {
+      plugin = loadPlugin(iniFor(server, 'add_headers = always'))
+      server.setReply(replyFor('add header'))
+      const conn = await connectionWith(corpus('spoofed-verdict-headers.eml'))
+      await dataPost(plugin, conn)
+      const txn = conn.transaction
+      assert.ok(txn)
+      assert.deepEqual(
+        txn.header.get_all('X-Rspamd-Score').map((v) => v.trim()),
+        ['6.5'],
+      )
+      assert.equal(txn.header.get_all('X-Rspamd-Bar').length, 1)
+    })
+
+    it("applies rspamd's milter add/remove headers and adds DKIM-Signature", async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(
+        replyFor('no action', {
+          milter: {
+            add_headers: {
+              'X-Virus': 'no',
+              'X-Order': { value: 'first', order: 0 },
+              'X-Multi': ['a', { value: 'b' }],
+            },
+            remove_headers: { 'X-Mailer': 0 },
+          },
+          'dkim-signature': 'v=1; a=rsa-sha256; d=example.org; s=sel; b=abc',
+        }),
+      )
+      const conn = await connectionWith(`X-Mailer: old\r\n${corpus('ham.eml').toString()}`)
+      await dataPost(plugin, conn)
+      const h = conn.transaction?.header
+      assert.ok(h)
+      assert.equal(h.get('X-Mailer'), '')
+      assert.equal(h.get('X-Virus').trim(), 'no')
+      assert.deepEqual(
+        h.get_all('X-Multi').map((v) => v.trim()),
+        ['a', 'b'],
+      )
+      assert.match(h.get('DKIM-Signature'), /d=example\.org/)
+      assertWellFormed(await queuedMessage(conn))
+    })
+
+    it('ignores milter headers and DKIM when [rmilter_headers] and [dkim] are disabled', async () => {
+      plugin = loadPlugin(iniFor(server, '[rmilter_headers]\nenabled=false\n[dkim]\nenabled=false'))
+      server.setReply(
+        replyFor('no action', {
+          milter: { add_headers: { 'X-Virus': 'no' } },
+          'dkim-signature': 'v=1; d=example.org',
+        }),
+      )
+      const conn = await connectionWith(corpus('ham.eml'))
+      await dataPost(plugin, conn)
+      assert.equal(conn.transaction?.header.get('X-Virus'), '')
+      assert.equal(conn.transaction?.header.get('DKIM-Signature'), '')
+    })
+
+    it('accepts an unknown action and logs a warning', async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(replyFor('no action', { action: 'quarantine' }))
+      const conn = await connectionWith(corpus('ham.eml'))
+      const res = await dataPost(plugin, conn)
+      assert.equal(res.code, undefined)
+      assert.equal(conn.transaction?.results.get('rspamd')?.action, 'quarantine')
+    })
+  })
+
+  describe('skips senders per [check]', function () {
+    const cases: { name: string; sender: Parameters<typeof connectionWith>[1]; skip: string }[] = [
+      { name: 'an authenticated sender', sender: { authUser: 'alice' }, skip: 'authed' },
+      { name: 'a relaying client', sender: { relaying: true }, skip: 'relay' },
+      { name: 'a private IP', sender: { ip: '10.1.2.3', isPrivate: true }, skip: 'private_ip' },
+      { name: 'a local IP', sender: { ip: '127.0.0.1', isLocal: true, isPrivate: true }, skip: 'local_ip' },
+    ]
+    for (const c of cases) {
+      it(`does not scan ${c.name} and records skip=${c.skip}`, async () => {
+        plugin = loadPlugin(iniFor(server))
+        const before = server.requests.length
+        const conn = await connectionWith(corpus('ham.eml'), c.sender)
+        const res = await dataPost(plugin, conn)
+        assert.equal(res.code, undefined)
+        assert.equal(server.requests.length, before, 'nothing sent to rspamd')
+        assert.deepEqual(conn.transaction?.results.get('rspamd')?.skip, [c.skip])
+      })
+    }
+  })
+
+  describe('fails per [defer]', function () {
+    const failures: { name: string; setup: (s: FakeRspamd) => Promise<string>; kind: 'error' | 'timeout' }[] =
+      [
+        {
+          name: 'rspamd is down (connection refused)',
+          setup: async () => `host = 127.0.0.1\nport = ${await FakeRspamd.unusedPort()}\n`,
+          kind: 'error',
+        },
+        {
+          name: 'rspamd does not answer in time',
+          setup: async (s) => {
+            s.setMode('hang')
+            return `${iniFor(s)}timeout = 0.3\n`
+          },
+          kind: 'timeout',
+        },
+        {
+          name: 'rspamd answers HTTP 500',
+          setup: async (s) => (s.setMode('status:500'), iniFor(s)),
+          kind: 'error',
+        },
+        {
+          name: 'rspamd answers non-JSON',
+          setup: async (s) => (s.setMode('garbage'), iniFor(s)),
+          kind: 'error',
+        },
+        {
+          name: 'the reply is over the 16 MiB cap',
+          setup: async (s) => (s.setMode('huge:17825792'), iniFor(s)),
+          kind: 'error',
+        },
+      ]
+    for (const f of failures) {
+      for (const defer of [false, true]) {
+        it(`${defer ? 'defers with 451' : 'accepts'} when ${f.name} and defer.${f.kind}=${defer}`, async () => {
+          const ini = await f.setup(server)
+          plugin = loadPlugin(`${ini}[defer]\n${f.kind} = ${defer}\n`)
+          const conn = await connectionWith(corpus('ham.eml'))
+          const res = await dataPost(plugin, conn)
+          if (defer) {
+            assert.equal(res.code, DENYSOFT)
+            assert.equal(replyCode(res.msg), 451)
+          } else assert.equal(res.code, undefined)
+          const err = conn.transaction?.results.get('rspamd')?.err as string[] | undefined
+          assert.ok(err && err.length === 1, 'one error recorded')
+          assert.equal(conn.transaction?.header.get('X-Rspamd-Score'), '')
+          // whatever else the failure does later (sockets closing), next() was called once
+          await server.waitForIdle()
+          assert.equal(res.calls(), 1)
+        })
+      }
+    }
+  })
+
+  describe('the SMTP client goes away during the scan', function () {
+    it('aborts the request, calls next() once, and touches nothing on the gone transaction', async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setMode('hang')
+      const conn: FixtureConnection = await connectionWith(corpus('ham.eml'))
+      const client = new EventEmitter()
+      conn.client = client
+      const txn = conn.transaction
+      const before = server.totalConnections
+      const pending = dataPost(plugin, conn)
+      await server.waitForRequests(1)
+      assert.ok(server.totalConnections > before || server.openConnections > 0)
+      // Haraka: the socket closes, the transaction is reset
+      conn.transaction = null
+      client.emit('close')
+      const res = await pending
+      assert.equal(res.code, undefined)
+      await server.waitForIdle()
+      assert.equal(res.calls(), 1)
+      assert.equal(txn?.results.get('rspamd'), undefined, 'nothing recorded on the gone transaction')
+    })
+  })
+
+  describe('config', function () {
+    it('refuses to register with a bad value, naming the key', () => {
+      assert.throws(() => loadPlugin('add_headers = sometimes-ish\n'), /add_headers/)
+      assert.throws(() => loadPlugin('port = 70000\n'), /port/)
+    })
+
+    /** Resolves with the next message the plugin logs at `level` that matches `re`. */
+    function nextLog(p: FixturePlugin, level: 'loginfo' | 'logerror', re: RegExp): Promise<string> {
+      const original = p[level] as (msg: string) => void
+      return new Promise((done) => {
+        p[level] = (msg: string) => {
+          original.call(p, msg)
+          if (re.test(String(msg))) {
+            p[level] = original
+            done(String(msg))
+          }
+        }
+      })
+    }
+    const cfgOf = (p: FixturePlugin) =>
+      (p as unknown as { cfg: { addHeaders: string; target: { port?: number } } }).cfg
+
+    it('keeps the previous config when a reload brings a bad value, and logs the key', async () => {
+      plugin = loadPlugin(iniFor(server))
+      const refused = nextLog(plugin, 'logerror', /reload refused/)
+      writeFileSync(iniPathOf(plugin), `${iniFor(server)}add_headers = bogus\n`)
+      assert.match(await refused, /add_headers/)
+      assert.equal(cfgOf(plugin).addHeaders, 'sometimes')
+      const res = await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+      assert.equal(res.code, undefined)
+    })
+
+    it('picks up an edited rspamd.ini and moves to a new rspamd without a restart', async () => {
+      const other = await FakeRspamd.start()
+      try {
+        plugin = loadPlugin(iniFor(server))
+        const reloaded = nextLog(plugin, 'loginfo', /reloaded/)
+        writeFileSync(iniPathOf(plugin), `${iniFor(other)}add_headers = always\n`)
+        await reloaded
+        assert.equal(cfgOf(plugin).addHeaders, 'always')
+        const before = other.requests.length
+        await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+        assert.equal(other.requests.length, before + 1, 'the new server got the scan')
+      } finally {
+        await unregister(plugin)
+        await other.close()
+      }
+    })
+  })
+})
