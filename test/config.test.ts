@@ -1,0 +1,568 @@
+// src/config.ts: rspamd.ini as haraka-config returns it → Config. Every default, every key with a
+// valid value, and every invalid value as a ConfigError that names the key.
+
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type Config, ConfigError, parseConfig, sameTarget } from '../src/config'
+
+type Ini = Record<string, unknown>
+type Getter = (c: Config) => unknown
+
+/** Asserts `fn` throws a ConfigError whose key is `key` and whose message names it. */
+function assertConfigError(fn: () => unknown, key: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`)
+    assert.equal(err.key, key)
+    assert.ok(err.message.includes(key), `message does not name ${key}: ${err.message}`)
+    return true
+  })
+}
+
+const DEFAULTS: Array<[what: string, get: Getter, expected: unknown]> = [
+  ['target', (c) => c.target, { kind: 'tcp', scheme: 'http', host: 'localhost', port: 11333 }],
+  ['path', (c) => c.path, '/checkv2'],
+  ['timeout', (c) => c.timeout, undefined],
+  ['add_headers', (c) => c.addHeaders, 'sometimes'],
+  ['subject', (c) => c.subject, '[SPAM] %s'],
+  ['header.bar', (c) => c.header.bar, 'X-Rspamd-Bar'],
+  ['header.report', (c) => c.header.report, 'X-Rspamd-Report'],
+  ['header.score', (c) => c.header.score, 'X-Rspamd-Score'],
+  ['spambar', (c) => c.spambar, { positive: '+', negative: '-', neutral: '/' }],
+  ['check', (c) => c.check, { authenticated: false, relay: false, privateIp: false, localIp: false }],
+  ['reject', (c) => c.reject, { message: 'Detected as spam', spam: true, authenticated: false }],
+  ['soft_reject', (c) => c.softReject, { enabled: true, message: 'Deferred by policy' }],
+  ['dkim.enabled', (c) => c.dkim.enabled, true],
+  ['rewrite_subject.enabled', (c) => c.rewriteSubject.enabled, true],
+  ['rmilter_headers.enabled', (c) => c.rmilterHeaders.enabled, true],
+  ['smtp_message.enabled', (c) => c.smtpMessage.enabled, true],
+  ['defer', (c) => c.defer, { error: false, timeout: false }],
+  ['tls.reject_unauthorized', (c) => c.tls.rejectUnauthorized, true],
+  [
+    'tls files',
+    (c) => [c.tls.ca, c.tls.cert, c.tls.key, c.tls.servername],
+    [undefined, undefined, undefined, undefined],
+  ],
+  ['auth', (c) => Object.values(c.auth).filter((v) => v !== undefined), []],
+  ['request flags', (c) => c.request.flags, []],
+  ['request pass_all/raw', (c) => [c.request.passAll, c.request.raw], [false, false]],
+  [
+    'request settings',
+    (c) => [c.request.settingsId, c.request.settings, c.request.urlFormat],
+    [undefined, undefined, undefined],
+  ],
+  ['request_headers', (c) => c.requestHeaders, {}],
+]
+
+// [ini text as it reads, ini object, getter, expected]
+const VALID: Array<[label: string, ini: Ini, get: Getter, expected: unknown]> = [
+  [
+    'host=rspamd.local',
+    { main: { host: 'rspamd.local' } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: 'rspamd.local', port: 11333 },
+  ],
+  [
+    'host=192.0.2.7',
+    { main: { host: '192.0.2.7' } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: '192.0.2.7', port: 11333 },
+  ],
+  [
+    'host=[::1] (IPv6, brackets dropped)',
+    { main: { host: '[::1]' } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: '::1', port: 11333 },
+  ],
+  [
+    'host=::1',
+    { main: { host: '::1' } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: '::1', port: 11333 },
+  ],
+  [
+    'port=11334',
+    { main: { port: 11334 } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: 'localhost', port: 11334 },
+  ],
+  [
+    'port="11335" as text',
+    { main: { port: '11335' } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: 'localhost', port: 11335 },
+  ],
+  [
+    'port=1',
+    { main: { port: 1 } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: 'localhost', port: 1 },
+  ],
+  [
+    'port=65535',
+    { main: { port: 65535 } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'http', host: 'localhost', port: 65535 },
+  ],
+  [
+    'scheme=https',
+    { main: { scheme: 'https', host: 'r.example', port: 443 } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'https', host: 'r.example', port: 443 },
+  ],
+  [
+    'scheme=HTTPS',
+    { main: { scheme: 'HTTPS' } },
+    (c) => c.target,
+    { kind: 'tcp', scheme: 'https', host: 'localhost', port: 11333 },
+  ],
+  [
+    'unix_socket=/run/rspamd.sock',
+    { main: { unix_socket: '/run/rspamd.sock' } },
+    (c) => c.target,
+    { kind: 'unix', socketPath: '/run/rspamd.sock' },
+  ],
+  [
+    'unix_socket wins over host and port',
+    { main: { unix_socket: '/var/run/r.sock', host: 'r.example', port: 1 } },
+    (c) => c.target,
+    { kind: 'unix', socketPath: '/var/run/r.sock' },
+  ],
+  ['path=/check', { main: { path: '/check' } }, (c) => c.path, '/check'],
+  ['timeout=5', { main: { timeout: 5 } }, (c) => c.timeout, 5],
+  ['timeout=2.5 as text', { main: { timeout: '2.5' } }, (c) => c.timeout, 2.5],
+  ['add_headers=always', { main: { add_headers: 'always' } }, (c) => c.addHeaders, 'always'],
+  ['add_headers=never', { main: { add_headers: 'never' } }, (c) => c.addHeaders, 'never'],
+  ['add_headers=sometimes', { main: { add_headers: 'sometimes' } }, (c) => c.addHeaders, 'sometimes'],
+  ['add_headers=Always (any case)', { main: { add_headers: 'Always' } }, (c) => c.addHeaders, 'always'],
+  ['always_add_headers=true', { main: { always_add_headers: true } }, (c) => c.addHeaders, 'always'],
+  ['always_add_headers=false', { main: { always_add_headers: false } }, (c) => c.addHeaders, 'sometimes'],
+  [
+    'add_headers=never over always_add_headers=true',
+    { main: { always_add_headers: true, add_headers: 'never' } },
+    (c) => c.addHeaders,
+    'never',
+  ],
+  [
+    'add_headers=sometimes over always_add_headers=true',
+    { main: { always_add_headers: true, add_headers: 'sometimes' } },
+    (c) => c.addHeaders,
+    'sometimes',
+  ],
+  ['subject=*** SPAM *** %s', { main: { subject: '*** SPAM *** %s' } }, (c) => c.subject, '*** SPAM *** %s'],
+  [
+    '[tls] reject_unauthorized=false',
+    { tls: { reject_unauthorized: false } },
+    (c) => c.tls.rejectUnauthorized,
+    false,
+  ],
+  ['[tls] servername', { tls: { servername: 'rspamd.example' } }, (c) => c.tls.servername, 'rspamd.example'],
+  [
+    '[auth] basic_user and basic_pass',
+    { auth: { basic_user: 'haraka', basic_pass: 'p:w' } },
+    (c) => [c.auth.basicUser, c.auth.basicPass],
+    ['haraka', 'p:w'],
+  ],
+  [
+    '[auth] header and value',
+    { auth: { header: 'X-Api-Key', value: 'k3y' } },
+    (c) => [c.auth.header, c.auth.value],
+    ['X-Api-Key', 'k3y'],
+  ],
+  [
+    '[auth] value_env',
+    { auth: { header: 'X-Api-Key', value_env: 'RSPAMD_KEY' } },
+    (c) => c.auth.valueEnv,
+    'RSPAMD_KEY',
+  ],
+  [
+    '[request] settings_id',
+    { request: { settings_id: 'outbound' } },
+    (c) => c.request.settingsId,
+    'outbound',
+  ],
+  [
+    '[request] settings as JSON',
+    { request: { settings: '{"actions":{"reject":20}}' } },
+    (c) => c.request.settings,
+    '{"actions":{"reject":20}}',
+  ],
+  [
+    '[request] settings as UCL',
+    { request: { settings: 'actions = { reject = 20 }' } },
+    (c) => c.request.settings,
+    'actions = { reject = 20 }',
+  ],
+  ['[request] pass_all=true', { request: { pass_all: true } }, (c) => c.request.passAll, true],
+  ['[request] raw=true', { request: { raw: true } }, (c) => c.request.raw, true],
+  [
+    '[request] url_format=extended',
+    { request: { url_format: 'extended' } },
+    (c) => c.request.urlFormat,
+    'extended',
+  ],
+  [
+    '[request_headers] X-Tenant=acme',
+    { request_headers: { 'X-Tenant': 'acme' } },
+    (c) => c.requestHeaders,
+    { 'X-Tenant': 'acme' },
+  ],
+  [
+    '[request_headers] a number value',
+    { request_headers: { 'X-Level': 3 } },
+    (c) => c.requestHeaders,
+    { 'X-Level': '3' },
+  ],
+  [
+    '[request_headers] an empty value is left out',
+    { request_headers: { 'X-Empty': '' } },
+    (c) => c.requestHeaders,
+    {},
+  ],
+  ['[dkim] enabled=false', { dkim: { enabled: false } }, (c) => c.dkim.enabled, false],
+  ['[header] bar=X-Spam-Bar', { header: { bar: 'X-Spam-Bar' } }, (c) => c.header.bar, 'X-Spam-Bar'],
+  [
+    '[header] report=X-Spam-Report',
+    { header: { report: 'X-Spam-Report' } },
+    (c) => c.header.report,
+    'X-Spam-Report',
+  ],
+  [
+    '[header] score=X-Spam-Score',
+    { header: { score: 'X-Spam-Score' } },
+    (c) => c.header.score,
+    'X-Spam-Score',
+  ],
+  [
+    '[header] bar= (empty, disabled)',
+    { header: { bar: '' } },
+    (c) => c.header,
+    { bar: '', report: 'X-Rspamd-Report', score: 'X-Rspamd-Score' },
+  ],
+  [
+    '[header] all three empty',
+    { header: { bar: '', report: '', score: '' } },
+    (c) => c.header,
+    { bar: '', report: '', score: '' },
+  ],
+  [
+    '[spambar] positive/negative/neutral',
+    { spambar: { positive: '#', negative: '~', neutral: '.' } },
+    (c) => c.spambar,
+    { positive: '#', negative: '~', neutral: '.' },
+  ],
+  ['[check] authenticated=true', { check: { authenticated: true } }, (c) => c.check.authenticated, true],
+  ['[check] relay=true', { check: { relay: true } }, (c) => c.check.relay, true],
+  ['[check] private_ip=true', { check: { private_ip: true } }, (c) => c.check.privateIp, true],
+  ['[check] local_ip=true', { check: { local_ip: true } }, (c) => c.check.localIp, true],
+  ['[reject] message', { reject: { message: 'Go away' } }, (c) => c.reject.message, 'Go away'],
+  ['[reject] spam=false', { reject: { spam: false } }, (c) => c.reject.spam, false],
+  ['[reject] authenticated=true', { reject: { authenticated: true } }, (c) => c.reject.authenticated, true],
+  ['[soft_reject] enabled=false', { soft_reject: { enabled: false } }, (c) => c.softReject.enabled, false],
+  ['[soft_reject] message', { soft_reject: { message: 'Later' } }, (c) => c.softReject.message, 'Later'],
+  [
+    '[rewrite_subject] enabled=false',
+    { rewrite_subject: { enabled: false } },
+    (c) => c.rewriteSubject.enabled,
+    false,
+  ],
+  [
+    '[rmilter_headers] enabled=false',
+    { rmilter_headers: { enabled: false } },
+    (c) => c.rmilterHeaders.enabled,
+    false,
+  ],
+  ['[smtp_message] enabled=false', { smtp_message: { enabled: false } }, (c) => c.smtpMessage.enabled, false],
+  ['[defer] error=true', { defer: { error: true } }, (c) => c.defer, { error: true, timeout: false }],
+  ['[defer] timeout=true', { defer: { timeout: true } }, (c) => c.defer, { error: false, timeout: true }],
+  ['a boolean written as yes', { defer: { error: 'yes' } }, (c) => c.defer.error, true],
+  ['a boolean written as off', { dkim: { enabled: 'off' } }, (c) => c.dkim.enabled, false],
+]
+
+// [label, ini, key the error must name]
+const INVALID: Array<[label: string, ini: unknown, key: string]> = [
+  ['an ini that is not an object', 'host=x', 'rspamd.ini'],
+  ['add_headers=sometimes-ish', { main: { add_headers: 'sometimes-ish' } }, 'add_headers'],
+  ['scheme=ftp', { main: { scheme: 'ftp' } }, 'scheme'],
+  ['port=0', { main: { port: 0 } }, 'port'],
+  ['port=70000', { main: { port: 70000 } }, 'port'],
+  ['port=abc', { main: { port: 'abc' } }, 'port'],
+  ['port=-1', { main: { port: -1 } }, 'port'],
+  ['port=1.5', { main: { port: 1.5 } }, 'port'],
+  ['timeout=-1', { main: { timeout: -1 } }, 'timeout'],
+  ['timeout=0', { main: { timeout: 0 } }, 'timeout'],
+  ['timeout=x', { main: { timeout: 'x' } }, 'timeout'],
+  ['host with a space', { main: { host: 'rspamd local' } }, 'host'],
+  ['unix_socket=run/rspamd.sock (relative)', { main: { unix_socket: 'run/rspamd.sock' } }, 'unix_socket'],
+  ['path=checkv2 (no slash)', { main: { path: 'checkv2' } }, 'path'],
+  ['path with a space', { main: { path: '/check v2' } }, 'path'],
+  ['[header] bar with a space', { header: { bar: 'X Rspamd Bar' } }, 'header.bar'],
+  ['[header] report with a colon', { header: { report: 'X-Report:' } }, 'header.report'],
+  ['[header] score with a colon inside', { header: { score: 'X:Score' } }, 'header.score'],
+  [
+    '[request_headers] value with CR LF',
+    { request_headers: { 'X-Tenant': 'acme\r\nX-Evil: 1' } },
+    'request_headers.X-Tenant',
+  ],
+  [
+    '[request_headers] value with LF',
+    { request_headers: { 'X-Tenant': 'a\nb' } },
+    'request_headers.X-Tenant',
+  ],
+  [
+    '[request_headers] name with a space',
+    { request_headers: { 'X Tenant': 'acme' } },
+    'request_headers.X Tenant',
+  ],
+  [
+    '[request_headers] name with a colon',
+    { request_headers: { 'X-Tenant:': 'acme' } },
+    'request_headers.X-Tenant:',
+  ],
+  [
+    '[request_headers] an object value',
+    { request_headers: { 'X-Tenant': { a: 1 } } },
+    'request_headers.X-Tenant',
+  ],
+  ['[auth] header with a space', { auth: { header: 'X Api Key', value: 'k' } }, 'auth.header'],
+  ['[auth] header with a colon', { auth: { header: 'X-Api-Key:', value: 'k' } }, 'auth.header'],
+  ['[auth] value with CR LF', { auth: { header: 'X-Api-Key', value: 'k\r\nX: y' } }, 'auth.value'],
+  ['[auth] basic_user with a colon', { auth: { basic_user: 'ha:raka', basic_pass: 'p' } }, 'auth.basic_user'],
+  ['[spambar] positive with a space', { spambar: { positive: '+ +' } }, 'spambar.positive'],
+  ['[spambar] negative non-ASCII', { spambar: { negative: '−' } }, 'spambar.negative'],
+  ['[reject] message with CRLF', { reject: { message: 'Spam\r\n250 OK' } }, 'reject.message'],
+  ['[soft_reject] message with LF', { soft_reject: { message: 'Later\nnow' } }, 'soft_reject.message'],
+  ['[reject] spam=maybe', { reject: { spam: 'maybe' } }, 'reject.spam'],
+  ['[defer] timeout=2', { defer: { timeout: 2 } }, 'defer.timeout'],
+  ['[tls] as text, not a section', { tls: 'yes' }, '[tls]'],
+  ['[request] as an array, not a section', { request: ['raw'] }, '[request]'],
+  ['[main] as a number, not a section', { main: 5 }, '[main]'],
+  ['[request] settings={bad json', { request: { settings: '{bad json' } }, 'request.settings'],
+  ['[request] flags with a bad flag', { request: { flags: 'groups, no log' } }, 'request.flags'],
+  ['[request] settings_id with LF', { request: { settings_id: 'a\nb' } }, 'request.settings_id'],
+]
+
+describe('config', function () {
+  describe('defaults from an empty ini', function () {
+    const cfg = parseConfig({}, {})
+    for (const [what, get, expected] of DEFAULTS) {
+      it(`defaults ${what} to ${JSON.stringify(expected)}`, () => {
+        assert.deepEqual(get(cfg), expected)
+      })
+    }
+
+    it('gives the same defaults for empty sections', () => {
+      const empty = Object.fromEntries(
+        ['main', 'tls', 'auth', 'request', 'request_headers', 'dkim', 'header', 'spambar', 'check']
+          .concat(['reject', 'soft_reject', 'rewrite_subject', 'rmilter_headers', 'smtp_message', 'defer'])
+          .map((s) => [s, {}]),
+      )
+      assert.deepEqual(parseConfig(empty, {}), cfg)
+    })
+  })
+
+  describe('valid values', function () {
+    for (const [label, ini, get, expected] of VALID) {
+      it(`reads ${label}`, () => {
+        assert.deepEqual(get(parseConfig(ini, {})), expected)
+      })
+    }
+  })
+
+  describe('[request] flags', function () {
+    const FLAG_CASES: Array<[label: string, request: Ini, expected: string[]]> = [
+      ['flags = groups, milter', { flags: 'groups, milter' }, ['groups', 'milter']],
+      [
+        'each boolean flag key',
+        { body_block: true, ext_urls: true, no_log: true, profile: true },
+        ['body_block', 'ext_urls', 'no_log', 'profile'],
+      ],
+      [
+        'skip, skip_process, zstd',
+        { skip: true, skip_process: true, zstd: true },
+        ['skip', 'skip_process', 'zstd'],
+      ],
+      [
+        'flags and booleans, deduplicated',
+        { flags: 'groups, milter', groups: true, zstd: true },
+        ['groups', 'milter', 'zstd'],
+      ],
+      ['a flag listed twice once', { flags: 'milter,milter, ,' }, ['milter']],
+      ['false booleans add nothing', { groups: false, milter: false }, []],
+      ['flags as an array', { flags: ['groups', 'ext_urls'] }, ['ext_urls', 'groups']],
+    ]
+    for (const [label, request, expected] of FLAG_CASES) {
+      it(`reads ${label}`, () => {
+        const flags = parseConfig({ request }, {}).request.flags
+        assert.deepEqual([...flags].sort(), [...expected].sort())
+        assert.equal(new Set(flags).size, flags.length, 'a flag is listed twice')
+      })
+    }
+  })
+
+  describe('[auth] value_env', function () {
+    it('reads value_env from the env argument and accepts a clean value', () => {
+      const cfg = parseConfig(
+        { auth: { header: 'X-Api-Key', value_env: 'RSPAMD_KEY' } },
+        { RSPAMD_KEY: 's3cret' },
+      )
+      assert.equal(cfg.auth.header, 'X-Api-Key')
+      assert.equal(cfg.auth.valueEnv, 'RSPAMD_KEY')
+    })
+    it('accepts value_env naming a variable that is not set', () => {
+      const cfg = parseConfig({ auth: { header: 'X-Api-Key', value_env: 'RSPAMD_KEY' } }, {})
+      assert.equal(cfg.auth.valueEnv, 'RSPAMD_KEY')
+    })
+    it('rejects value_env whose variable holds CR LF, naming the key', () => {
+      assert.throws(
+        () =>
+          parseConfig({ auth: { header: 'X-Api-Key', value_env: 'RSPAMD_KEY' } }, { RSPAMD_KEY: 'a\r\nb' }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError)
+          assert.match(err.key, /^auth\.value_env/)
+          assert.match(err.message, /auth\.value_env/)
+          return true
+        },
+      )
+    })
+  })
+
+  describe('[tls] files', function () {
+    let dir = ''
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'rspamd-config-test-'))
+      writeFileSync(join(dir, 'ca.pem'), 'CA PEM\n')
+      writeFileSync(join(dir, 'cert.pem'), 'CERT PEM\n')
+      writeFileSync(join(dir, 'key.pem'), 'KEY PEM\n')
+    })
+    after(() => rmSync(dir, { recursive: true, force: true }))
+
+    it('reads ca_file, cert_file and key_file into buffers', () => {
+      const cfg = parseConfig(
+        {
+          main: { scheme: 'https' },
+          tls: {
+            ca_file: join(dir, 'ca.pem'),
+            cert_file: join(dir, 'cert.pem'),
+            key_file: join(dir, 'key.pem'),
+          },
+        },
+        {},
+      )
+      assert.equal(cfg.tls.ca?.toString(), 'CA PEM\n')
+      assert.equal(cfg.tls.cert?.toString(), 'CERT PEM\n')
+      assert.equal(cfg.tls.key?.toString(), 'KEY PEM\n')
+    })
+
+    for (const key of ['ca_file', 'cert_file', 'key_file']) {
+      it(`rejects an unreadable ${key} naming tls.${key}`, () => {
+        assertConfigError(() => parseConfig({ tls: { [key]: join(dir, 'missing.pem') } }, {}), `tls.${key}`)
+      })
+    }
+    it('rejects a directory as ca_file naming tls.ca_file', () => {
+      assertConfigError(() => parseConfig({ tls: { ca_file: dir } }, {}), 'tls.ca_file')
+    })
+  })
+
+  describe('invalid values', function () {
+    for (const [label, ini, key] of INVALID) {
+      it(`rejects ${label} naming ${key}`, () => {
+        assertConfigError(() => parseConfig(ini, {}), key)
+      })
+    }
+    it('puts the offending value in the message', () => {
+      assert.throws(() => parseConfig({ main: { port: 70000 } }, {}), /70000/)
+      assert.throws(() => parseConfig({ main: { scheme: 'ftp' } }, {}), /ftp/)
+    })
+  })
+
+  describe('sameTarget()', function () {
+    let dir = ''
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'rspamd-config-test-'))
+      writeFileSync(join(dir, 'a.pem'), 'A\n')
+      writeFileSync(join(dir, 'a-copy.pem'), 'A\n')
+      writeFileSync(join(dir, 'b.pem'), 'B\n')
+    })
+    after(() => rmSync(dir, { recursive: true, force: true }))
+
+    const CASES: Array<[label: string, a: () => Ini, b: () => Ini, same: boolean]> = [
+      ['two empty inis', () => ({}), () => ({}), true],
+      [
+        'localhost and an explicit localhost:11333',
+        () => ({}),
+        () => ({ main: { host: 'localhost', port: 11333 } }),
+        true,
+      ],
+      ['[::1] and ::1', () => ({ main: { host: '[::1]' } }), () => ({ main: { host: '::1' } }), true],
+      [
+        'configs differing only outside the target',
+        () => ({}),
+        () => ({ main: { timeout: 3, subject: 'x %s' }, reject: { spam: false } }),
+        true,
+      ],
+      ['another host', () => ({}), () => ({ main: { host: 'rspamd.local' } }), false],
+      ['another port', () => ({}), () => ({ main: { port: 11334 } }), false],
+      ['another scheme', () => ({}), () => ({ main: { scheme: 'https' } }), false],
+      ['tcp and unix', () => ({}), () => ({ main: { unix_socket: '/run/r.sock' } }), false],
+      [
+        'the same unix socket',
+        () => ({ main: { unix_socket: '/run/r.sock' } }),
+        () => ({ main: { unix_socket: '/run/r.sock' } }),
+        true,
+      ],
+      [
+        'two unix sockets',
+        () => ({ main: { unix_socket: '/run/r.sock' } }),
+        () => ({ main: { unix_socket: '/run/s.sock' } }),
+        false,
+      ],
+      [
+        'reject_unauthorized true and false',
+        () => ({}),
+        () => ({ tls: { reject_unauthorized: false } }),
+        false,
+      ],
+      [
+        'another servername',
+        () => ({ tls: { servername: 'a' } }),
+        () => ({ tls: { servername: 'b' } }),
+        false,
+      ],
+      ['a CA and none', () => ({ tls: { ca_file: join(dir, 'a.pem') } }), () => ({}), false],
+      [
+        'two files with the same CA',
+        () => ({ tls: { ca_file: join(dir, 'a.pem') } }),
+        () => ({ tls: { ca_file: join(dir, 'a-copy.pem') } }),
+        true,
+      ],
+      [
+        'two different CAs',
+        () => ({ tls: { ca_file: join(dir, 'a.pem') } }),
+        () => ({ tls: { ca_file: join(dir, 'b.pem') } }),
+        false,
+      ],
+      [
+        'two different client certs',
+        () => ({ tls: { cert_file: join(dir, 'a.pem') } }),
+        () => ({ tls: { cert_file: join(dir, 'b.pem') } }),
+        false,
+      ],
+      [
+        'two different client keys',
+        () => ({ tls: { key_file: join(dir, 'a.pem') } }),
+        () => ({ tls: { key_file: join(dir, 'b.pem') } }),
+        false,
+      ],
+    ]
+    for (const [label, a, b, same] of CASES) {
+      it(`${same ? 'shares' : 'does not share'} a pool for ${label}`, () => {
+        const ca = parseConfig(a(), {})
+        const cb = parseConfig(b(), {})
+        assert.equal(sameTarget(ca, cb), same)
+        assert.equal(sameTarget(cb, ca), same, 'not symmetric')
+      })
+    }
+  })
+})
