@@ -1,6 +1,8 @@
 // The Haraka adapter: register(), the data_post hook, config reload. Wiring only — the only file
 // that knows Haraka's connection and transaction objects. Haraka copies these exports onto its plugin object.
 
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
@@ -90,6 +92,23 @@ export function register(this: RspamdPlugin): void {
   // an explicit hook name (not hook_data_post) so that a plugin inheriting this one does not
   // register it twice — as 1.6.x did (haraka/Haraka#3604)
   if (this.name === 'rspamd') this.register_hook('data_post', 'rspamd_data_post')
+  // says which copy Haraka loaded: its own bundled 1.6.x or the operator's 2.x
+  this.loginfo(`haraka-plugin-rspamd ${packageVersion()} from ${__dirname}, rspamd at ${this.client.server}`)
+}
+
+function packageVersion(): string {
+  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+        name?: string
+        version?: string
+      }
+      if (pkg.name === 'haraka-plugin-rspamd') return pkg.version ?? 'unknown'
+    } catch {
+      // no package.json here: look one directory up
+    }
+  }
+  return 'unknown'
 }
 
 /** Read and validate rspamd.ini; throws a ConfigError naming the key (Haraka then refuses to start). */

@@ -165,7 +165,7 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
         const txn = conn.transaction
         assert.ok(txn)
         for (const [name, want] of Object.entries(c.headers)) {
-          const got = txn.header.get(name).replace(/\r?\n$/, '')
+          const got: string = txn.header.get(name).replace(/\r?\n$/, '')
           if (want === null) assert.equal(got, '', `${name} should not be set`)
           else assert.match(got.replace(/\r?\n[ \t]+/g, ' '), want, name)
         }
@@ -392,10 +392,10 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       const client = new EventEmitter()
       conn.client = client
       const txn = conn.transaction
-      const before = server.totalConnections
+      const seen = server.requests.length
       const pending = dataPost(plugin, conn)
-      await server.waitForRequests(1)
-      assert.ok(server.totalConnections > before || server.openConnections > 0)
+      await server.waitForRequests(seen + 1)
+      assert.ok(server.openConnections > 0, 'the scan is in flight')
       // Haraka: the socket closes, the transaction is reset
       conn.transaction = null
       client.emit('close')

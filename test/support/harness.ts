@@ -70,7 +70,12 @@ export interface Sender {
 
 /** A connection whose transaction has received `message` as an SMTP client sends it (dot-stuffed lines). */
 export async function connectionWith(message: Buffer | string, s: Sender = {}): Promise<FixtureConnection> {
-  const conn = fixtures.connection.createConnection()
+  // Haraka's smtp.ini defaults that the fixture transaction reads (this repo has no smtp.ini)
+  const conn = fixtures.connection.createConnection(
+    {},
+    {},
+    { main: {}, headers: { max_lines: 1000, max_received: 100 } },
+  )
   conn.remote.ip = s.ip ?? '192.0.2.10'
   conn.remote.host = s.host === undefined ? 'mail.example.com' : s.host
   conn.remote.is_private = s.isPrivate ?? false
