@@ -1,0 +1,234 @@
+// A real Haraka (npm Haraka, a devDependency) in installed mode, with this package installed the way an
+// operator does it: `npm pack`, then `npm install` of the tarball into the Haraka directory.
+
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { REPO } from '../support/harness'
+
+const run = promisify(execFile)
+
+let packed: Promise<string> | undefined
+
+/** `npm pack` of this repo (already built by npm test), once per test run. */
+export function packPlugin(): Promise<string> {
+  packed ??= (async () => {
+    const dest = mkdtempSync(join(tmpdir(), 'rspamd-pack-'))
+    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], {
+      cwd: REPO,
+    })
+    const info = JSON.parse(stdout) as { filename: string }[]
+    return join(dest, info[0].filename)
+  })()
+  return packed
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      const port = typeof addr === 'object' && addr ? addr.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+// A test-only plugin: accept every recipient (Haraka refuses relaying otherwise).
+const ACCEPT_PLUGIN = `'use strict'
+exports.hook_rcpt = function (next) { next(OK) }
+`
+
+// A test-only queue: each accepted message and what the rspamd plugin recorded, written to queue/.
+const QUEUE_PLUGIN = `'use strict'
+const fs = require('node:fs')
+const path = require('node:path')
+exports.hook_queue = function (next, connection) {
+  const txn = connection.transaction
+  const dir = path.join(process.env.HARAKA_TEST_QUEUE)
+  const base = path.join(dir, txn.uuid)
+  const ws = fs.createWriteStream(base + '.eml.part')
+  ws.on('finish', () => {
+    fs.writeFileSync(base + '.json', JSON.stringify({
+      uuid: txn.uuid,
+      rspamd: txn.results.get('rspamd') || null,
+      notes: txn.notes.rspamd || null,
+    }))
+    fs.renameSync(base + '.eml.part', base + '.eml')
+    next(OK, 'queued as ' + txn.uuid)
+  })
+  txn.message_stream.pipe(ws, { line_endings: '\\r\\n' })
+}
+`
+
+export interface HarakaOptions {
+  /** the operator's rspamd.ini */
+  rspamdIni: string
+  /** extra lines for config/plugins, before rspamd */
+  pluginsBefore?: string[]
+  /** Haraka's plugin timeout for rspamd (config/rspamd.timeout) */
+  pluginTimeout?: number
+}
+
+export interface Queued {
+  uuid: string
+  message: Buffer
+  rspamd: Record<string, unknown> | null
+  notes: Record<string, unknown> | null
+}
+
+export class Haraka {
+  readonly log: string[] = []
+  private exited: Promise<void> | undefined
+
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    private proc: ChildProcess | undefined,
+  ) {}
+
+  get queueDir(): string {
+    return join(this.dir, 'test-queue')
+  }
+
+  /** Set up a Haraka directory with the packed plugin installed into its node_modules, and start it. */
+  static async start(opts: HarakaOptions): Promise<Haraka> {
+    const dir = mkdtempSync(join(tmpdir(), 'haraka-it-'))
+    const tgz = await packPlugin()
+    writeFileSync(
+      join(dir, 'package.json'),
+      JSON.stringify({
+        name: 'haraka-it',
+        private: true,
+        dependencies: { 'haraka-plugin-rspamd': `file:${tgz}` },
+      }),
+    )
+    // the operator's step: npm install into the Haraka directory (dependencies come from the
+    // registry or npm's cache, so a missing dependency in package.json fails here)
+    await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts'], {
+      cwd: dir,
+      timeout: 180_000,
+    })
+    const port = await freePort()
+    const h = new Haraka(dir, port, undefined)
+    h.writeConfig(opts)
+    await h.spawn()
+    return h
+  }
+
+  writeConfig(opts: HarakaOptions): void {
+    const cfg = join(this.dir, 'config')
+    // Haraka's own defaults (connection.ini's greeting and the like), as `haraka -i` would copy them
+    cpSync(join(REPO, 'node_modules', 'Haraka', 'config'), cfg, { recursive: true })
+    mkdirSync(join(this.dir, 'plugins'), { recursive: true })
+    mkdirSync(this.queueDir, { recursive: true })
+    writeFileSync(join(this.dir, 'plugins', 'test_accept.js'), ACCEPT_PLUGIN)
+    writeFileSync(join(this.dir, 'plugins', 'test_queue.js'), QUEUE_PLUGIN)
+    const plugins = [...(opts.pluginsBefore ?? []), 'test_accept', 'rspamd', 'test_queue']
+    writeFileSync(join(cfg, 'plugins'), `${plugins.join('\n')}\n`)
+    writeFileSync(join(cfg, 'smtp.ini'), `listen=127.0.0.1:${this.port}\nnodes=0\n`)
+    writeFileSync(join(cfg, 'me'), 'haraka.test\n')
+    writeFileSync(join(cfg, 'log.ini'), '[main]\nlevel=info\ntimestamps=false\nformat=default\n')
+    // big messages in the 25 MB test
+    writeFileSync(join(cfg, 'databytes'), `${60 * 1024 * 1024}\n`)
+    if (opts.pluginTimeout) writeFileSync(join(cfg, 'rspamd.timeout'), `${opts.pluginTimeout}\n`)
+    writeFileSync(join(cfg, 'rspamd.ini'), opts.rspamdIni)
+  }
+
+  /** Rewrite the operator's rspamd.ini in place (Haraka reloads it without a restart). */
+  writeRspamdIni(ini: string): void {
+    writeFileSync(join(this.dir, 'config', 'rspamd.ini'), ini)
+  }
+
+  private async spawn(): Promise<void> {
+    const bin = join(REPO, 'node_modules', 'Haraka', 'bin', 'haraka')
+    const proc = spawn(process.execPath, [bin, '-c', this.dir], {
+      cwd: this.dir,
+      env: { ...process.env, HARAKA_TEST_QUEUE: this.queueDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.proc = proc
+    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()))
+    const onData = (b: Buffer) => {
+      for (const line of b.toString('utf8').split('\n')) if (line) this.log.push(line)
+    }
+    proc.stdout?.on('data', onData)
+    proc.stderr?.on('data', onData)
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => fail(new Error('Haraka did not start within 30 s')), 30_000)
+      const fail = (err: Error) => {
+        clearTimeout(timer)
+        reject(new Error(`${err.message}\n${this.log.slice(-30).join('\n')}`))
+      }
+      const check = (b: Buffer) => {
+        if (/Listening on/i.test(b.toString('utf8'))) {
+          clearTimeout(timer)
+          proc.stdout?.off('data', check)
+          resolve()
+        }
+      }
+      proc.stdout?.on('data', check)
+      proc.once('exit', (code) => fail(new Error(`Haraka exited with ${code} during start-up`)))
+    })
+  }
+
+  /** The lines Haraka logged that match `re`. */
+  logged(re: RegExp): string[] {
+    return this.log.filter((l) => re.test(l))
+  }
+
+  /** Resolves when Haraka logs a line matching `re` (or rejects after `ms`). */
+  waitForLog(re: RegExp, ms = 20_000, onlyNew = false): Promise<string> {
+    const seen = onlyNew ? undefined : this.log.find((l) => re.test(l))
+    if (seen) return Promise.resolve(seen)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proc?.stdout?.off('data', check)
+        reject(new Error(`Haraka never logged ${re}`))
+      }, ms)
+      const check = (b: Buffer) => {
+        const line = b
+          .toString('utf8')
+          .split('\n')
+          .find((l) => re.test(l))
+        if (line) {
+          clearTimeout(timer)
+          this.proc?.stdout?.off('data', check)
+          resolve(line)
+        }
+      }
+      this.proc?.stdout?.on('data', check)
+    })
+  }
+
+  queued(uuid: string): Queued {
+    const base = join(this.queueDir, uuid)
+    const meta = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as Omit<Queued, 'message'>
+    return { ...meta, message: readFileSync(`${base}.eml`) }
+  }
+
+  queuedIds(): string[] {
+    return readdirSync(this.queueDir)
+      .filter((f) => f.endsWith('.eml'))
+      .map((f) => f.slice(0, -4))
+  }
+
+  pid(): number | undefined {
+    return this.proc?.pid
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc
+    if (proc && proc.exitCode === null) {
+      proc.kill('SIGTERM')
+      const killer = setTimeout(() => proc.kill('SIGKILL'), 5_000)
+      await this.exited
+      clearTimeout(killer)
+    }
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,158 @@
+// End to end: real rspamd (scripts/rspamd.sh, offline config in test/rspamd/) and real Haraka with this
+// package installed from its npm tarball, over SMTP. Never skipped: no rspamd or Haraka is a failure.
+
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { join } from 'node:path'
+import { corpus, headerBlock, REPO } from '../support/harness'
+import { Haraka } from './haraka'
+import { queuedId, sendMail, type SendResult } from './smtp'
+
+const run = promisify(execFile)
+const RSPAMD_PORT = Number(process.env.RSPAMD_PORT ?? 11343)
+const SCRIPT = join(REPO, 'scripts', 'rspamd.sh')
+
+async function rspamd(cmd: 'start' | 'stop'): Promise<void> {
+  await run('bash', [SCRIPT, cmd], {
+    timeout: 300_000,
+    env: { ...process.env, RSPAMD_PORT: String(RSPAMD_PORT) },
+  })
+}
+
+/** A corpus message with X-Test-* headers in front (the recipe of test/rspamd/README.md). */
+function withTestHeaders(file: string, headers: Record<string, string>): Buffer {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
+  return Buffer.concat([Buffer.from(lines.join('')), corpus(file)])
+}
+
+function bodyOf(message: Buffer): Buffer {
+  const i = message.indexOf('\r\n\r\n')
+  return message.subarray(i + 4)
+}
+
+function headerValue(message: Buffer, name: string): string[] {
+  const unfolded = headerBlock(message).replace(/\r\n[ \t]+/g, ' ')
+  const re = new RegExp(`^${name}:[ \\t]*(.*)$`, 'gim')
+  return [...unfolded.matchAll(re)].map((m) => m[1].replace(/\r$/, ''))
+}
+
+// the tests connect from 127.0.0.1, which [check] would skip as a local address
+const BASE_INI = `host = 127.0.0.1\nport = ${RSPAMD_PORT}\ntimeout = 10\n[check]\nlocal_ip = true\nprivate_ip = true\n`
+
+describe('integration: real Haraka + real rspamd over SMTP', function () {
+  this.timeout(240_000)
+  let haraka: Haraka
+
+  before(async function () {
+    await rspamd('start')
+    haraka = await Haraka.start({ rspamdIni: BASE_INI })
+  })
+  after(async () => {
+    await haraka?.stop()
+    await rspamd('stop')
+  })
+
+  const send = (data: Buffer, to = ['bob@example.net']): Promise<SendResult> =>
+    sendMail({ port: haraka.port, from: 'alice@example.org', to, data })
+
+  it('loads this package from the Haraka directory, not the copy bundled with Haraka', async () => {
+    const line = await haraka.waitForLog(/haraka-plugin-rspamd \S+ from /)
+    assert.match(line, /haraka-plugin-rspamd 2\.\d+\.\d+ from /)
+    assert.ok(line.includes(join(haraka.dir, 'node_modules', 'haraka-plugin-rspamd', 'dist')), line)
+  })
+
+  it('accepts ham (no action) and queues the body byte for byte', async () => {
+    const res = await send(corpus('ham.eml'))
+    assert.equal(res.final.code, 250, res.final.text)
+    const id = queuedId(res.final)
+    assert.ok(id, res.final.text)
+    const q = haraka.queued(id)
+    assert.equal(q.rspamd?.action, 'no action')
+    assert.equal(q.rspamd?.verdict, 'accept', 'a 2.x result (1.6.x records no verdict)')
+    assert.ok(bodyOf(q.message).equals(bodyOf(corpus('ham.eml'))), 'body unchanged')
+    assert.deepEqual(headerValue(q.message, 'X-Rspamd-Score'), [], 'no spam headers for ham')
+  })
+
+  it("rejects GTUBE with 550 and rspamd's smtp_message", async () => {
+    const res = await send(corpus('gtube.eml'))
+    assert.equal(res.final.code, 550)
+    assert.match(res.final.text, /5\.7\.1 Gtube pattern/)
+  })
+
+  it('rejects a score over the reject threshold with [reject] message when rspamd sends none', async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'reject' }))
+    assert.equal(res.final.code, 550)
+    assert.match(res.final.text, /5\.7\.1 Detected as spam/)
+  })
+
+  it('defers a soft reject with 451', async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'soft reject' }))
+    assert.equal(res.final.code, 451)
+    assert.match(res.final.text, /4\.7\.1 Test soft reject/)
+  })
+
+  it('accepts greylist (stateless, as 1.6.x)', async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'greylist' }))
+    assert.equal(res.final.code, 250)
+  })
+
+  it('adds the spam headers for add header, folded and well-formed', async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'add header' }))
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.deepEqual(headerValue(q.message, 'X-Rspamd-Score'), ['7'])
+    assert.deepEqual(headerValue(q.message, 'X-Rspamd-Bar'), ['+++++++'])
+    assert.match(headerValue(q.message, 'X-Rspamd-Report')[0] ?? '', /TEST_ACTION\([\d.]+\)/)
+    for (const line of headerBlock(q.message).split('\r\n')) assert.ok(Buffer.byteLength(line) <= 998)
+    assert.ok(bodyOf(q.message).equals(bodyOf(corpus('ham.eml'))))
+  })
+
+  it("rewrites the subject with rspamd's subject", async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'rewrite subject' }))
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.deepEqual(headerValue(q.message, 'Subject'), ['*** SPAM *** Lunch on Thursday?'])
+  })
+
+  it("applies rspamd's milter headers: adds X-Test-Added, removes X-Test-Remove", async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Milter': 'yes', 'X-Test-Remove': 'bye' }))
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.deepEqual(headerValue(q.message, 'X-Test-Added'), ['1'])
+    assert.deepEqual(headerValue(q.message, 'X-Test-Remove'), [])
+  })
+
+  it('sends dot-stuffed lines to rspamd and the queue as the author wrote them', async () => {
+    const res = await send(corpus('leading-dots.eml'))
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.ok(bodyOf(q.message).equals(bodyOf(corpus('leading-dots.eml'))))
+  })
+
+  it('replaces forged verdict headers when add_headers=always, then follows [defer] when rspamd stops', async () => {
+    const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+    haraka.writeRspamdIni(`add_headers = always\n${BASE_INI}`)
+    await reloaded
+    const res = await send(corpus('spoofed-verdict-headers.eml'))
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    const score = headerValue(q.message, 'X-Rspamd-Score')
+    assert.equal(score.length, 1)
+    assert.notEqual(score[0], '-50.0', 'the forged score is gone')
+
+    // rspamd goes away: accept unscanned by default …
+    await rspamd('stop')
+    const down = await send(corpus('ham.eml'))
+    assert.equal(down.final.code, 250)
+    const qd = haraka.queued(queuedId(down.final) ?? '')
+    assert.match(String((qd.rspamd?.err as string[] | undefined)?.[0]), /^connect: /)
+    // … or 451 once the operator sets [defer] error=true, picked up without a restart
+    const reloadedAgain = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+    haraka.writeRspamdIni(`${BASE_INI}[defer]\nerror = true\n`)
+    await reloadedAgain
+    const deferred = await send(corpus('ham.eml'))
+    assert.equal(deferred.final.code, 451)
+    assert.match(deferred.final.text, /Rspamd scan error/)
+  })
+})
