@@ -77,8 +77,8 @@ async function main(): Promise<void> {
       data: m.data,
     })
     const id = queuedId(res.final)
-    let action = '(not queued)'
-    let score = ''
+    let action: string
+    let score: string
     let added = ''
     if (id) {
       const q = haraka.queued(id)
