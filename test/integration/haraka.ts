@@ -72,6 +72,8 @@ export interface HarakaOptions {
   pluginsBefore?: string[]
   /** Haraka's plugin timeout for rspamd (config/rspamd.timeout) */
   pluginTimeout?: number
+  /** connection.ini spool_after: bytes Haraka keeps in memory before spooling a message to disk */
+  spoolAfter?: number
 }
 
 export interface Queued {
@@ -124,6 +126,12 @@ export class Haraka {
     const cfg = join(this.dir, 'config')
     // Haraka's own defaults (connection.ini's greeting and the like), as `haraka -i` would copy them
     cpSync(join(REPO, 'node_modules', 'Haraka', 'config'), cfg, { recursive: true })
+    // [max] bytes: room for the 25 MB test message; a key before the first [section] is in [main],
+    // where Haraka reads spool_after
+    const conn = join(cfg, 'connection.ini')
+    const connIni = readFileSync(conn, 'utf8').replace(/^bytes=\d+$/m, `bytes=${60 * 1024 * 1024}`)
+    const spool = opts.spoolAfter === undefined ? '' : `spool_after=${opts.spoolAfter}\n`
+    writeFileSync(conn, `${spool}${connIni}`)
     mkdirSync(join(this.dir, 'plugins'), { recursive: true })
     mkdirSync(this.queueDir, { recursive: true })
     writeFileSync(join(this.dir, 'plugins', 'test_accept.js'), ACCEPT_PLUGIN)
@@ -133,8 +141,6 @@ export class Haraka {
     writeFileSync(join(cfg, 'smtp.ini'), `listen=127.0.0.1:${this.port}\nnodes=0\n`)
     writeFileSync(join(cfg, 'me'), 'haraka.test\n')
     writeFileSync(join(cfg, 'log.ini'), '[main]\nlevel=info\ntimestamps=false\nformat=default\n')
-    // big messages in the 25 MB test
-    writeFileSync(join(cfg, 'databytes'), `${60 * 1024 * 1024}\n`)
     if (opts.pluginTimeout) writeFileSync(join(cfg, 'rspamd.timeout'), `${opts.pluginTimeout}\n`)
     writeFileSync(join(cfg, 'rspamd.ini'), opts.rspamdIni)
   }
@@ -217,8 +223,12 @@ export class Haraka {
       .map((f) => f.slice(0, -4))
   }
 
-  pid(): number | undefined {
-    return this.proc?.pid
+  /** Haraka's peak resident memory so far (VmHWM), in bytes. */
+  peakRss(): number {
+    const status = readFileSync(`/proc/${this.proc?.pid}/status`, 'utf8')
+    const kb = /^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]
+    if (!kb) throw new Error('no VmHWM in /proc status')
+    return Number(kb) * 1024
   }
 
   async stop(): Promise<void> {

@@ -3,9 +3,11 @@
 
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { promisify } from 'node:util'
 import { join } from 'node:path'
-import { corpus, headerBlock, REPO } from '../support/harness'
+import { CORPUS, corpus, headerBlock, REPO } from '../support/harness'
 import { Haraka } from './haraka'
 import { queuedId, sendMail, type SendResult } from './smtp'
 
@@ -46,7 +48,8 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
 
   before(async function () {
     await rspamd('start')
-    haraka = await Haraka.start({ rspamdIni: BASE_INI })
+    // spool to disk after 1 MiB, as a production Haraka would for big mail, so memory shows the plugin
+    haraka = await Haraka.start({ rspamdIni: BASE_INI, spoolAfter: 1024 * 1024 })
   })
   after(async () => {
     await haraka?.stop()
@@ -128,6 +131,33 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     assert.equal(res.final.code, 250)
     const q = haraka.queued(queuedId(res.final) ?? '')
     assert.ok(bodyOf(q.message).equals(bodyOf(corpus('leading-dots.eml'))))
+  })
+
+  it('streams a 25 MB message to rspamd and queues it unchanged (prints Haraka’s peak RSS growth)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'large-'))
+    try {
+      const file = join(dir, 'large.eml')
+      await run(process.execPath, [join(CORPUS, 'make-large.mjs'), '25', file])
+      const data = readFileSync(file)
+      const before = haraka.peakRss()
+      const res = await sendMail({
+        port: haraka.port,
+        from: 'a@example.org',
+        to: ['b@example.net'],
+        data,
+        timeoutMs: 120_000,
+      })
+      const growth = haraka.peakRss() - before
+      assert.equal(res.final.code, 250, res.final.text)
+      const q = haraka.queued(queuedId(res.final) ?? '')
+      assert.equal(typeof q.rspamd?.action, 'string', 'rspamd scanned it')
+      assert.ok(bodyOf(q.message).equals(bodyOf(data)), 'body unchanged')
+      console.log(
+        `      25 MB message (${data.length} bytes): Haraka peak RSS grew ${(growth / 2 ** 20).toFixed(1)} MiB; scan ${q.rspamd?.time} s`,
+      )
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('replaces forged verdict headers when add_headers=always, then follows [defer] when rspamd stops', async () => {
