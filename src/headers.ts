@@ -1,5 +1,5 @@
 // Header styles, sanitising, RFC 2047 encoding and folding: every header the plugin writes,
-// ours or rspamd's, goes through prepareField() and comes out well-formed.
+// ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
 import type { Config } from './config'
 import type { Reply, RspamdSymbol } from './reply'
@@ -9,58 +9,284 @@ export interface HeaderField {
   value: string
 }
 
-/** RFC 5322 §2.1.1: a line is at most 998 octets; 78 is what it should be where possible. */
+/** RFC 5322 §2.1.1: a line is at most 998 octets (without CRLF); 78 is what it should be where possible. */
 export const MAX_LINE = 998
 export const SOFT_LINE = 78
-const MAX_TOTAL = 16 * 1024
-const TRUNCATED = ' [truncated]'
+/** Default cap on a whole prepared value, folds included. */
+export const MAX_TOTAL = 16 * 1024
+export const TRUNCATED = ' [truncated]'
+// below this the marker alone would not fit; a smaller maxTotal is raised to it
+const MIN_TOTAL = 64
+// A longer run of spaces/tabs is cut to this, so no folded line can be whitespace only
+// (RFC 5322 §3.2.2 forbids such lines) even after a hard break.
+const MAX_WSP_RUN = 64
 
 /** RFC 5322 field-name: printable ASCII except colon; at most 76 so `Name: ` fits a line. */
 export function isFieldName(name: string): boolean {
   return name.length > 0 && name.length <= 76 && /^[!-9;-~]+$/.test(name)
 }
 
-/** CR, LF, NUL and other controls out (a line break and its indent become one space), trimmed. */
+/** CR, LF, NUL and other controls out (line breaks and the indent after them become one space), trimmed. */
 export function sanitizeValue(value: string): string {
   return (
     value
-      .replace(/[\r\n]+[ \t]*/g, ' ')
       // eslint-disable-next-line no-control-regex
-      .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '')
+      .replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, '')
+      .replace(/[\r\n][\r\n \t]*/g, ' ')
       .trim()
   )
 }
 
-const ASCII = /^[\x20-\x7e\t]*$/
+// RFC 2047 B encoding, not Q: its length is exact (4 characters per 3 bytes), so a word can be
+// cut to fit the room left on a line, or ≤ 75 characters, without splitting a UTF-8 character;
+// Q's length depends on the bytes. Plain ASCII words stay readable either way (see pieces()).
+const EW_PREFIX = '=?UTF-8?B?'
+const EW_SUFFIX = '?='
+const EW_OVERHEAD = EW_PREFIX.length + EW_SUFFIX.length
+/** RFC 2047 §2: an encoded-word is at most 75 characters: 63 of base64 → 60 usable → 45 bytes. */
+const EW_MAX_BYTES = Math.floor((75 - EW_OVERHEAD) / 4) * 3
+/** RFC 2047 §2: a line holding encoded-words is at most 76 characters. */
+const EW_LINE = 76
+// fold rather than end a line with a word shorter than this (a 1-byte word is valid but silly)
+const EW_MIN_BYTES = 12
+/** What a decoder reads as an encoded-word; such a word (e.g. rspamd's own encoded subject) passes through. */
+const ENCODED_WORD = /^=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=$/
 
-/**
- * RFC 2047: non-ASCII text as UTF-8 `B` encoded-words. B, not Q: its length is predictable
- * (4 per 3 bytes), so each word can be cut to ≤ 75 characters without splitting a character.
- */
-export function encodeValue(value: string): string {
-  if (ASCII.test(value)) return value
-  const words: string[] = []
-  // '=?UTF-8?B?' + '?=' is 12 characters: 63 left for base64 = 47 bytes; 45 keeps it a multiple of 3
-  const maxBytes = 45
-  let chunk = ''
-  let chunkBytes = 0
-  for (const ch of value) {
-    const n = Buffer.byteLength(ch)
-    if (chunkBytes + n > maxBytes) {
-      words.push(chunk)
-      chunk = ''
-      chunkBytes = 0
-    }
-    chunk += ch
-    chunkBytes += n
+function hasNonAscii(text: string): boolean {
+  return /[\u0080-\uffff]/.test(text)
+}
+
+/** Bytes an encoded-word of `room` characters can carry (a multiple of 3, so no base64 padding mid-run). */
+function wordBytes(room: number): number {
+  return room < EW_OVERHEAD + 4 ? 0 : Math.min(EW_MAX_BYTES, Math.floor((room - EW_OVERHEAD) / 4) * 3)
+}
+
+function encodedLength(bytes: number): number {
+  return EW_OVERHEAD + 4 * Math.ceil(bytes / 3)
+}
+
+function encodeWord(text: string): string {
+  return `${EW_PREFIX}${Buffer.from(text, 'utf8').toString('base64')}${EW_SUFFIX}`
+}
+
+/** Whole characters of `text` (code points, never half a UTF-8 sequence) with their UTF-8 sizes. */
+class Chars {
+  readonly chars: string[]
+  readonly sizes: number[]
+  constructor(text: string) {
+    this.chars = Array.from(text)
+    this.sizes = this.chars.map((c) => Buffer.byteLength(c, 'utf8'))
   }
-  if (chunk) words.push(chunk)
-  return words.map((w) => `=?UTF-8?B?${Buffer.from(w).toString('base64')}?=`).join(' ')
+  get length(): number {
+    return this.chars.length
+  }
+  /** The end of the longest run from `from` of at most `maxBytes`, and its size. */
+  fit(from: number, maxBytes: number): { end: number; bytes: number } {
+    let end = from
+    let bytes = 0
+    while (end < this.chars.length && bytes + (this.sizes[end] ?? 0) <= maxBytes)
+      bytes += this.sizes[end++] ?? 0
+    return { end, bytes }
+  }
+  text(from: number, end: number): string {
+    return this.chars.slice(from, end).join('')
+  }
+}
+
+/** A word with the whitespace before it; `encode` when it must become encoded-words. */
+interface Piece {
+  ws: string
+  text: string
+  encode: boolean
 }
 
 /**
- * The value to hand to Haraka's add_header(name, value): sanitised, encoded and folded at
- * whitespace (RFC 5322 §2.2.3) so that lines stay ≤ 78 where possible and never exceed 998.
+ * Split at spaces/tabs. Adjacent non-ASCII words become one run (with their spaces inside, as
+ * a decoder drops whitespace between encoded-words, RFC 2047 §6.2); ASCII words stay plain.
+ */
+function pieces(text: string): { list: Piece[]; trailing: string } {
+  const list: Piece[] = []
+  let last = 0
+  for (const m of text.matchAll(/([ \t]*)([^ \t]+)/g)) {
+    const [all, ws = '', word = ''] = m
+    last = (m.index ?? 0) + all.length
+    const encode = hasNonAscii(word)
+    const prev = list.length > 0 ? list[list.length - 1] : undefined
+    if (encode && prev?.encode) prev.text += ws + word
+    else list.push({ ws, text: word, encode })
+  }
+  // Next to a plain word that is itself an encoded-word, the space between them would be
+  // dropped by a decoder too: carry it inside our run, with a separator space outside.
+  list.forEach((p, i) => {
+    if (!p.encode) return
+    const before = i > 0 ? list[i - 1] : undefined
+    const after = i + 1 < list.length ? list[i + 1] : undefined
+    if (before && !before.encode && p.ws !== '' && ENCODED_WORD.test(before.text)) {
+      p.text = p.ws + p.text
+      p.ws = ' '
+    }
+    if (after && !after.encode && after.ws !== '' && ENCODED_WORD.test(after.text)) {
+      p.text += after.ws
+      after.ws = ' '
+    }
+  })
+  return { list, trailing: text.slice(last) }
+}
+
+/**
+ * RFC 2047: words with non-ASCII characters as UTF-8 B encoded-words of ≤ 75 characters,
+ * separated by spaces; ASCII words (and existing encoded-words) unchanged.
+ */
+export function encodeValue(value: string): string {
+  if (!hasNonAscii(value)) return value
+  const { list, trailing } = pieces(value)
+  let out = ''
+  for (const p of list) {
+    if (!p.encode) {
+      out += p.ws + p.text
+      continue
+    }
+    const chars = new Chars(p.text)
+    const words: string[] = []
+    for (let i = 0; i < chars.length;) {
+      const { end } = chars.fit(i, EW_MAX_BYTES)
+      words.push(encodeWord(chars.text(i, end)))
+      i = end
+    }
+    out += p.ws + words.join(' ')
+  }
+  return out + trailing
+}
+
+/** Lays pieces out on physical lines: folds, encodes to the room left, hard-breaks, truncates. */
+class Layout {
+  private readonly lines: string[] = []
+  private line = ''
+  private width: number
+  /** characters of the value so far, eols included */
+  private total = 0
+  private truncated = false
+
+  constructor(
+    private readonly eol: string,
+    used: number,
+    private limit: number,
+  ) {
+    this.width = used
+  }
+
+  /** Whether anything is on the current line (the first line's `Name: ` does not count). */
+  private get started(): boolean {
+    return this.line !== ''
+  }
+
+  private budget(): number {
+    return this.limit - this.total
+  }
+
+  private append(s: string): void {
+    this.line += s
+    this.width += s.length
+    this.total += s.length
+  }
+
+  /** RFC 5322 §2.2.3: a fold is an eol inserted before whitespace that is already there. */
+  private fold(): void {
+    this.lines.push(this.line)
+    this.line = ''
+    this.width = 0
+    this.total += this.eol.length
+  }
+
+  private stop(): false {
+    this.truncated = true
+    return false
+  }
+
+  /** An ASCII word and the whitespace before it; false once the budget is spent. */
+  plain(ws: string, word: string): boolean {
+    let atom = ws + word
+    if (ws !== '' && this.started && this.width + atom.length > SOFT_LINE) {
+      if (this.budget() < this.eol.length + atom.length) return this.cut(ws, atom, true)
+      this.fold()
+    }
+    for (;;) {
+      const room = MAX_LINE - this.width
+      if (atom.length <= room) {
+        if (atom.length > this.budget()) return this.cut(ws, atom, false)
+        this.append(atom)
+        return true
+      }
+      // no whitespace within 998 octets: break the word with an inserted fold
+      if (room + this.eol.length + 2 > this.budget()) return this.cut(ws, atom, false)
+      this.append(atom.slice(0, room))
+      this.fold()
+      atom = ` ${atom.slice(room)}`
+      ws = ' '
+    }
+  }
+
+  /** What fits of `atom` within the budget, then stop (never whitespace alone). */
+  private cut(ws: string, atom: string, fold: boolean): false {
+    const keep = this.budget() - (fold ? this.eol.length : 0)
+    if (keep > ws.length) {
+      if (fold) this.fold()
+      this.append(atom.slice(0, Math.min(keep, MAX_LINE - this.width)))
+    }
+    return this.stop()
+  }
+
+  /** Text to encode, and the whitespace before it; false once the budget is spent. */
+  encoded(ws: string, text: string): boolean {
+    const chars = new Chars(text)
+    let lead = ws
+    for (let i = 0; i < chars.length;) {
+      let fold = false
+      let { end, bytes } = chars.fit(i, wordBytes(EW_LINE - this.width - lead.length))
+      if (lead !== '' && this.started && (end === i || (end < chars.length && bytes < EW_MIN_BYTES))) {
+        fold = true
+        ;({ end, bytes } = chars.fit(i, wordBytes(EW_LINE - lead.length)))
+      }
+      // at the very start of the value there is nothing to fold at: one character at least
+      if (end === i) ({ end, bytes } = chars.fit(i, chars.sizes[i] ?? 0))
+      const fixed = (fold ? this.eol.length : 0) + lead.length
+      const full = fixed + encodedLength(bytes) <= this.budget()
+      if (!full) {
+        end = chars.fit(i, Math.min(bytes, wordBytes(this.budget() - fixed))).end
+        if (end === i) return this.stop()
+      }
+      if (fold) this.fold()
+      this.append(lead + encodeWord(chars.text(i, end)))
+      if (!full) return this.stop()
+      i = end
+      lead = ' '
+    }
+    return true
+  }
+
+  /** The folded value, with the marker when the budget ran out. */
+  finish(): string {
+    if (this.truncated) {
+      this.limit = Infinity
+      if (!this.started && this.lines.length === 0) this.plain('', TRUNCATED.trimStart())
+      else this.plain(' ', TRUNCATED.trimStart())
+    }
+    return [...this.lines, this.line].join(this.eol)
+  }
+}
+
+function layout(list: Piece[], used: number, eol: string, limit: number): string {
+  const l = new Layout(eol, used, limit)
+  for (const p of list) {
+    if (!(p.encode ? l.encoded(p.ws, p.text) : l.plain(p.ws, p.text))) break
+  }
+  return l.finish()
+}
+
+/**
+ * The value to hand to Haraka's add_header(name, value): sanitised, RFC 2047-encoded and folded
+ * at whitespace so lines stay ≤ 78 where possible and never exceed 998; the whole value (folds
+ * included) is at most maxTotal characters, ending in ` [truncated]` when cut.
  * undefined when `name` is not a valid field name.
  */
 export function prepareField(
@@ -70,41 +296,19 @@ export function prepareField(
 ): HeaderField | undefined {
   if (!isFieldName(name)) return undefined
   const eol = opts.eol ?? '\n'
-  const maxTotal = opts.maxTotal ?? MAX_TOTAL
-  let text = encodeValue(sanitizeValue(value))
-  if (text.length > maxTotal) text = `${text.slice(0, maxTotal - TRUNCATED.length).trimEnd()}${TRUNCATED}`
-  return { name, value: fold(text, name.length + 2, eol) }
-}
-
-/** Fold `text` whose first line already holds `used` characters (`Name: `). */
-function fold(text: string, used: number, eol: string): string {
-  const lines: string[] = []
-  let line = ''
-  let width = used
-  // each token keeps the whitespace before it, which becomes the fold point
-  for (const token of text.match(/[ \t]*[^ \t]+|[ \t]+$/g) ?? []) {
-    if (line !== '' && width + token.length > SOFT_LINE && /^[ \t]/.test(token)) {
-      lines.push(line)
-      line = ''
-      width = 0
-    }
-    line += token
-    width += token.length
-    // a run with no whitespace that would pass 998: break it hard (a folding space is inserted)
-    while (width > MAX_LINE - 2) {
-      const room = MAX_LINE - 2 - (width - line.length)
-      lines.push(line.slice(0, room))
-      line = ` ${line.slice(room)}`
-      width = line.length
-    }
-  }
-  lines.push(line)
-  return lines.filter((l, i) => i === 0 || l.trim() !== '').join(eol)
+  const maxTotal = Math.max(opts.maxTotal ?? MAX_TOTAL, MIN_TOTAL)
+  const text = sanitizeValue(value).replace(/[ \t]{65,}/g, (run) => run.slice(0, MAX_WSP_RUN))
+  const { list } = pieces(text)
+  const used = name.length + 2
+  const whole = layout(list, used, eol, Infinity)
+  if (whole.length <= maxTotal) return { name, value: whole }
+  // the marker may need a fold of its own: keep room for both
+  return { name, value: layout(list, used, eol, maxTotal - eol.length - TRUNCATED.length) }
 }
 
 /** 1.6.x: one character per whole point of score, capped so a hostile score cannot make a huge string. */
 export function spamBar(score: number, bar: Config['spambar']): string {
-  if (!Number.isFinite(score)) return bar.neutral
+  if (Number.isNaN(score)) return bar.neutral
   const n = Math.min(50, Math.floor(Math.abs(score)))
   if (score >= 1) return bar.positive.repeat(n)
   if (score <= -1) return bar.negative.repeat(n)
@@ -119,33 +323,39 @@ export function symbolReport(symbols: RspamdSymbol[]): string {
     .join(' ')
 }
 
-/** The `rspamd` style of 1.6.x, in its order: bar, report, score; an empty name skips that header. */
+/**
+ * The `rspamd` style of 1.6.x, in its order: bar, report, score; an empty name skips that header.
+ * An empty report is still written (as 1.6.x did), so a forged one in the message is replaced.
+ */
 export function rspamdStyle(reply: Reply, cfg: Pick<Config, 'header' | 'spambar'>): HeaderField[] {
   const out: HeaderField[] = []
   const { bar, report, score } = cfg.header
   if (bar) out.push({ name: bar, value: spamBar(reply.score, cfg.spambar) })
   if (report) out.push({ name: report, value: symbolReport(reply.symbols) })
   if (score) out.push({ name: score, value: `${reply.score}` })
-  return out.filter((f) => f.value !== '')
+  return out
 }
 
 /**
- * The new Subject: rspamd's own `subject` when it sends one, else the template; `%s` (first one)
+ * The new Subject: rspamd's own `subject` when it sends one, else the template; the first `%s`
  * becomes the current subject. A function replacement, so `$&` in a subject stays literal.
+ * rspamd sends its subject already RFC 2047-encoded when it is not ASCII (rspamd_mime_header_encode
+ * in protocol.c); encodeValue() leaves such encoded-words as they are.
  */
 export function rewriteSubject(
   template: string,
   oldSubject: string | undefined,
   rspamdSubject?: string,
 ): string {
-  const pattern = rspamdSubject && rspamdSubject.trim() !== '' ? rspamdSubject : template
+  const pattern = rspamdSubject !== undefined && rspamdSubject.trim() !== '' ? rspamdSubject : template
   return pattern.replace('%s', () => oldSubject ?? '')
 }
 
 /**
  * Headers rspamd may not remove: trace and structural fields. Without them delivery loops are
- * not detected (Received), replies and threads break (From, Message-ID, References…), MIME can't be
- * parsed (Content-*), and signatures fail. rspamd's milter_headers only removes its own in practice.
+ * not detected (Received, RFC 5321 §6.3), bounces lose their way (Return-Path), replies and
+ * threads break (From, Message-ID, References…), MIME can't be parsed (Content-*), and DKIM/ARC
+ * signatures fail. rspamd's milter_headers module only removes its own headers in practice.
  */
 export const PROTECTED_HEADERS: ReadonlySet<string> = new Set([
   'received',
@@ -169,10 +379,33 @@ export const PROTECTED_HEADERS: ReadonlySet<string> = new Set([
   'arc-authentication-results',
 ])
 
-const MAX_PER_NAME = 100
-const MAX_ADDED = 500
+/**
+ * Protected headers that stack: each hop adds one above the others and the earlier ones must
+ * stay (trace fields, RFC 6376 signatures, RFC 8617 ARC sets, which rspamd's arc module adds
+ * through the milter block). rspamd may add these, never replace them. Every other protected
+ * header may appear once (RFC 5322 §3.6), so an add of one would either duplicate it or remove
+ * the message's own: such adds are dropped.
+ */
+export const STACKED_HEADERS: ReadonlySet<string> = new Set([
+  'received',
+  'dkim-signature',
+  'arc-seal',
+  'arc-message-signature',
+  'arc-authentication-results',
+])
 
-/** rspamd's milter block → removals and additions (raw values), with what was refused and why. */
+export const MAX_ADDS_PER_NAME = 100
+export const MAX_ADDS = 500
+
+function show(name: string): string {
+  return JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name)
+}
+
+/**
+ * rspamd's milter block → removals and additions (raw values), with what was refused and why.
+ * An added header replaces the message's own of that name (it is in `remove` too), except the
+ * STACKED_HEADERS, which are only added to.
+ */
 export function milterEdits(milter: Reply['milter']): {
   remove: string[]
   add: HeaderField[]
@@ -190,35 +423,54 @@ export function milterEdits(milter: Reply['milter']): {
   }
 
   for (const r of milter.remove) {
-    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${JSON.stringify(r.name)}`)
-    else if (PROTECTED_HEADERS.has(r.name.toLowerCase())) dropped.push(`remove of protected header ${r.name}`)
+    const lower = r.name.toLowerCase()
+    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${show(r.name)}`)
+    else if (PROTECTED_HEADERS.has(lower)) dropped.push(`remove of protected header ${r.name}`)
     else queueRemove(r.name)
   }
 
-  // stable sort by rspamd's order; entries without one keep their place after ordered ones
+  // stable sort by rspamd's order (its insert position); entries without one keep their place after
   const ordered = milter.add
     .map((a, i) => ({ a, i }))
     .sort((x, y) => (x.a.order ?? Infinity) - (y.a.order ?? Infinity) || x.i - y.i)
   const perName = new Map<string, number>()
+  // over-limit values are counted and reported once per name, not once per value
+  const overName = new Map<string, { name: string; n: number }>()
+  const overAll = new Map<string, { name: string; n: number }>()
+  const count = (m: typeof overName, lower: string, name: string) => {
+    const o = m.get(lower) ?? { name, n: 0 }
+    o.n++
+    m.set(lower, o)
+  }
   for (const { a } of ordered) {
     if (!isFieldName(a.name)) {
-      dropped.push(`add of invalid header name ${JSON.stringify(a.name)}`)
+      dropped.push(`add of invalid header name ${show(a.name)}`)
       continue
     }
     const lower = a.name.toLowerCase()
-    if (PROTECTED_HEADERS.has(lower)) {
-      dropped.push(`add of protected header ${a.name}`)
+    const stacked = STACKED_HEADERS.has(lower)
+    if (PROTECTED_HEADERS.has(lower) && !stacked) {
+      dropped.push(`add of protected header ${a.name}: a message has one, it is not replaced`)
       continue
     }
-    const count = perName.get(lower) ?? 0
-    if (count >= MAX_PER_NAME || add.length >= MAX_ADDED) {
-      dropped.push(`add of ${a.name}: over the limit of ${MAX_PER_NAME} a name, ${MAX_ADDED} in all`)
+    const n = perName.get(lower) ?? 0
+    if (n >= MAX_ADDS_PER_NAME) {
+      count(overName, lower, a.name)
       continue
     }
-    perName.set(lower, count + 1)
-    // an added header replaces the message's own of that name
-    queueRemove(a.name)
+    if (add.length >= MAX_ADDS) {
+      count(overAll, lower, a.name)
+      continue
+    }
+    perName.set(lower, n + 1)
+    if (!stacked) queueRemove(a.name)
     add.push({ name: a.name, value: a.value })
+  }
+  for (const { name, n } of overName.values()) {
+    dropped.push(`add of ${n} more ${name} value(s): over the limit of ${MAX_ADDS_PER_NAME} per name`)
+  }
+  for (const { name, n } of overAll.values()) {
+    dropped.push(`add of ${n} more ${name} value(s): over the limit of ${MAX_ADDS} added headers`)
   }
   return { remove, add, dropped }
 }

@@ -1,0 +1,753 @@
+import assert from 'node:assert/strict'
+
+import type { Config } from '../src/config'
+import {
+  encodeValue,
+  isFieldName,
+  MAX_ADDS,
+  MAX_ADDS_PER_NAME,
+  MAX_LINE,
+  milterEdits,
+  prepareField,
+  PROTECTED_HEADERS,
+  rewriteSubject,
+  rspamdStyle,
+  sanitizeValue,
+  SOFT_LINE,
+  spamBar,
+  STACKED_HEADERS,
+  symbolReport,
+  TRUNCATED,
+} from '../src/headers'
+import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../src/reply'
+
+// ---- helpers: an independent reader of what we write ----
+
+const ENCODED_WORD = /^=\?UTF-8\?([BQ])\?([^?]*)\?=$/i
+
+function decodeWord(word: string): string | undefined {
+  const m = ENCODED_WORD.exec(word)
+  if (!m) return undefined
+  const [, enc = '', text = ''] = m
+  if (enc.toUpperCase() === 'B') return Buffer.from(text, 'base64').toString('utf8')
+  const latin = text
+    .replace(/_/g, ' ')
+    .replace(/=([0-9A-F]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16)))
+  return Buffer.from(latin, 'latin1').toString('utf8')
+}
+
+/** RFC 2047 §6.2 reader for UTF-8 B/Q words: whitespace between two encoded-words is dropped. */
+function decode(text: string): string {
+  const tokens = text.split(/([ \t]+)/)
+  let out = ''
+  tokens.forEach((t, i) => {
+    if (i % 2 === 1) {
+      const before = tokens[i - 1] ?? ''
+      const after = tokens[i + 1] ?? ''
+      if (!(ENCODED_WORD.test(before) && ENCODED_WORD.test(after))) out += t
+      return
+    }
+    out += decodeWord(t) ?? t
+  })
+  return out
+}
+
+/** RFC 5322 §2.2.3 unfolding: remove the line breaks, keep the whitespace. */
+function unfold(value: string, eol = '\n'): string {
+  return value.split(eol).join('')
+}
+
+/** The physical lines Haraka writes: `Name: value` split at the line breaks. */
+function physicalLines(name: string, value: string, eol = '\n'): string[] {
+  return `${name}: ${value}`.split(eol)
+}
+
+function encodedWords(value: string): string[] {
+  return value.split(/[ \t\r\n]+/).filter((w) => w.startsWith('=?'))
+}
+
+/** Every structural promise of prepareField() for one output. */
+function assertWellFormed(name: string, value: string, eol: string, maxTotal: number, label: string): void {
+  const at = `${label}: ${JSON.stringify(value.slice(0, 200))}`
+  assert.match(value, /^[\t\n\r\x20-\x7e]*$/, `only ASCII ${at}`)
+  assert.ok(!value.includes('\0'), `NUL ${at}`)
+  if (eol === '\n') assert.ok(!value.includes('\r'), `CR ${at}`)
+  else {
+    assert.doesNotMatch(value, /\r(?!\n)/, `bare CR ${at}`)
+    assert.doesNotMatch(value, /(?<!\r)\n/, `bare LF ${at}`)
+  }
+  assert.doesNotMatch(value, /\n(?![ \t])/, `a line break that is not a fold ${at}`)
+  assert.ok(value.length <= maxTotal, `${value.length} > maxTotal ${maxTotal} ${at}`)
+  const lines = physicalLines(name, value, eol)
+  lines.forEach((line, i) => {
+    assert.ok(Buffer.byteLength(line) <= MAX_LINE, `line ${i} has ${Buffer.byteLength(line)} octets ${at}`)
+    if (i > 0) {
+      assert.match(line, /^[ \t]/, `continuation line ${i} starts with WSP ${at}`)
+      assert.match(line, /[^ \t]/, `continuation line ${i} is whitespace only ${at}`)
+    }
+  })
+  for (const w of encodedWords(value)) assert.ok(w.length <= 75, `encoded word of ${w.length} ${at}`)
+}
+
+/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const BAR: Config['spambar'] = { positive: '+', negative: '-', neutral: '/' }
+
+function sym(name: string, score: number): RspamdSymbol {
+  return { name, score, options: [] }
+}
+
+function reply(over: Partial<Reply> = {}): Reply {
+  return {
+    action: 'add header',
+    score: 7.3,
+    isSkipped: false,
+    symbols: [],
+    messages: {},
+    milter: { add: [], remove: [] },
+    dkimSignatures: [],
+    thresholds: {},
+    ...over,
+  }
+}
+
+/** A report like rspamd's: many SYMBOL(score) words. */
+function report(chars: number): string {
+  const names = ['BAYES_SPAM', 'R_SPF_FAIL', 'DMARC_POLICY_REJECT', 'MIME_GOOD', 'RCVD_COUNT_THREE', 'ARC_NA']
+  const words: string[] = []
+  for (let i = 0; words.join(' ').length < chars; i++) {
+    words.push(`${names[i % names.length] ?? 'X'}_${i}(${((i % 17) - 8) / 4})`)
+  }
+  return words.join(' ')
+}
+
+describe('headers', function () {
+  describe('isFieldName()', function () {
+    const NAMES: Array<[name: string, valid: boolean, why: string]> = [
+      ['X-Spam', true, 'an ordinary name'],
+      ['X-Rspamd-Report', true, 'the 1.6.x report name'],
+      ['__proto__', true, 'printable ASCII, so syntactically valid (Haraka refuses it itself)'],
+      ['!#$%&*+.^_`|~09', true, 'every printable except colon'],
+      ['A'.repeat(76), true, '76 characters: `Name: ` still fits a 78-character line'],
+      ['A'.repeat(77), false, '77 characters'],
+      ['', false, 'empty'],
+      ['X Spam', false, 'a space'],
+      ['X-Spam:', false, 'a colon'],
+      ['X-Spam\t', false, 'a tab'],
+      ['X-Spam\r\nBcc', false, 'CR LF'],
+      ['X-Spa\0m', false, 'NUL'],
+      ['X-Spä', false, 'non-ASCII'],
+      ['X-\x7f', false, 'DEL'],
+    ]
+    for (const [name, valid, why] of NAMES) {
+      it(`${valid ? 'accepts' : 'refuses'} ${JSON.stringify(name.length > 20 ? `${name.slice(0, 8)}…` : name)} (${why})`, () => {
+        assert.equal(isFieldName(name), valid)
+      })
+    }
+  })
+
+  describe('sanitizeValue()', function () {
+    const VALUES: Array<[label: string, input: string, expected: string]> = [
+      ['keeps plain text', 'all clean', 'all clean'],
+      ['turns LF into a space', 'a\nb', 'a b'],
+      ['turns CRLF into a space', 'a\r\nb', 'a b'],
+      ['turns a bare CR into a space', 'a\rb', 'a b'],
+      ['collapses CRLF and the tab after it (an old fold) into one space', 'a\r\n\tb', 'a b'],
+      ['collapses several line breaks and their indent into one space', 'a\r\n\r\n  \n\tb', 'a b'],
+      ['strips NUL', 'a\0b', 'ab'],
+      ['strips other C0 controls and DEL', 'a\x01\x07\x08\x0b\x0c\x1b\x1f\x7fb', 'ab'],
+      ['keeps a tab inside the text', 'a\tb', 'a\tb'],
+      ['strips a NUL between CR and LF, leaving one break', 'a\r\0\nb', 'a b'],
+      ['trims leading and trailing spaces, tabs and breaks', ' \t a b \t\r\n ', 'a b'],
+      ['keeps non-ASCII text', 'Été – 日本 😀', 'Été – 日本 😀'],
+      ['returns empty for only controls', '\r\n\0\x01', ''],
+    ]
+    for (const [label, input, expected] of VALUES) {
+      it(`${label}`, () => assert.equal(sanitizeValue(input), expected))
+    }
+  })
+
+  describe('encodeValue()', function () {
+    const ASCII = [
+      '',
+      'plain text',
+      'X-Spam: yes',
+      '[SPAM] 50% off',
+      'a\tb  c',
+      '=?UTF-8?B?w4k=?= already encoded',
+    ]
+    for (const v of ASCII) {
+      it(`returns pure-ASCII ${JSON.stringify(v)} unchanged`, () => assert.equal(encodeValue(v), v))
+    }
+
+    const ROUND_TRIPS: Array<[label: string, text: string]> = [
+      ['Latin with accents and an en dash', 'Été sale – 50% off'],
+      ['CJK (3-byte characters)', '日本語のテキストです。これは長い件名のテストです。'.repeat(3)],
+      ['emoji (4-byte, astral characters)', '😀🎉👍🏽🇫🇷'.repeat(12)],
+      ['mixed scripts and spaces', 'Привет мир — ça va? 你好 😀 ok'],
+      ['a long Cyrillic run without spaces', 'Ж'.repeat(200)],
+      ['several spaces and a tab between non-ASCII words', 'é  ü\tö'],
+      ['leading and trailing spaces', '  é ü  '],
+    ]
+    for (const [label, text] of ROUND_TRIPS) {
+      it(`encodes and decodes back: ${label}`, () => {
+        const enc = encodeValue(text)
+        assert.match(enc, /^[\t\x20-\x7e]*$/)
+        assert.equal(decode(enc), text)
+      })
+
+      it(`keeps every encoded word ≤ 75 chars and never splits a character: ${label}`, () => {
+        const words = encodedWords(encodeValue(text))
+        assert.ok(words.length > 0)
+        for (const w of words) {
+          assert.ok(w.length <= 75, `${w.length}: ${w}`)
+          const m = ENCODED_WORD.exec(w)
+          assert.ok(m, w)
+          // a split character decodes to U+FFFD, whose bytes differ from the ones sent
+          const bytes = Buffer.from(m[2] ?? '', 'base64')
+          assert.ok(Buffer.from(bytes.toString('utf8'), 'utf8').equals(bytes), `split character in ${w}`)
+        }
+      })
+    }
+
+    it('keeps ASCII words plain, so filters on "[SPAM]" still match', () => {
+      const enc = encodeValue('[SPAM] Été sale')
+      assert.ok(enc.startsWith('[SPAM] =?UTF-8?B?'), enc)
+      assert.ok(enc.endsWith(' sale'), enc)
+    })
+
+    it('uses UTF-8 B encoded-words', () => {
+      assert.equal(encodeValue('é'), '=?UTF-8?B?w6k=?=')
+    })
+
+    it("leaves an existing encoded-word (rspamd's encoded subject) alone and keeps the space after it", () => {
+      const existing = '=?UTF-8?B?W1NQQU1d?='
+      const enc = encodeValue(`${existing} Été`)
+      assert.ok(enc.startsWith(`${existing} =?UTF-8?B?`), enc)
+      assert.equal(decode(enc), '[SPAM] Été')
+    })
+
+    it('turns a lone surrogate into U+FFFD instead of throwing', () => {
+      assert.equal(decode(encodeValue('a \ud800 b')), 'a \ufffd b')
+    })
+  })
+
+  describe('prepareField()', function () {
+    const INVALID = ['', 'X Spam', 'X-Spam:', 'Bcc\r\n', 'X-Spä', 'A'.repeat(77)]
+    for (const name of INVALID) {
+      it(`returns undefined for the invalid name ${JSON.stringify(name.slice(0, 20))}`, () => {
+        assert.equal(prepareField(name, 'v'), undefined)
+      })
+    }
+
+    it('returns a short ASCII value unchanged, with the name', () => {
+      assert.deepEqual(prepareField('X-Rspamd-Score', '7.3'), { name: 'X-Rspamd-Score', value: '7.3' })
+    })
+
+    it('returns an empty value for an empty or all-control value', () => {
+      assert.equal(prepareField('X-Rspamd-Report', '')?.value, '')
+      assert.equal(prepareField('X-Rspamd-Report', '\r\n\0')?.value, '')
+    })
+
+    for (const [name, chars] of [
+      ['X-Rspamd-Report', 300],
+      ['X-Spam-Report', 2000],
+      ['X', 300],
+      ['X-A-Rather-Long-Header-Name-For-Reports', 300],
+    ] as const) {
+      it(`folds a ${chars}-char report at spaces into lines of at most ${SOFT_LINE} chars (${name})`, () => {
+        const text = report(chars)
+        const f = prepareField(name, text)
+        assert.ok(f)
+        const lines = physicalLines(name, f.value)
+        assert.ok(lines.length > 1, 'folded')
+        for (const line of lines) assert.ok(line.length <= SOFT_LINE, `${line.length}: ${line}`)
+        assert.equal(unfold(f.value), text, 'unfolding gives the report back')
+        assertWellFormed(name, f.value, '\n', 16384, 'report')
+      })
+    }
+
+    it('folds with CRLF when asked, and each fold is CRLF + the original space', () => {
+      const text = report(300)
+      const f = prepareField('X-Rspamd-Report', text, { eol: '\r\n' })
+      assert.ok(f)
+      assert.ok(f.value.includes('\r\n '))
+      assert.equal(unfold(f.value, '\r\n'), text)
+      assertWellFormed('X-Rspamd-Report', f.value, '\r\n', 16384, 'crlf')
+    })
+
+    it('keeps a tab as the fold point when the text has one', () => {
+      const text = Array.from({ length: 20 }, (_, i) => `WORD_${i}`).join('\t')
+      const f = prepareField('X-T', text)
+      assert.ok(f)
+      assert.match(f.value, /\n\t/)
+      assert.equal(unfold(f.value), text)
+    })
+
+    it('never gives a line over 998 octets for a 10 000-char value with no spaces', () => {
+      const f = prepareField('X-Long', 'x'.repeat(10_000))
+      assert.ok(f)
+      const lines = physicalLines('X-Long', f.value)
+      assert.ok(lines.length >= 11)
+      for (const line of lines) assert.ok(Buffer.byteLength(line) <= MAX_LINE, `${line.length}`)
+      // hard breaks insert a fold space; every x is still there
+      assert.equal(unfold(f.value).replace(/ /g, ''), 'x'.repeat(10_000))
+      assertWellFormed('X-Long', f.value, '\n', 16384, 'long')
+    })
+
+    for (const maxTotal of [2000, 500, 64]) {
+      it(`truncates a 10 000-char value with no spaces to maxTotal=${maxTotal}, ending in the marker`, () => {
+        const f = prepareField('X-Long', 'x'.repeat(10_000), { maxTotal })
+        assert.ok(f)
+        assert.ok(f.value.length <= maxTotal, `${f.value.length}`)
+        assert.ok(f.value.length > maxTotal - 100, `uses the room it has: ${f.value.length}`)
+        assert.ok(unfold(f.value).endsWith(TRUNCATED), f.value.slice(-40))
+        assertWellFormed('X-Long', f.value, '\n', maxTotal, 'truncated')
+      })
+    }
+
+    it('truncates at the default 16 KiB', () => {
+      const f = prepareField('X-Huge', report(40_000))
+      assert.ok(f)
+      assert.ok(f.value.length <= 16 * 1024)
+      assert.ok(unfold(f.value).endsWith(TRUNCATED))
+      assertWellFormed('X-Huge', f.value, '\n', 16 * 1024, 'huge')
+    })
+
+    it('does not truncate a value that fits maxTotal exactly', () => {
+      const text = report(1000)
+      const folded = prepareField('X-R', text)
+      assert.ok(folded)
+      const f = prepareField('X-R', text, { maxTotal: folded.value.length })
+      assert.equal(f?.value, folded.value)
+    })
+
+    it('truncates a non-ASCII value between whole encoded-words, which still decode', () => {
+      const text = 'Ж'.repeat(5000)
+      const f = prepareField('Subject', text, { maxTotal: 1000 })
+      assert.ok(f)
+      assert.ok(f.value.length <= 1000)
+      const decoded = decode(unfold(f.value))
+      assert.ok(decoded.endsWith(TRUNCATED), decoded.slice(-20))
+      assert.match(decoded.slice(0, -TRUNCATED.length), /^Ж+$/)
+      assertWellFormed('Subject', f.value, '\n', 1000, 'non-ascii truncated')
+    })
+
+    const INJECTIONS = [
+      'ok\r\nBcc: victim@example.com',
+      'ok\nBcc: victim@example.com',
+      'ok\rBcc: victim@example.com',
+      'ok\r\n\r\nBcc: victim@example.com',
+      'ok\0\r\nBcc: victim@example.com',
+      'ok\r\n.\r\nBcc: victim@example.com',
+    ]
+    for (const value of INJECTIONS) {
+      it(`yields no line starting with "Bcc:" for the injection ${JSON.stringify(value)}`, () => {
+        for (const eol of ['\n', '\r\n']) {
+          const f = prepareField('X-Evil', value, { eol })
+          assert.ok(f)
+          for (const line of physicalLines('X-Evil', f.value, eol).slice(1)) {
+            assert.doesNotMatch(line, /^bcc:/i)
+            assert.notEqual(line, '.')
+          }
+          assert.equal(unfold(f.value, eol), sanitizeValue(value))
+          assertWellFormed('X-Evil', f.value, eol, 16384, 'injection')
+        }
+      })
+    }
+
+    it('RFC 2047-encodes a non-ASCII Subject into lines of at most 78 that decode back', () => {
+      const text = '[SPAM] Été sale – 50% off, 日本語のテキストです 😀 and more words after it'
+      const f = prepareField('Subject', text.repeat(3))
+      assert.ok(f)
+      for (const line of physicalLines('Subject', f.value)) assert.ok(line.length <= SOFT_LINE, line)
+      assert.equal(decode(unfold(f.value)), text.repeat(3))
+      assert.ok(f.value.startsWith('[SPAM] '))
+    })
+
+    it('starts a non-ASCII value on the first line even after a long name', () => {
+      const name = 'X-'.padEnd(76, 'N')
+      const f = prepareField(name, 'ééé ééé')
+      assert.ok(f)
+      assert.equal(decode(unfold(f.value)), 'ééé ééé')
+      assertWellFormed(name, f.value, '\n', 16384, 'long name')
+    })
+
+    it('never leaves a continuation line of whitespace only, whatever the whitespace runs', () => {
+      const text = `a${' '.repeat(3000)}b${'\t'.repeat(1200)}${'c'.repeat(1500)}`
+      const f = prepareField('X-Ws', text)
+      assert.ok(f)
+      assertWellFormed('X-Ws', f.value, '\n', 16384, 'whitespace')
+    })
+  })
+
+  describe('prepareField(): 2 000 seeded random values', function () {
+    const rand = prng(0x5eed)
+    const int = (n: number) => Math.floor(rand() * n)
+    const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T
+    const ASCII = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789()[]<>@.,;:"\'%$&*+-/=?_~|{}'
+    const ATOMS: ReadonlyArray<() => string> = [
+      () => Array.from({ length: 1 + int(12) }, () => pick([...ASCII])).join(''),
+      () => pick([' ', '  ', '\t', ' \t ', ' '.repeat(1 + int(200))]),
+      () => pick(['\r', '\n', '\r\n', '\r\n\t', '\n ', '\0', '\x01', '\x1b', '\x7f', '\x0b']),
+      () => pick(['x', 'Z', '9', '=']).repeat(200 + int(2000)),
+      () => pick(['é', 'ü', 'Ж', 'ß', '–', '\u00a0', '\u2028', '\u0301']),
+      () => pick(['日本語', '中文字', '한국어', 'עברית', 'العربية']),
+      () => pick(['😀', '🎉', '👍🏽', '🇫🇷', '\u{1F9D1}\u200D\u{1F4BB}', '𝔘𝔫𝔦']),
+      () => pick(['Ж', '日', '😀']).repeat(50 + int(600)),
+    ]
+    function randomValue(): string {
+      const n = int(8) === 0 ? 40 + int(400) : 1 + int(40)
+      let s = ''
+      for (let i = 0; i < n; i++) s += pick(ATOMS)()
+      return s
+    }
+
+    it('gives well-formed, decodable values: no CR, NUL or bare LF, folds only, lines ≤ 998', function () {
+      this.timeout(60_000)
+      let folded = 0
+      let truncated = 0
+      let roundTrips = 0
+      for (let i = 0; i < 2000; i++) {
+        const src = randomValue()
+        const name = pick(['X-Rspamd-Report', 'Subject', 'X', 'X-'.padEnd(76, 'N')])
+        const eol = i % 3 === 0 ? '\r\n' : '\n'
+        const maxTotal = pick([16 * 1024, 16 * 1024, 4096, 1000, 64])
+        const f = prepareField(name, src, { eol, maxTotal })
+        assert.ok(f, `case ${i}`)
+        assertWellFormed(name, f.value, eol, maxTotal, `case ${i}`)
+        if (f.value.includes(eol)) folded++
+        const text = decode(unfold(f.value, eol))
+        if (text.endsWith(TRUNCATED)) {
+          truncated++
+          continue
+        }
+        const clean = sanitizeValue(src)
+        // a hard break inserts a space, a whitespace run over 64 is cut, and a plain "=?"
+        // word may read as an encoded-word: the text comes back exactly in every other case
+        if (/[^ \t]{900}|[ \t]{65}|=\?/.test(clean)) continue
+        assert.equal(text, clean, `case ${i} round trip`)
+        roundTrips++
+      }
+      assert.ok(folded > 500, `folded ${folded}`)
+      assert.ok(truncated > 50, `truncated ${truncated}`)
+      assert.ok(roundTrips > 200, `round trips ${roundTrips}`)
+    })
+  })
+
+  describe('spamBar()', function () {
+    const BARS: Array<[score: number, expected: string]> = [
+      [0, '/'],
+      [0.99, '/'],
+      [-0.5, '/'],
+      [-0.99, '/'],
+      [1, '+'],
+      [7.9, '+++++++'],
+      [15, '+'.repeat(15)],
+      [-1, '-'],
+      [-3, '---'],
+      [-3.7, '---'],
+      [NaN, '/'],
+      [50, '+'.repeat(50)],
+      [1e9, '+'.repeat(50)],
+      [-1e9, '-'.repeat(50)],
+      [Infinity, '+'.repeat(50)],
+    ]
+    for (const [score, expected] of BARS) {
+      it(`draws ${JSON.stringify(expected.length > 10 ? `${expected[0]}×${expected.length}` : expected)} for score ${score}`, () => {
+        assert.equal(spamBar(score, BAR), expected)
+      })
+    }
+
+    it('uses the configured characters', () => {
+      const bar = { positive: 'S', negative: 'H', neutral: '.' }
+      assert.deepEqual([spamBar(2, bar), spamBar(-2, bar), spamBar(0, bar)], ['SS', 'HH', '.'])
+    })
+  })
+
+  describe('symbolReport()', function () {
+    it('lists NAME(score) for non-zero scores, in reply order', () => {
+      const symbols = [sym('BAYES_SPAM', 5.1), sym('MIME_GOOD', -0.1), sym('ZERO', 0), sym('R_SPF_FAIL', 1)]
+      assert.equal(symbolReport(symbols), 'BAYES_SPAM(5.1) MIME_GOOD(-0.1) R_SPF_FAIL(1)')
+    })
+
+    it('is empty without symbols or with zero scores only', () => {
+      assert.equal(symbolReport([]), '')
+      assert.equal(symbolReport([sym('A', 0), sym('B', -0)]), '')
+    })
+  })
+
+  describe('rspamdStyle()', function () {
+    const HEADER = { bar: 'X-Rspamd-Bar', report: 'X-Rspamd-Report', score: 'X-Rspamd-Score' }
+    const r = reply({ score: 7.3, symbols: [sym('BAYES_SPAM', 5.1), sym('R_SPF_FAIL', 2.2), sym('NONE', 0)] })
+
+    it('writes bar, report and score, in 1.6.x order, with raw values', () => {
+      assert.deepEqual(rspamdStyle(r, { header: HEADER, spambar: BAR }), [
+        { name: 'X-Rspamd-Bar', value: '+++++++' },
+        { name: 'X-Rspamd-Report', value: 'BAYES_SPAM(5.1) R_SPF_FAIL(2.2)' },
+        { name: 'X-Rspamd-Score', value: '7.3' },
+      ])
+    })
+
+    it('uses the [header] names', () => {
+      const header = { bar: 'X-Spam-Bar', report: 'X-Spam-Report', score: 'X-Spam-Score' }
+      assert.deepEqual(
+        rspamdStyle(r, { header, spambar: BAR }).map((f) => f.name),
+        ['X-Spam-Bar', 'X-Spam-Report', 'X-Spam-Score'],
+      )
+    })
+
+    const SKIPS: Array<[label: string, header: Config['header'], names: string[]]> = [
+      ['bar', { ...HEADER, bar: '' }, ['X-Rspamd-Report', 'X-Rspamd-Score']],
+      ['report', { ...HEADER, report: '' }, ['X-Rspamd-Bar', 'X-Rspamd-Score']],
+      ['score', { ...HEADER, score: '' }, ['X-Rspamd-Bar', 'X-Rspamd-Report']],
+      ['all three', { bar: '', report: '', score: '' }, []],
+    ]
+    for (const [label, header, names] of SKIPS) {
+      it(`skips ${label} when its name is empty`, () => {
+        assert.deepEqual(
+          rspamdStyle(r, { header, spambar: BAR }).map((f) => f.name),
+          names,
+        )
+      })
+    }
+
+    it('prints the score as JS prints the number', () => {
+      const values = [0, -2, 12.345678, 1e21].map(
+        (score) => rspamdStyle(reply({ score }), { header: HEADER, spambar: BAR })[2]?.value,
+      )
+      assert.deepEqual(values, ['0', '-2', '12.345678', '1e+21'])
+    })
+
+    it('still writes an empty report, so a forged one in the message is replaced', () => {
+      const fields = rspamdStyle(reply({ score: 0, symbols: [] }), { header: HEADER, spambar: BAR })
+      assert.deepEqual(fields[1], { name: 'X-Rspamd-Report', value: '' })
+    })
+  })
+
+  describe('rewriteSubject()', function () {
+    const CASES: Array<
+      [label: string, template: string, old: string | undefined, rspamd: string | undefined, out: string]
+    > = [
+      ['puts the old subject into the template', '[SPAM] %s', 'Hello', undefined, '[SPAM] Hello'],
+      ['puts %s anywhere in the template', 'Re: %s [spam]', 'Hello', undefined, 'Re: Hello [spam]'],
+      ['uses a template without %s as it is', '[SPAM]', 'Hello', undefined, '[SPAM]'],
+      ['uses an empty old subject when there is none', '[SPAM] %s', undefined, undefined, '[SPAM] '],
+      [
+        "lets rspamd's subject win over the template",
+        '[SPAM] %s',
+        'Hello',
+        '*** SPAM *** Hello',
+        '*** SPAM *** Hello',
+      ],
+      ["replaces %s in rspamd's subject too", '[SPAM] %s', 'Hello', '{spam} %s', '{spam} Hello'],
+      ['ignores an empty rspamd subject', '[SPAM] %s', 'Hello', '', '[SPAM] Hello'],
+      ['ignores a blank rspamd subject', '[SPAM] %s', 'Hello', '  ', '[SPAM] Hello'],
+      ['replaces only the first %s', '%s / %s', 'Hi', undefined, 'Hi / %s'],
+      [
+        'keeps $& and $1 in the old subject literal',
+        '[SPAM] %s',
+        'Win $& $1 $$ $`',
+        undefined,
+        '[SPAM] Win $& $1 $$ $`',
+      ],
+      [
+        'does not replace a %s that came in with the old subject',
+        '[SPAM] %s',
+        'about %s',
+        undefined,
+        '[SPAM] about %s',
+      ],
+      ['keeps non-ASCII text raw (encoded later)', '[SPAM] %s', 'Été', undefined, '[SPAM] Été'],
+      [
+        "passes rspamd's already encoded subject through",
+        '[SPAM] %s',
+        'x',
+        '=?UTF-8?B?W1NQQU1dIMOJdMOp?=',
+        '=?UTF-8?B?W1NQQU1dIMOJdMOp?=',
+      ],
+    ]
+    for (const [label, template, old, rspamd, out] of CASES) {
+      it(label, () => assert.equal(rewriteSubject(template, old, rspamd), out))
+    }
+  })
+
+  describe('milterEdits()', function () {
+    const add = (name: string, value: string, order?: number): MilterAdd => ({ name, value, order })
+    const milter = (adds: MilterAdd[], removes: string[] = []): Reply['milter'] => ({
+      add: adds,
+      remove: removes.map((name) => ({ name, count: 1 })),
+    })
+    /** the milter block as rspamd sends it, through the reply parser */
+    const fromJson = (block: unknown): Reply['milter'] => {
+      const parsed = parseReply({ action: 'add header', milter: block })
+      assert.ok(parsed.ok)
+      return parsed.reply.milter
+    }
+
+    it('adds a plain string value and removes that name first', () => {
+      const e = milterEdits(fromJson({ add_headers: { 'X-Spamd-Bar': '+++' } }))
+      assert.deepEqual(e, {
+        remove: ['X-Spamd-Bar'],
+        add: [{ name: 'X-Spamd-Bar', value: '+++' }],
+        dropped: [],
+      })
+    })
+
+    it('adds {value, order} entries in rspamd order, stable for ties, unordered ones last', () => {
+      const e = milterEdits(
+        fromJson({
+          add_headers: {
+            'X-Third': 'c',
+            'X-Second': { value: 'b', order: 2 },
+            'X-First': { value: 'a', order: 1 },
+            'X-Second-Too': { value: 'b2', order: 2 },
+          },
+        }),
+      )
+      assert.deepEqual(
+        e.add.map((f) => f.value),
+        ['a', 'b', 'b2', 'c'],
+      )
+    })
+
+    it('adds every value of an array, removing the name once', () => {
+      const e = milterEdits(
+        fromJson({ add_headers: { 'X-Multi': ['one', { value: 'two', order: 0 }, 'three'] } }),
+      )
+      assert.deepEqual(
+        e.add.map((f) => f.value),
+        ['two', 'one', 'three'],
+      )
+      assert.deepEqual(e.remove, ['X-Multi'])
+    })
+
+    it('keeps values raw: preparing them is a later step', () => {
+      const e = milterEdits(milter([add('X-Raw', ' Été\r\n ')]))
+      assert.equal(e.add[0]?.value, ' Été\r\n ')
+    })
+
+    it('replaces, never duplicates: each name is in remove once, whatever its case', () => {
+      const e = milterEdits(
+        milter([add('X-Spam', '1'), add('x-spam', '2'), add('X-Other', '3')], ['X-SPAM', 'X-Gone', 'x-gone']),
+      )
+      assert.deepEqual(e.remove, ['X-SPAM', 'X-Gone', 'X-Other'])
+      assert.equal(e.add.length, 3)
+    })
+
+    it('removes what rspamd asks to remove', () => {
+      const e = milterEdits(fromJson({ remove_headers: { 'X-Spam-Flag': 0, 'X-Spamd-Result': 1 } }))
+      assert.deepEqual(e, { remove: ['X-Spam-Flag', 'X-Spamd-Result'], add: [], dropped: [] })
+    })
+
+    for (const bad of ['X Bad', 'X-Bad:', 'Bcc\r\nX', '', 'X-Ünï', 'N'.repeat(200)]) {
+      it(`drops the invalid name ${JSON.stringify(bad.slice(0, 20))} from add and remove, and says so`, () => {
+        const e = milterEdits(milter([add(bad, 'v'), add('X-Good', 'ok')], [bad]))
+        assert.deepEqual(e.add, [{ name: 'X-Good', value: 'ok' }])
+        assert.deepEqual(e.remove, ['X-Good'])
+        assert.equal(e.dropped.length, 2)
+        for (const d of e.dropped) {
+          assert.match(d, /invalid header name/)
+          assert.ok(d.length < 200, d)
+        }
+      })
+    }
+
+    it('protects exactly the trace and structural headers', () => {
+      assert.deepEqual([...PROTECTED_HEADERS].sort(), [
+        'arc-authentication-results',
+        'arc-message-signature',
+        'arc-seal',
+        'bcc',
+        'cc',
+        'content-transfer-encoding',
+        'content-type',
+        'date',
+        'dkim-signature',
+        'from',
+        'in-reply-to',
+        'message-id',
+        'mime-version',
+        'received',
+        'references',
+        'reply-to',
+        'return-path',
+        'sender',
+        'to',
+      ])
+    })
+
+    for (const name of [...PROTECTED_HEADERS].flatMap((n) => [n, n.toUpperCase()])) {
+      it(`refuses to remove the protected header ${name}`, () => {
+        const e = milterEdits(milter([], [name, 'X-Spam']))
+        assert.deepEqual(e.remove, ['X-Spam'])
+        assert.equal(e.dropped.length, 1)
+        assert.match(e.dropped[0] ?? '', /protected/)
+      })
+    }
+
+    for (const name of [
+      'ARC-Seal',
+      'ARC-Message-Signature',
+      'ARC-Authentication-Results',
+      'DKIM-Signature',
+      'Received',
+    ]) {
+      it(`adds a stacked ${name} without removing the ones already there`, () => {
+        const e = milterEdits(milter([add(name, 'i=2; ...')]))
+        assert.deepEqual(e, { remove: [], add: [{ name, value: 'i=2; ...' }], dropped: [] })
+        assert.ok(STACKED_HEADERS.has(name.toLowerCase()))
+      })
+    }
+
+    for (const name of ['From', 'To', 'Message-ID', 'Content-Type', 'Date', 'Return-Path']) {
+      it(`drops an add of the single-instance protected header ${name}: it would replace or duplicate it`, () => {
+        const e = milterEdits(milter([add(name, 'x'), add('X-Ok', 'y')]))
+        assert.deepEqual(e.add, [{ name: 'X-Ok', value: 'y' }])
+        assert.deepEqual(e.remove, ['X-Ok'])
+        assert.equal(e.dropped.length, 1)
+        assert.match(e.dropped[0] ?? '', new RegExp(`protected header ${name}`))
+      })
+    }
+
+    it(`adds at most ${MAX_ADDS_PER_NAME} values of one name (an array of 500) and reports the rest once`, () => {
+      const values = Array.from({ length: 500 }, (_, i) => `v${i}`)
+      const e = milterEdits(fromJson({ add_headers: { 'X-Flood': values } }))
+      assert.equal(e.add.length, MAX_ADDS_PER_NAME)
+      assert.deepEqual(
+        e.add.map((f) => f.value),
+        values.slice(0, MAX_ADDS_PER_NAME),
+      )
+      assert.deepEqual(e.remove, ['X-Flood'])
+      assert.equal(e.dropped.length, 1)
+      assert.match(e.dropped[0] ?? '', /400 more X-Flood/)
+    })
+
+    it(`adds at most ${MAX_ADDS} values in all and reports the rest per name`, () => {
+      const block: Record<string, string[]> = {}
+      for (let n = 0; n < 7; n++) block[`X-Many-${n}`] = Array.from({ length: 90 }, (_, i) => `${n}.${i}`)
+      const e = milterEdits(fromJson({ add_headers: block }))
+      assert.equal(e.add.length, MAX_ADDS)
+      // 7 × 90 = 630: the first 5 names fit (450), 50 of the 6th, none of the 7th
+      assert.deepEqual(e.dropped, [
+        `add of 40 more X-Many-5 value(s): over the limit of ${MAX_ADDS} added headers`,
+        `add of 90 more X-Many-6 value(s): over the limit of ${MAX_ADDS} added headers`,
+      ])
+      assert.ok(!e.remove.includes('X-Many-6'), 'a name with nothing added is not removed')
+    })
+
+    it('returns nothing for an empty milter block', () => {
+      assert.deepEqual(milterEdits(milter([])), { remove: [], add: [], dropped: [] })
+    })
+  })
+})
