@@ -3,7 +3,14 @@
 
 import type { Config } from './config'
 import type { Reply } from './reply'
-import { type HeaderField, milterEdits, prepareField, rewriteSubject, rspamdStyle } from './headers'
+import {
+  type HeaderField,
+  milterEdits,
+  prepareField,
+  rewriteSubject,
+  rspamdStyle,
+  STACKED_HEADERS,
+} from './headers'
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */
@@ -122,11 +129,11 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
     add.push(ready)
   }
   // a header we write replaces any of that name already in the message (no spoofed verdicts);
-  // DKIM-Signature is added to, never replaced: the message may carry the author's signatures
+  // signatures and trace headers stack: the message may carry earlier ones (DKIM, ARC sets)
   const seen = new Set(remove.map((n) => n.toLowerCase()))
   for (const f of add) {
     const lower = f.name.toLowerCase()
-    if (lower === 'dkim-signature' || seen.has(lower)) continue
+    if (STACKED_HEADERS.has(lower) || seen.has(lower)) continue
     seen.add(lower)
     remove.push(f.name)
   }
