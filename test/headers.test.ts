@@ -20,6 +20,7 @@ import {
   TRUNCATED,
 } from '../src/headers'
 import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../src/reply'
+import { prng } from './support/prng'
 
 // ---- helpers: an independent reader of what we write ----
 
@@ -87,18 +88,6 @@ function assertWellFormed(name: string, value: string, eol: string, maxTotal: nu
     }
   })
   for (const w of encodedWords(value)) assert.ok(w.length <= 75, `encoded word of ${w.length} ${at}`)
-}
-
-/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 const BAR: Config['spambar'] = { positive: '+', negative: '-', neutral: '/' }

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { type Config, parseConfig } from '../src/config'
 import { buildRequestHeaders, type Envelope, type RequestHeaders } from '../src/request'
+import { prng } from './support/prng'
 
 const BASE = parseConfig({}, {})
 
@@ -195,18 +196,6 @@ const ROWS: Row[] = [
     },
   },
 ]
-
-/** mulberry32: a small seeded PRNG, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const CHARS = [
   'a',
