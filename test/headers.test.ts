@@ -740,3 +740,42 @@ describe('headers', function () {
     })
   })
 })
+
+describe('headers: prepareField() content on the cases the round trip above skips', function () {
+  it('decodes truncated, hard-broken and long-whitespace values back to the input (a prefix when cut)', function () {
+    this.timeout(60_000)
+    const rand = prng(0x2047)
+    const int = (n: number) => Math.floor(rand() * n)
+    const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T
+    const ATOMS: ReadonlyArray<() => string> = [
+      () => Array.from({ length: 1 + int(12) }, () => pick([...'abcXYZ019()[]<>@.,-_'])).join(''),
+      () => pick([' ', '\t', ' '.repeat(60 + int(300)), '\r\n\t', '\0']),
+      () => 'z'.repeat(900 + int(3000)),
+      () => pick(['é', '日本語', '😀', '\u{10348}', '–']).repeat(1 + int(400)),
+    ]
+    // collapse whitespace runs; drop them entirely where a hard break may have inserted one
+    const norm = (s: string, hard: boolean) =>
+      hard ? s.replace(/[ \t]+/g, '') : s.replace(/[ \t]+/g, ' ').trim()
+    let truncated = 0
+    for (let i = 0; i < 500; i++) {
+      let src = ''
+      for (let n = 1 + int(30); n > 0; n--) src += `${pick(ATOMS)()} `
+      const maxTotal = pick([16 * 1024, 4096, 1000])
+      const f = prepareField('X-Test', src, { maxTotal })
+      assert.ok(f, `case ${i}`)
+      let text = decode(unfold(f.value))
+      const cut = text.endsWith(TRUNCATED)
+      if (cut) {
+        truncated++
+        text = text.slice(0, -TRUNCATED.length)
+      }
+      const clean = sanitizeValue(src)
+      const hard = /[^ \t]{900}/.test(clean)
+      const got = norm(text, hard)
+      const want = norm(clean, hard)
+      if (cut) assert.ok(want.startsWith(got.trimEnd()) && got.length > 0, `case ${i}: not a prefix`)
+      else assert.equal(got, want, `case ${i}`)
+    }
+    assert.ok(truncated > 50, `truncated ${truncated}`)
+  })
+})
