@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
-import { RspamdClient, type MessageSource, type ScanResult } from './src/client'
+import { RspamdClient, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { decide, isKnownAction, onFailure, type HeaderEdits, type Verdict } from './src/verdict'
 
@@ -88,7 +88,7 @@ class DSN {
 
 export function register(this: RspamdPlugin): void {
   this.cfg = loadConfig(this)
-  this.client = new RspamdClient(this.cfg)
+  this.client = newClient(this, this.cfg)
   // an explicit hook name (not hook_data_post) so that a plugin inheriting this one does not
   // register it twice — as 1.6.x did (haraka/Haraka#3604)
   if (this.name === 'rspamd') this.register_hook('data_post', 'rspamd_data_post')
@@ -133,7 +133,7 @@ function reload(plugin: RspamdPlugin): void {
   plugin.cfg = next
   if (!prev || !plugin.client || !sameTarget(prev, next)) {
     const old = plugin.client
-    plugin.client = new RspamdClient(next)
+    plugin.client = newClient(plugin, next)
     // scans in flight finish on the old pool, then it closes
     old?.close().catch((err: unknown) => plugin.logerror(`closing the old rspamd pool: ${String(err)}`))
   }
@@ -281,15 +281,28 @@ function decodedSubject(header: Header): string | undefined {
   return raw.replace(/\r?\n[ \t]*/g, ' ').trim()
 }
 
+/** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
+function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {
+  return new RspamdClient(cfg, {
+    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+  })
+}
+
 /** A scan result → results, notes, header edits, and the arguments for next(). */
 function act(
   plugin: RspamdPlugin,
   connection: Connection,
   txn: Transaction,
   cfg: Config,
-  result: ScanResult,
+  result: ScanOutcome,
 ): [number?, unknown?] {
   const size = txn.data_bytes
+  // a server that failed before the one that answered (or failed last): worth a warning each
+  const failover = result.attempts.map(
+    (a) => `${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`,
+  )
+  for (const f of failover) connection.logwarn(plugin, `failed over from ${f}`)
+  if (failover.length > 0) txn.results.add(plugin, { failover })
   if (!result.ok) {
     const verdict = onFailure(result.error, cfg)
     const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'

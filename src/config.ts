@@ -34,8 +34,21 @@ export interface RequestConfig {
   urlFormat?: string
 }
 
+/** rmilter's upstream health rules: `maxErrors` failures within `errorTime` s → skipped for `deadTime` s. */
+export interface UpstreamConfig {
+  errorTime: number
+  deadTime: number
+  maxErrors: number
+}
+
 export interface Config {
+  /** the first of `targets`: where a single-server setup scans */
   target: Target
+  /** every server to scan with: `servers`, or the one of host/port/unix_socket */
+  targets: Target[]
+  /** seconds for the connect phase of one attempt (TCP + TLS), apart from `timeout` */
+  connectTimeout: number
+  upstream: UpstreamConfig
   path: string
   /** total seconds for one scan; undefined = Haraka's plugin timeout − 1 s */
   timeout?: number
@@ -225,8 +238,12 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
   const auth = new Reader(section(ini, 'auth'), 'auth')
   const request = new Reader(section(ini, 'request'), 'request')
 
+  const targets = parseServers(main) ?? [parseTarget(main)]
   return {
-    target: parseTarget(main),
+    target: targets[0] ?? parseTarget(main),
+    targets,
+    connectTimeout: main.seconds('connect_timeout') ?? 1,
+    upstream: parseUpstream(new Reader(section(ini, 'upstream'), 'upstream')),
     path: parsePath(main),
     timeout: main.seconds('timeout'),
     addHeaders: parseAddHeaders(main),
@@ -278,6 +295,89 @@ function parseTarget(main: Reader): Target {
   // [::1] and ::1 both name an IPv6 host; undici wants the bracketed form in a URL.
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
   return { kind: 'tcp', scheme, host: bare, port }
+}
+
+const DEFAULT_PORT = 11333
+
+/**
+ * `servers`: a comma list of `host`, `host:port`, `[v6]:port`, `/path.sock`, `unix:/path.sock`,
+ * `http://host:port` or `https://host:port`; when set it replaces host/port/unix_socket/scheme.
+ */
+function parseServers(main: Reader): Target[] | undefined {
+  const raw = main.raw('servers')
+  const list = Array.isArray(raw) ? raw.map(String) : (main.str('servers') ?? '').split(',')
+  const entries = list.map((e) => e.trim()).filter((e) => e !== '')
+  if (entries.length === 0) return undefined
+  const defaultScheme = (main.str('scheme') ?? 'http').toLowerCase()
+  const out: Target[] = []
+  for (const entry of entries) {
+    const t = parseServer(entry, defaultScheme === 'https' ? 'https' : 'http')
+    if (typeof t === 'string') throw new ConfigError('servers', raw, `${JSON.stringify(entry)}: ${t}`)
+    const same = out.find((o) => describeTargetKey(o) === describeTargetKey(t))
+    if (same) throw new ConfigError('servers', raw, `${JSON.stringify(entry)} is listed twice`)
+    out.push(t)
+  }
+  return out
+}
+
+function describeTargetKey(t: Target): string {
+  return t.kind === 'unix' ? `unix:${t.socketPath}` : `${t.scheme}://[${t.host}]:${t.port}`
+}
+
+/** One `servers` entry → a Target, or why it is not one. */
+export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): Target | string {
+  if (entry.startsWith('unix:')) entry = entry.slice(5)
+  if (entry.startsWith('/')) {
+    return /\s/.test(entry) ? 'a socket path may not contain spaces' : { kind: 'unix', socketPath: entry }
+  }
+  const url = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(entry)
+  let rest = entry
+  if (url) {
+    const s = (url[1] ?? '').toLowerCase()
+    if (s !== 'http' && s !== 'https') return `unknown scheme ${s} (expected http or https)`
+    scheme = s
+    rest = (url[2] ?? '').replace(/\/$/, '')
+    if (rest.includes('/')) return 'a URL here names a server only; set the path with `path`'
+  }
+  let host: string
+  let portText: string | undefined
+  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::(.*))?$/.exec(rest)
+  if (v6) {
+    host = v6[1] ?? ''
+    portText = v6[2]
+  } else {
+    const parts = rest.split(':')
+    if (parts.length > 2) return 'an IPv6 address needs brackets, as in [::1]:11333'
+    host = parts[0] ?? ''
+    portText = parts[1]
+  }
+  if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
+  let port = DEFAULT_PORT
+  if (portText !== undefined) {
+    port = Number(portText)
+    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return `bad port ${JSON.stringify(portText)}`
+  }
+  return { kind: 'tcp', scheme, host, port }
+}
+
+function parseUpstream(up: Reader): UpstreamConfig {
+  const maxErrors = up.raw('max_errors')
+  let max = 10
+  if (maxErrors !== undefined && maxErrors !== null && maxErrors !== '') {
+    max = Number(typeof maxErrors === 'string' ? maxErrors.trim() : maxErrors)
+    if (!Number.isInteger(max) || max < 1) {
+      throw new ConfigError(
+        'upstream.max_errors',
+        maxErrors,
+        'expected a whole number of failures, 1 or more',
+      )
+    }
+  }
+  return {
+    errorTime: up.seconds('error_time') ?? 10,
+    deadTime: up.seconds('dead_time') ?? 300,
+    maxErrors: max,
+  }
 }
 
 function parsePath(main: Reader): string {
@@ -430,15 +530,15 @@ function parseDefer(defer: Reader): Config['defer'] {
   return { error: defer.bool('error', false), timeout: defer.bool('timeout', false) }
 }
 
-/** Where two configs would need a different connection pool. */
+/** Where two configs would need different connection pools (servers, TLS, connect or health settings). */
 export function sameTarget(a: Config, b: Config): boolean {
-  const ta = a.target
-  const tb = b.target
-  if (ta.kind !== tb.kind) return false
-  if (ta.kind === 'unix' && tb.kind === 'unix') return ta.socketPath === tb.socketPath
-  if (ta.kind === 'tcp' && tb.kind === 'tcp') {
-    if (ta.scheme !== tb.scheme || ta.host !== tb.host || ta.port !== tb.port) return false
-  }
+  if (a.targets.length !== b.targets.length) return false
+  if (a.targets.some((t, i) => describeTargetKey(t) !== describeTargetKey(b.targets[i] ?? t))) return false
+  if (a.connectTimeout !== b.connectTimeout) return false
+  const ua = a.upstream
+  const ub = b.upstream
+  if (ua.errorTime !== ub.errorTime || ua.deadTime !== ub.deadTime || ua.maxErrors !== ub.maxErrors)
+    return false
   const sa = a.tls
   const sb = b.tls
   const eq = (x?: Buffer, y?: Buffer) => (x === undefined ? y === undefined : y !== undefined && x.equals(y))
