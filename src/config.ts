@@ -503,7 +503,11 @@ function parseSize(r: Reader, key: string): number {
   const m = /^(\d+)\s*([kmg]?)b?$/i.exec(String(v).trim())
   const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined
   if (!m || unit === undefined || (typeof v !== 'string' && typeof v !== 'number')) {
-    throw new ConfigError(r.name(key), v, 'expected a size in bytes such as 10485760, 512k or 10M (0 = no limit)')
+    throw new ConfigError(
+      r.name(key),
+      v,
+      'expected a size in bytes such as 10485760, 512k or 10M (0 = no limit)',
+    )
   }
   return Number(m[1]) * unit
 }

@@ -59,7 +59,9 @@ export class Greylist {
     let wait = 0
     for (const rcpt of rcpts.length > 0 ? rcpts : ['']) {
       // a fixed-size digest: 28 characters whatever the addresses' length, and no addresses kept in memory
-      const key = createHash('sha1').update(tripletKey(ip, sender, rcpt)).digest('base64')
+      const key = createHash('sha1')
+        .update(tripletKey(ip, sender, rcpt))
+        .digest('base64')
       let entry = this.entries.get(key)
       if (entry !== undefined && entry.expires <= now) entry = undefined
       if (entry === undefined) {
