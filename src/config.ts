@@ -500,16 +500,16 @@ const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 10
 function parseSize(r: Reader, key: string): number {
   const v = r.raw(key)
   if (v === undefined || v === null || v === '') return 0
-  const m = /^(\d+)\s*([kmg]?)b?$/i.exec(String(v).trim())
-  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined
-  if (!m || unit === undefined || (typeof v !== 'string' && typeof v !== 'number')) {
+  const m =
+    typeof v === 'string' || typeof v === 'number' ? /^(\d+)\s*([kmg]?)b?$/i.exec(String(v).trim()) : null
+  if (!m) {
     throw new ConfigError(
       r.name(key),
       v,
       'expected a size in bytes such as 10485760, 512k or 10M (0 = no limit)',
     )
   }
-  return Number(m[1]) * unit
+  return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()]
 }
 
 function parseGreylist(g: Reader): Config['greylist'] {
