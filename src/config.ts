@@ -2,6 +2,7 @@
 // Every 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the key.
 
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
@@ -41,6 +42,22 @@ export interface UpstreamConfig {
   maxErrors: number
 }
 
+/** One `[check] whitelist` entry: an address, or a network in CIDR notation. */
+export interface IpRange {
+  family: 'ipv4' | 'ipv6'
+  address: string
+  /** 32 or 128 for a single address */
+  prefix: number
+}
+
+/** Local score thresholds: the action rspamd would pick at that score; each optional. */
+export interface Thresholds {
+  reject?: number
+  softReject?: number
+  rewriteSubject?: number
+  addHeader?: number
+}
+
 export interface Config {
   /** the first of `targets`: where a single-server setup scans */
   target: Target
@@ -62,7 +79,21 @@ export interface Config {
   /** header names; '' = don't add that header */
   header: { bar: string; report: string; score: string }
   spambar: { positive: string; negative: string; neutral: string }
-  check: { authenticated: boolean; relay: boolean; privateIp: boolean; localIp: boolean }
+  check: {
+    authenticated: boolean
+    relay: boolean
+    privateIp: boolean
+    localIp: boolean
+    whitelist: IpRange[]
+    skipPorts: number[]
+  }
+  /** bytes; a larger message is not scanned. 0 = no limit */
+  maxSize: number
+  /** delay in seconds */
+  greylist: { enabled: boolean; delay: number; message: string }
+  thresholds: Thresholds
+  /** ok: a clean verdict calls next(OK); maxScore: and only up to this score */
+  ham: { ok: boolean; maxScore?: number }
   reject: { message: string; spam: boolean; authenticated: boolean }
   softReject: { enabled: boolean; message: string }
   rewriteSubject: { enabled: boolean }
@@ -85,6 +116,8 @@ export const INI_BOOLEANS: readonly string[] = [
   '+rmilter_headers.enabled',
   '+soft_reject.enabled',
   '+smtp_message.enabled',
+  '-greylist.enabled',
+  '-ham.ok',
   '-defer.error',
   '-defer.timeout',
   '-request.pass_all',
@@ -196,6 +229,30 @@ class Reader {
     return n
   }
 
+  /** Any finite number (a score); '' and missing are undefined. */
+  number(key: string): number | undefined {
+    const v = this.s[key]
+    if (v === undefined || v === null || v === '') return undefined
+    const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v.trim()) : NaN
+    if (!Number.isFinite(n)) throw new ConfigError(this.name(key), v, 'expected a number')
+    return n
+  }
+
+  /** A comma list (or haraka-config's `key[]` array) of trimmed, non-empty entries. */
+  list(key: string): string[] {
+    const v = this.s[key]
+    if (v === undefined || v === null || v === '') return []
+    const items = Array.isArray(v) ? v : [v]
+    const out: string[] = []
+    for (const item of items) {
+      if (typeof item !== 'string' && typeof item !== 'number') {
+        throw new ConfigError(this.name(key), v, 'expected a comma-separated list')
+      }
+      for (const part of String(item).split(',')) if (part.trim() !== '') out.push(part.trim())
+    }
+    return out
+  }
+
   port(key: string, dflt: number): number {
     const v = this.s[key]
     if (v === undefined || v === null || v === '') return dflt
@@ -262,6 +319,10 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     header: parseHeaderNames(new Reader(section(ini, 'header'), 'header')),
     spambar: parseSpambar(new Reader(section(ini, 'spambar'), 'spambar')),
     check: parseCheck(new Reader(section(ini, 'check'), 'check')),
+    maxSize: parseSize(main, 'max_size'),
+    greylist: parseGreylist(new Reader(section(ini, 'greylist'), 'greylist')),
+    thresholds: parseThresholds(new Reader(section(ini, 'thresholds'), 'thresholds')),
+    ham: parseHam(new Reader(section(ini, 'ham'), 'ham')),
     reject: parseReject(new Reader(section(ini, 'reject'), 'reject')),
     softReject: parseSoftReject(new Reader(section(ini, 'soft_reject'), 'soft_reject')),
     rewriteSubject: {
@@ -501,7 +562,91 @@ function parseCheck(check: Reader): Config['check'] {
     relay: check.bool('relay', false),
     privateIp: check.bool('private_ip', false),
     localIp: check.bool('local_ip', false),
+    whitelist: check.list('whitelist').map((entry) => {
+      const range = parseIpRange(entry)
+      if (typeof range === 'string') throw new ConfigError('check.whitelist', entry, range)
+      return range
+    }),
+    skipPorts: check.list('skip_ports').map((entry) => {
+      const n = Number(entry)
+      if (!/^\d+$/.test(entry) || n < 1 || n > 65535) {
+        throw new ConfigError('check.skip_ports', entry, 'expected a TCP port, 1 to 65535')
+      }
+      return n
+    }),
   }
+}
+
+/** `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`, … → IpRange; a string says what is wrong. */
+export function parseIpRange(text: string): IpRange | string {
+  const slash = text.indexOf('/')
+  const address = slash === -1 ? text : text.slice(0, slash)
+  const version = isIP(address)
+  if (version === 0) return 'not an IPv4 or IPv6 address'
+  // a client address never carries a zone index, so an entry with one could never match
+  if (address.includes('%')) return 'an IPv6 zone index (%) cannot match a client address'
+  const family = version === 4 ? 'ipv4' : 'ipv6'
+  const max = version === 4 ? 32 : 128
+  if (slash === -1) return { family, address, prefix: max }
+  const bits = text.slice(slash + 1)
+  // strict digits: parseInt would read '24junk' as 24 and '' as no prefix
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return `expected a prefix length of 0 to ${max}`
+  return { family, address, prefix: Number(bits) }
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }
+
+/** A byte count: a whole number, optionally with k, M or G (binary multiples). */
+function parseSize(r: Reader, key: string): number {
+  const v = r.raw(key)
+  if (v === undefined || v === null || v === '') return 0
+  const m =
+    typeof v === 'string' || typeof v === 'number' ? /^(\d+)\s*([kmg]?)b?$/i.exec(String(v).trim()) : null
+  if (!m) {
+    throw new ConfigError(
+      r.name(key),
+      v,
+      'expected a size in bytes such as 10485760, 512k or 10M (0 = no limit)',
+    )
+  }
+  return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()]
+}
+
+function parseGreylist(g: Reader): Config['greylist'] {
+  return {
+    enabled: g.bool('enabled', false),
+    delay: g.seconds('delay') ?? 300,
+    message: smtpText(g, 'message', 'Try again later'),
+  }
+}
+
+/** Threshold keys from the least to the most severe action: each must be above the ones before it. */
+const THRESHOLD_KEYS = [
+  ['add_header', 'addHeader'],
+  ['rewrite_subject', 'rewriteSubject'],
+  ['soft_reject', 'softReject'],
+  ['reject', 'reject'],
+] as const
+
+function parseThresholds(t: Reader): Thresholds {
+  const out: Thresholds = {}
+  let below: { key: string; value: number } | undefined
+  for (const [key, field] of THRESHOLD_KEYS) {
+    const value = t.number(key)
+    if (value === undefined) continue
+    // a more severe action at a lower or equal score would make the milder one unreachable:
+    // almost certainly a typo, and one that rejects mail
+    if (below !== undefined && value <= below.value) {
+      throw new ConfigError(t.name(key), value, `must be above ${t.name(below.key)} (${below.value})`)
+    }
+    out[field] = value
+    below = { key, value }
+  }
+  return out
+}
+
+function parseHam(h: Reader): Config['ham'] {
+  return { ok: h.bool('ok', false), maxScore: h.number('max_score') }
 }
 
 function smtpText(r: Reader, key: string, dflt: string): string {
