@@ -53,10 +53,36 @@ const DEFAULTS: Array<[what: string, get: Getter, expected: unknown]> = [
     [undefined, undefined, undefined],
   ],
   ['request_headers', (c) => c.requestHeaders, {}],
+  ['spam_headers', (c) => c.spamHeaders, { styles: ['rspamd'], ldaJson: false }],
 ]
 
 // [ini text as it reads, ini object, getter, expected]
 const VALID: Array<[label: string, ini: Ini, get: Getter, expected: unknown]> = [
+  ...(
+    [
+      ['exim', ['exim']],
+      ['extended', ['extended']],
+      ['lda', ['lda']],
+      ['rspamd, exim, extended, lda', ['rspamd', 'exim', 'extended', 'lda']],
+      ['lda,rspamd', ['lda', 'rspamd']],
+      [' Exim , LDA ', ['exim', 'lda']],
+      ['exim, exim, rspamd, exim', ['exim', 'rspamd']],
+      ['exim,,lda,', ['exim', 'lda']],
+    ] as Array<[string, string[]]>
+  ).map(([styles, expected]): [string, Ini, Getter, unknown] => [
+    `[spam_headers] styles=${styles}`,
+    { spam_headers: { styles } },
+    (c) => c.spamHeaders.styles,
+    expected,
+  ]),
+  [
+    '[spam_headers] styles as an array',
+    { spam_headers: { styles: ['extended', 'lda'] } },
+    (c) => c.spamHeaders.styles,
+    ['extended', 'lda'],
+  ],
+  ['[spam_headers] lda_json=true', { spam_headers: { lda_json: true } }, (c) => c.spamHeaders.ldaJson, true],
+  ['[spam_headers] lda_json=yes', { spam_headers: { lda_json: 'yes' } }, (c) => c.spamHeaders.ldaJson, true],
   [
     'host=rspamd.local',
     { main: { host: 'rspamd.local' } },
@@ -341,6 +367,16 @@ const INVALID: Array<[label: string, ini: unknown, key: string]> = [
   ['[request] settings={bad json', { request: { settings: '{bad json' } }, 'request.settings'],
   ['[request] flags with a bad flag', { request: { flags: 'groups, no log' } }, 'request.flags'],
   ['[request] settings_id with LF', { request: { settings_id: 'a\nb' } }, 'request.settings_id'],
+  ['[spam_headers] styles= (empty)', { spam_headers: { styles: '' } }, 'spam_headers.styles'],
+  ['[spam_headers] styles= , , (no style)', { spam_headers: { styles: ' , ,' } }, 'spam_headers.styles'],
+  ['[spam_headers] styles=spamassassin', { spam_headers: { styles: 'spamassassin' } }, 'spam_headers.styles'],
+  [
+    '[spam_headers] styles=rspamd,exim,bogus',
+    { spam_headers: { styles: 'rspamd,exim,bogus' } },
+    'spam_headers.styles',
+  ],
+  ['[spam_headers] styles=5', { spam_headers: { styles: 5 } }, 'spam_headers.styles'],
+  ['[spam_headers] lda_json=sometimes', { spam_headers: { lda_json: 'sometimes' } }, 'spam_headers.lda_json'],
 ]
 
 describe('config', function () {
@@ -356,6 +392,7 @@ describe('config', function () {
       const empty = Object.fromEntries(
         ['main', 'tls', 'auth', 'request', 'request_headers', 'dkim', 'header', 'spambar', 'check']
           .concat(['reject', 'soft_reject', 'rewrite_subject', 'rmilter_headers', 'smtp_message', 'defer'])
+          .concat(['spam_headers'])
           .map((s) => [s, {}]),
       )
       assert.deepEqual(parseConfig(empty, {}), cfg)
@@ -474,6 +511,10 @@ describe('config', function () {
     it('puts the offending value in the message', () => {
       assert.throws(() => parseConfig({ main: { port: 70000 } }, {}), /70000/)
       assert.throws(() => parseConfig({ main: { scheme: 'ftp' } }, {}), /ftp/)
+      assert.throws(
+        () => parseConfig({ spam_headers: { styles: 'rspamd, bogus' } }, {}),
+        /spam_headers\.styles = "rspamd, bogus": unknown style "bogus", expected rspamd, exim, extended, lda/,
+      )
     })
   })
 
