@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { EventEmitter } from 'node:events'
 import { hostname } from 'node:os'
+import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 import { FakeRspamd } from './support/fake-rspamd'
@@ -20,6 +21,7 @@ import {
   loadPlugin,
   queuedMessage,
   replyCode,
+  REPO,
   replyText,
   unregister,
 } from './support/harness'
@@ -259,6 +261,11 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
         ['6.5'],
       )
       assert.equal(txn.header.get_all('X-Rspamd-Bar').length, 1)
+    })
+
+    it('is the plugin of this checkout (dist/ beside this test), also through a symlinked node_modules', () => {
+      plugin = loadPlugin(iniFor(server))
+      assert.equal(plugin.plugin_path, join(REPO, 'package.json'))
     })
 
     it('writes every [spam_headers] style and replaces the forged X-Spam-* and X-Spamd-Result headers', async () => {

@@ -19,6 +19,18 @@ export const DENY = 902
 export const DENYSOFT = 903
 export const OK = 906
 
+/**
+ * haraka-test-fixtures finds an npm plugin from its own real path (node_modules/..). Git worktrees
+ * share one node_modules through a symlink, whose real path is another checkout: without this,
+ * the tests there load that checkout's dist/, not this one's.
+ */
+class ThisCheckoutPlugin extends fixtures.plugin {
+  _get_plugin_path(): string {
+    this.hasPackageJson = true
+    return join(REPO, 'package.json')
+  }
+}
+
 /** A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults. */
 export function loadPlugin(ini: string, opts: { timeout?: number; register?: boolean } = {}): FixturePlugin {
   const dir = mkdtempSync(join(tmpdir(), 'rspamd-plugin-'))
@@ -28,7 +40,7 @@ export function loadPlugin(ini: string, opts: { timeout?: number; register?: boo
   process.env.HARAKA = dir
   let plugin: FixturePlugin
   try {
-    plugin = new fixtures.plugin('rspamd')
+    plugin = new ThisCheckoutPlugin('rspamd')
   } finally {
     if (saved === undefined) delete process.env.HARAKA
     else process.env.HARAKA = saved
