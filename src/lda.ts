@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
-import iniReader = require('haraka-config/lib/readers/ini')
+import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanResult } from './client'
 import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseStyles } from './config'
 import { ldaFailureStyle, prepareField, type RawField, rspamdHostName, styleHeaders } from './headers'

@@ -357,6 +357,12 @@ describe('rspamd-lda with the fake rspamd', function () {
       const r = await lda(['--config', ini], ham)
       assert.equal(r.code, 78)
       assert.match(r.stderr, /rspamd\.ini: add_headers = "often": expected always, never or sometimes/)
+      // Haraka would only log a line it cannot read; the command has no log, so it refuses
+      writeFileSync(ini, `host = 127.0.0.1\nport = ${server.port}\nthis is not ini\n`)
+      const bad = await lda(['--config', ini], ham)
+      assert.equal(bad.code, 78)
+      assert.match(bad.stderr, /Invalid line in config file .*: this is not ini/)
+      assert.equal(bad.stdout.length, 0)
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
