@@ -397,12 +397,14 @@ describe('rspamd-lda with real rspamd', function () {
   this.timeout(300_000)
   const at = ['--server', `127.0.0.1:${RSPAMD_PORT}`]
 
-  before(async () => {
-    await promisify(execFile)('bash', [SCRIPT, 'start'], {
+  const rspamd = (cmd: 'start' | 'stop') =>
+    promisify(execFile)('bash', [SCRIPT, cmd], {
       timeout: 300_000,
       env: { ...process.env, RSPAMD_PORT: String(RSPAMD_PORT) },
     })
-  })
+  // never skipped: an rspamd that cannot start fails the suite
+  before(() => rspamd('start'))
+  after(() => rspamd('stop'))
 
   const REAL: Array<[header: string | undefined, file: string, action: string, spam: string]> = [
     [undefined, 'gtube.eml', 'reject', 'yes'],
