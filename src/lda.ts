@@ -191,6 +191,8 @@ interface Layout {
   /** offset in the file where the rest (blank line and body) starts */
   restAt: number
   eol: '\r\n' | '\n'
+  /** the header block is longer than MAX_HEADER_BLOCK: nothing was removed from it */
+  oversized: boolean
 }
 
 function readLayout(file: string): Layout {
@@ -226,13 +228,19 @@ function readLayout(file: string): Layout {
   if (end === -1 && buf.length <= MAX_HEADER_BLOCK) end = buf.length
   if (end === -1) {
     // no end of headers within the cap: add ours on top and leave the rest untouched
-    return { fromLine: buf.subarray(0, start), head: Buffer.alloc(0), restAt: start, eol }
+    return { fromLine: buf.subarray(0, start), head: Buffer.alloc(0), restAt: start, eol, oversized: true }
   }
-  return { fromLine: buf.subarray(0, start), head: buf.subarray(start, end), restAt: end, eol }
+  return {
+    fromLine: buf.subarray(0, start),
+    head: buf.subarray(start, end),
+    restAt: end,
+    eol,
+    oversized: false,
+  }
 }
 
 /** The header block without the fields named in `drop` (continuation lines go with their field). */
-function withoutFields(head: Buffer, drop: Set<string>): Buffer {
+export function withoutFields(head: Buffer, drop: Set<string>): Buffer {
   if (drop.size === 0 || head.length === 0) return head
   const keep: Buffer[] = []
   let dropping = false
@@ -408,7 +416,13 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       fields = ldaFailureStyle(scanner, result.error)
     }
 
-    const message = delivered(file, readLayout(file), fields, io.stderr)
+    const layout = readLayout(file)
+    if (layout.oversized) {
+      io.stderr.write(
+        `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: headers of the names we add are not removed from it\n`,
+      )
+    }
+    const message = delivered(file, layout, fields, io.stderr)
     if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io)
     try {
       await pipeline(message, io.stdout, { end: false })

@@ -20,6 +20,7 @@ import { promisify } from 'node:util'
 import { FakeRspamd } from './support/fake-rspamd'
 import { CORPUS, corpus, REPO } from './support/harness'
 import { type RspamdAction, replyFor } from './support/replies'
+import { withoutFields } from '../src/lda'
 
 const BIN = join(REPO, 'bin', 'rspamd-lda')
 const RSS_PRELOAD = join(REPO, 'test', 'support', 'report-rss.cjs')
@@ -116,6 +117,30 @@ function withTestHeaders(file: string, headers: Record<string, string>): Buffer 
 
 const ham = corpus('ham.eml')
 
+describe('rspamd-lda: withoutFields()', function () {
+  const HEAD =
+    'From: a@example.org\r\nX-Spam: no\r\nx-spam-action: no action\r\n  continued\r\n\tmore\r\nSubject: X-Spam: yes\r\nX-Spam-Flag: YES\r\n'
+  const CASES: Array<[label: string, head: string, drop: string[], expected: string]> = [
+    ['nothing to drop', HEAD, [], HEAD],
+    [
+      'names case-insensitively, with their continuation lines',
+      HEAD,
+      ['x-spam', 'x-spam-action'],
+      'From: a@example.org\r\nSubject: X-Spam: yes\r\nX-Spam-Flag: YES\r\n',
+    ],
+    ['not a name that only starts the same, nor a value', HEAD, ['x-spam-fla'], HEAD],
+    ['LF line ends', 'X-Spam: no\nA: 1\n', ['x-spam'], 'A: 1\n'],
+    ['a last line without a line end', 'A: 1\nX-Spam: no', ['x-spam'], 'A: 1\n'],
+    ['a name with space before the colon', 'X-Spam : no\nA: 1\n', ['x-spam'], 'A: 1\n'],
+    ['an empty block', '', ['x-spam'], ''],
+  ]
+  for (const [label, head, drop, expected] of CASES) {
+    it(`drops ${label}`, () => {
+      assert.equal(withoutFields(Buffer.from(head), new Set(drop)).toString(), expected)
+    })
+  }
+})
+
 describe('rspamd-lda with the fake rspamd', function () {
   this.timeout(30_000)
   let server: FakeRspamd
@@ -200,6 +225,27 @@ describe('rspamd-lda with the fake rspamd', function () {
     assert.match(text, /^X-Rspamd-Score: -50\.0\r$/m)
     const body = spoofed.subarray(spoofed.indexOf('\r\n\r\n'))
     assert.ok(r.stdout.subarray(r.stdout.length - body.length).equals(body), 'body unchanged')
+  })
+
+  it('adds its headers to a message that is all header block (no empty line, no body)', async () => {
+    server.setReply(replyFor('add header'))
+    const msg = Buffer.from('Subject: only headers\r\nX-Spam: no')
+    const r = await lda(at(), msg)
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(
+      r.stdout.toString(),
+      /^X-Spam-Scanner: rspamd-lda \S+\r\nX-Spam: yes\r\nX-Spam-Action: add header\r\nSubject: only headers\r\n$/,
+    )
+  })
+
+  it('says so on stderr, and still delivers byte for byte, when the header block is over 1 MiB', async () => {
+    server.setReply(replyFor('add header'))
+    const msg = Buffer.from(`X-Spam: no\r\nX-Big: ${'a'.repeat(1100 * 1024)}\r\n\r\nbody\r\n`)
+    const r = await lda(at(), msg)
+    assert.equal(r.code, 0, r.stderr)
+    assert.ok(r.stdout.subarray(r.stdout.length - msg.length).equals(msg))
+    assert.deepEqual([...addedHeaders(r.stdout, msg).keys()], ['X-Spam-Scanner', 'X-Spam', 'X-Spam-Action'])
+    assert.match(r.stderr, /header block over 1048576 bytes: headers of the names we add are not removed/)
   })
 
   it('keeps an mbox From_ line first and writes LF when the message uses LF', async () => {
