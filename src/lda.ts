@@ -220,7 +220,8 @@ function readLayout(file: string): Layout {
       break
     }
     if (lf === -1) {
-      end = buf.length
+      // the last line of a message without a body; past the cap it is only where reading stopped
+      if (buf.length <= MAX_HEADER_BLOCK) end = buf.length
       break
     }
     i = lf + 1
