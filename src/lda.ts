@@ -2,7 +2,7 @@
 // headers on stdout or into a delivery agent (--exec), like `rspamc --mime --exec`. Reuses the
 // plugin's config, request, client, reply and header code; never loses the message.
 
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import {
   createReadStream,
   createWriteStream,
@@ -319,9 +319,15 @@ function delivered(file: string, layout: Layout, fields: RawField[], stderr: Wri
 }
 
 /** Pipe the message into `sh -c cmd`; its exit code, or 75 when a signal killed it (delivery not confirmed: the MTA should retry). */
-function execDeliver(cmd: string, message: Readable, io: LdaIo): Promise<number> {
+function execDeliver(
+  cmd: string,
+  message: Readable,
+  io: LdaIo,
+  started: (child: ChildProcess) => void,
+): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn('/bin/sh', ['-c', cmd], { stdio: ['pipe', 'inherit', 'inherit'], env: io.env })
+    started(child)
     let done = false
     const finish = (code: number) => {
       if (done) return
@@ -378,7 +384,14 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), `${COMMAND}-`))
   const cleanup = () => rmSync(dir, { recursive: true, force: true })
   // a signal ends us before `finally` runs: remove the spool then, and ask the MTA to retry
+  let delivering: ChildProcess | undefined
   const onSignal = (sig: NodeJS.Signals) => {
+    // the delivery agent may be half-way: it decides, and its exit status says what happened;
+    // leaving it running while we report a failure could deliver the message twice
+    if (delivering && delivering.exitCode === null && delivering.signalCode === null) {
+      delivering.kill(sig)
+      return
+    }
     cleanup()
     io.stderr.write(`${COMMAND}: ${sig}: message not delivered\n`)
     process.exit(EX_TEMPFAIL)
@@ -424,7 +437,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       )
     }
     const message = delivered(file, layout, fields, io.stderr)
-    if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io)
+    if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
     try {
       await pipeline(message, io.stdout, { end: false })
     } catch (err) {

@@ -12,6 +12,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  watch,
   writeFileSync,
 } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -362,6 +363,27 @@ describe('rspamd-lda with the fake rspamd', function () {
     assert.equal(r.code, 75)
     assert.equal(r.stdout.length, 0)
     assert.deepEqual(r.leftovers, [])
+  })
+
+  it('passes SIGTERM on to a running --exec command and exits with what became of it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lda-exec-'))
+    try {
+      const marker = join(dir, 'reading')
+      const running = new Promise<void>((resolve) => {
+        const w = watch(dir, () => {
+          w.close()
+          resolve()
+        })
+      })
+      const r = await lda([...at(), '--exec', `touch '${marker}'; exec sleep 60`], ham, {
+        started: (child) => void running.then(() => child.kill('SIGTERM')),
+      })
+      assert.equal(r.code, 75)
+      assert.match(r.stderr, /--exec command killed by SIGTERM; exiting 75/)
+      assert.deepEqual(r.leftovers, [])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   const USAGE: Array<[label: string, args: string[], code: number, stderr: RegExp]> = [
