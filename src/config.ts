@@ -421,7 +421,8 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
     portText = parts[1]
   }
   if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
-  let port = DEFAULT_PORT
+  // an https URL without a port is rspamd behind a TLS proxy on 443; anything else is rspamd's port
+  let port = url && scheme === 'https' ? 443 : DEFAULT_PORT
   if (portText !== undefined) {
     port = Number(portText)
     if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return `bad port ${JSON.stringify(portText)}`
