@@ -115,6 +115,12 @@ function loadConfig(plugin: RspamdPlugin): Config {
   const ini = plugin.config.get('rspamd.ini', { booleans: INI_BOOLEANS }, () => reload(plugin))
   const cfg = parseConfig(ini)
   checkTimeout(plugin, cfg)
+  if (cfg.ignored.length > 0) {
+    plugin.logwarn(
+      `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
+        `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+    )
+  }
   return cfg
 }
 

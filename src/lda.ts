@@ -376,6 +376,9 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     io.stdout.write(USAGE)
     return EX_OK
   }
+  if (opts !== 'version' && opts.cfg.ignored.length > 0) {
+    io.stderr.write(`${COMMAND}: warning: --config: not used: ${opts.cfg.ignored.join(', ')}\n`)
+  }
   if (opts === 'version') {
     io.stdout.write(`${COMMAND} (haraka-plugin-rspamd) ${packageVersion()}\n`)
     return EX_OK

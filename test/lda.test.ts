@@ -270,9 +270,10 @@ describe('rspamd-lda with the fake rspamd', function () {
       const r = await lda(['--config', ini], ham)
       assert.equal(r.code, 0, r.stderr)
       assert.equal(server.requests.at(-1)?.headers['x-tenant'], 'acme')
-      writeFileSync(ini, 'host = 127.0.0.1\nport = 1\n')
+      writeFileSync(ini, 'host = 127.0.0.1\nport = 1\ntimout = 3\n')
       const r2 = await lda(['--config', ini, ...at()], ham)
       assert.equal(r2.code, 0, r2.stderr)
+      assert.match(r2.stderr, /warning: --config: not used: timout/, 'a typo in the ini is reported')
       assert.equal(addedHeaders(r2.stdout, ham).get('X-Spam-Action'), 'no action')
     } finally {
       rmSync(dir, { recursive: true, force: true })
