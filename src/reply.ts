@@ -75,7 +75,7 @@ export function parseReply(json: unknown): ParseResult {
     return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
   }
   const warnings: string[] = []
-  const warn = (field: string, v: unknown) => warnings.push(`ignored ${field}: ${describe(v)}`)
+  const warn = (field: string, v: unknown) => warnings.push(`ignored ${printable(field)}: ${describe(v)}`)
 
   let score = num(json.score)
   if (score === undefined) {
@@ -132,6 +132,19 @@ export function parseReply(json: unknown): ParseResult {
       thresholds,
     },
   }
+}
+
+/**
+ * A field path for a log line: its keys come from the reply, so CR/LF (which would forge log
+ * lines) and other controls are escaped, and a huge key is cut.
+ */
+function printable(field: string): string {
+  const safe = field.replace(
+    // eslint-disable-next-line no-control-regex
+    /[\x00-\x1f\x7f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
+  return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
 }
 
 function describe(v: unknown): string {

@@ -331,6 +331,25 @@ describe('reply', function () {
       assert.deepEqual(r.reply.symbols[0]?.options, ['a', 'b'])
     })
 
+    it('names a hostile key in a warning without control characters and at a bounded length', () => {
+      const evil = 'X\r\n[ERROR] forged log line\u0000'
+      const r = ok(
+        parseReply({
+          ...MINIMAL,
+          symbols: { [evil]: 'x', ['S'.repeat(5000)]: null },
+          milter: { remove_headers: { [evil]: 'all' }, add_headers: { [evil]: 42 } },
+          messages: { [evil]: 1 },
+        }),
+      )
+      assert.equal(r.warnings.length, 5)
+      for (const w of r.warnings) {
+        // eslint-disable-next-line no-control-regex
+        assert.ok(!/[\x00-\x1f\x7f]/.test(w), `control character in ${JSON.stringify(w)}`)
+        assert.ok(w.length < 200, `warning of ${w.length} characters`)
+        if (w.includes('forged')) assert.ok(w.includes('X\\u000d\\u000a[ERROR] forged log line\\u0000'), w)
+      }
+    })
+
     it('rejects Infinity-like scores as not numeric', () => {
       // JSON cannot carry Infinity, but a parsed object handed to parseReply can
       const r = ok(parseReply({ ...MINIMAL, score: Number.POSITIVE_INFINITY }))
