@@ -54,6 +54,17 @@ function num(v: unknown): number | undefined {
   return undefined
 }
 
+/**
+ * An action is a short line of text: it is logged and recorded for other plugins, so control
+ * characters (a CR/LF would forge a log line) or a huge string make the reply unusable.
+ */
+function isUsableAction(v: unknown): v is string {
+  if (typeof v !== 'string') return false
+  const action = v.trim()
+  // eslint-disable-next-line no-control-regex
+  return action !== '' && action.length <= 64 && !/[\x00-\x1f\x7f\u2028\u2029]/.test(action)
+}
+
 /** Parse the body of a 200 reply. */
 export function parseReplyBody(body: string | Buffer): ParseResult {
   const text = typeof body === 'string' ? body : body.toString('utf8')
@@ -71,7 +82,7 @@ export function parseReplyBody(body: string | Buffer): ParseResult {
 export function parseReply(json: unknown): ParseResult {
   if (!isObj(json)) return { ok: false, error: 'reply is not a JSON object' }
   if (typeof json.error === 'string') return { ok: false, error: `rspamd: ${json.error}` }
-  if (typeof json.action !== 'string' || json.action.trim() === '') {
+  if (!isUsableAction(json.action)) {
     return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
   }
   const warnings: string[] = []

@@ -193,6 +193,10 @@ describe('reply', function () {
       ['action: ""', '{"action": ""}', /no action/],
       ['action of spaces', '{"action": "   "}', /no action/],
       ['action as an object', '{"action": {"name": "reject"}}', /no action/],
+      // it is logged and recorded: a line break in it would forge log lines
+      ['an action with a line break inside', '{"action": "no action\\r\\n[ERROR] forged"}', /no action/],
+      ['an action of NUL', '{"action": "\\u0000"}', /no action/],
+      ['an action of 200 characters', JSON.stringify({ action: 'x'.repeat(200) }), /no action/],
     ]
     for (const [label, body, error] of ERRORS) {
       it(`returns an error, not a reply, for ${label}`, () => {
