@@ -150,12 +150,17 @@ export function parseReply(json: unknown): ParseResult {
  * lines) and other controls are escaped, and a huge key is cut.
  */
 function printable(field: string): string {
-  const safe = field.replace(
+  const safe = escapeControls(field)
+  return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
+}
+
+/** JSON.stringify leaves DEL and the U+2028/2029 line separators as they are: escape them and every C0 control. */
+function escapeControls(text: string): string {
+  return text.replace(
     // eslint-disable-next-line no-control-regex
     /[\x00-\x1f\x7f\u2028\u2029]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   )
-  return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
 }
 
 function describe(v: unknown): string {
@@ -163,7 +168,7 @@ function describe(v: unknown): string {
   if (v === null) return 'null'
   if (Array.isArray(v)) return 'an array'
   if (typeof v === 'object') return 'an object'
-  const s = JSON.stringify(v)
+  const s = escapeControls(JSON.stringify(v))
   return s.length > 60 ? `${s.slice(0, 57)}...` : s
 }
 

@@ -343,12 +343,13 @@ describe('reply', function () {
           symbols: { [evil]: 'x', ['S'.repeat(5000)]: null },
           milter: { remove_headers: { [evil]: 'all' }, add_headers: { [evil]: 42 } },
           messages: { [evil]: 1 },
+          score: 'a\u007fb\u2028c',
         }),
       )
-      assert.equal(r.warnings.length, 5)
+      assert.equal(r.warnings.length, 6)
       for (const w of r.warnings) {
         // eslint-disable-next-line no-control-regex
-        assert.ok(!/[\x00-\x1f\x7f]/.test(w), `control character in ${JSON.stringify(w)}`)
+        assert.ok(!/[\x00-\x1f\x7f\u2028\u2029]/.test(w), `control character in ${JSON.stringify(w)}`)
         assert.ok(w.length < 200, `warning of ${w.length} characters`)
         if (w.includes('forged')) assert.ok(w.includes('X\\u000d\\u000a[ERROR] forged log line\\u0000'), w)
       }
