@@ -8,13 +8,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
+import type { FixturePlugin } from 'haraka-test-fixtures'
 import { FakeRspamd, makeSelfSignedCert, type Mode } from './support/fake-rspamd'
 import { replyFor } from './support/replies'
 import {
   CORPUS,
   DENYSOFT,
   assertWellFormed,
+  captureLogs,
   connectionWith,
   corpus,
   dataPost,
@@ -159,19 +160,6 @@ const ROWS: Row[] = [
     after: (fake) => assert.ok(fake.totalConnections > 0, 'the handshake was tried'),
   },
 ]
-
-/** Every log line the plugin writes on this connection, `LEVEL message`. */
-function captureLogs(conn: FixtureConnection): string[] {
-  const lines: string[] = []
-  const c = conn as unknown as Record<string, unknown>
-  for (const level of ['logerror', 'logwarn', 'loginfo'] as const) {
-    c[level] = (...args: unknown[]) => {
-      const text = args.filter((a): a is string => typeof a === 'string').join(' ')
-      lines.push(`${level.slice(3).toUpperCase()} ${text}`)
-    }
-  }
-  return lines
-}
 
 /** Exceptions and rejections nobody handled, while a test runs. */
 const escaped: unknown[] = []

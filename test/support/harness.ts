@@ -16,6 +16,18 @@ export function corpus(name: string): Buffer {
   return readFileSync(join(CORPUS, name))
 }
 
+type PathFinder = (this: { hasPackageJson: boolean }, name?: string) => string
+const fixturePlugin = fixtures.plugin.prototype as unknown as { _get_plugin_path: PathFinder }
+const findPlugin = fixturePlugin._get_plugin_path
+// haraka-test-fixtures looks for the plugin from its own real path; when node_modules is a
+// symlink to another checkout's (git worktrees sharing one install), that finds the other
+// checkout's package and the tests silently run its dist/. Always load this repo's.
+fixturePlugin._get_plugin_path = function (name) {
+  if ((name ?? 'rspamd') !== 'rspamd') return findPlugin.call(this, name)
+  this.hasPackageJson = true
+  return join(REPO, 'package.json')
+}
+
 export const DENY = 902
 export const DENYSOFT = 903
 export const OK = 906
@@ -180,4 +192,17 @@ export function assertWellFormed(message: Buffer): void {
     assert.match(line, /^([!-9;-~]+:|[ \t])/, `not a header line: ${JSON.stringify(line.slice(0, 60))}`)
   }
   assert.ok(!/\r(?!\n)|(?<!\r)\n/.test(head), 'bare CR or LF in the header block')
+}
+
+/** Every log line written on this connection from now on, as `LEVEL message`, instead of printing it. */
+export function captureLogs(conn: FixtureConnection): string[] {
+  const lines: string[] = []
+  const c = conn as unknown as Record<string, unknown>
+  for (const level of ['logerror', 'logwarn', 'loginfo'] as const) {
+    c[level] = (...args: unknown[]) => {
+      const text = args.filter((a): a is string => typeof a === 'string').join(' ')
+      lines.push(`${level.slice(3).toUpperCase()} ${text}`)
+    }
+  }
+  return lines
 }
