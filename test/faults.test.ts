@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { EventEmitter } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -478,5 +479,32 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
       const { queued } = await scan(rewrite(), withSubject(undefined))
       assert.deepEqual(valuesOf(queued, 'Subject'), ['[SPAM]'])
     })
+  })
+})
+
+describe('faults: the SMTP client goes away (haraka-test-fixtures)', function () {
+  let fake: FakeRspamd
+  let plugin: FixturePlugin | undefined
+  before(async () => {
+    fake = await FakeRspamd.start({ keepAliveMs: 1, mode: 'hang' })
+  })
+  after(async () => {
+    if (plugin) await unregister(plugin)
+    await fake?.close()
+  })
+
+  it('before the hook runs (its socket already closed): no rspamd request outlives it', async () => {
+    // a timeout far beyond the waits below: only the client's departure can end the request
+    plugin = loadPlugin(`host = 127.0.0.1\nport = ${fake.port}\ntimeout = 25\n`, { timeout: 30 })
+    const conn = await connectionWith(corpus('ham.eml'))
+    // Haraka's socket emitted 'close' before data_post ran: a listener added now never fires
+    conn.client = Object.assign(new EventEmitter(), { destroyed: true })
+    captureLogs(conn)
+    const res = await dataPost(plugin, conn)
+    await fake.waitForIdle()
+    await new Promise((r) => setImmediate(r))
+    assert.equal(res.calls(), 1)
+    const err = conn.transaction?.results.get('rspamd')?.err as string[] | undefined
+    assert.match(err?.[0] ?? '', /^aborted: /)
   })
 })
