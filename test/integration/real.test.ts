@@ -42,6 +42,9 @@ function headerValue(message: Buffer, name: string): string[] {
 // the tests connect from 127.0.0.1, which [check] would skip as a local address
 const BASE_INI = `host = 127.0.0.1\nport = ${RSPAMD_PORT}\ntimeout = 10\n[check]\nlocal_ip = true\nprivate_ip = true\n`
 
+const AUTH_USER = 'alice@example.org'
+const AUTH_PASS = 'correct horse'
+
 describe('integration: real Haraka + real rspamd over SMTP', function () {
   this.timeout(240_000)
   let haraka: Haraka
@@ -49,7 +52,13 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
   before(async function () {
     await rspamd('start')
     // spool to disk after 1 MiB, as a production Haraka would for big mail, so memory shows the plugin
-    haraka = await Haraka.start({ rspamdIni: BASE_INI, spoolAfter: 1024 * 1024 })
+    haraka = await Haraka.start({
+      rspamdIni: BASE_INI,
+      spoolAfter: 1024 * 1024,
+      // Haraka's own auth plugin, so that a sender can be authenticated as on a submission port
+      pluginsBefore: ['auth/flat_file'],
+      extraConfig: { 'auth_flat_file.ini': `[core]\nmethods=PLAIN\n[users]\n${AUTH_USER}=${AUTH_PASS}\n` },
+    })
   })
   after(async () => {
     await haraka?.stop()
@@ -131,6 +140,42 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     assert.equal(res.final.code, 250)
     const q = haraka.queued(queuedId(res.final) ?? '')
     assert.ok(bodyOf(q.message).equals(bodyOf(corpus('leading-dots.eml'))))
+  })
+
+  it('does not scan an authenticated sender with [check] authenticated=false, and scans it when true', async () => {
+    const auth = { user: AUTH_USER, pass: AUTH_PASS }
+    const sendAuthed = () =>
+      sendMail({
+        port: haraka.port,
+        from: AUTH_USER,
+        to: ['bob@example.net'],
+        data: corpus('gtube.eml'),
+        auth,
+      })
+    // GTUBE would be rejected if it were scanned: a 250 and the skip result prove it was not
+    const skipped = await sendAuthed()
+    assert.equal(skipped.final.code, 250, skipped.final.text)
+    const q = haraka.queued(queuedId(skipped.final) ?? assert.fail(skipped.final.text))
+    assert.deepEqual(q.rspamd?.skip, ['authed'], 'haraka-results keeps skip as a list')
+    assert.equal(q.rspamd?.action, undefined, 'no rspamd verdict for a skipped message')
+
+    // an operator who wants outbound mail scanned too; [reject] authenticated=false (the default)
+    // turns the reject into headers for an authenticated sender instead of refusing their mail
+    const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+    haraka.writeRspamdIni(`${BASE_INI}authenticated = true\nrelay = true\n`)
+    await reloaded
+    try {
+      const scanned = await sendAuthed()
+      assert.equal(scanned.final.code, 250, scanned.final.text)
+      const qs = haraka.queued(queuedId(scanned.final) ?? assert.fail(scanned.final.text))
+      assert.equal(qs.rspamd?.action, 'reject')
+      assert.deepEqual(qs.rspamd?.skip ?? [], [], 'scanned, not skipped')
+      assert.ok(headerValue(qs.message, 'X-Rspamd-Score').length === 1, 'spam headers instead of a reject')
+    } finally {
+      const restored = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+      haraka.writeRspamdIni(BASE_INI)
+      await restored
+    }
   })
 
   it('streams a 25 MB message to rspamd and queues it unchanged (prints Haraka’s peak RSS growth)', async () => {
