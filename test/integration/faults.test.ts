@@ -139,9 +139,9 @@ describe('integration: real Haraka + a misbehaving rspamd over SMTP', function (
             if (row.large) assert.ok(bodyOf(q.message).equals(bodyOf(large)), 'the whole message was queued')
           }
           assert.equal(fake.requests.length, seen + (row.mode === 'close-on-accept' ? 0 : 1))
-          // the plugin closed every socket it opened to the fake. After a failed scan, Haraka's pool
+          // the plugin closed every socket it opened to the fake. After an aborted scan the pool
           // opens one spare connection that carries no request and idles out after undici's
-          // keepAliveTimeout (4 s): hence the wait longer than that
+          // keepAliveTimeout, 4 s (nodejs/undici#5845): hence the wait longer than that
           await fake.waitForIdle(10_000)
           assert.deepEqual(haraka.logged(ESCAPED), [])
         })
