@@ -205,6 +205,74 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     }
   })
 
+  /** Write the operator's rspamd.ini and wait until Haraka has reloaded it. */
+  async function reconfigure(ini: string): Promise<void> {
+    const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+    haraka.writeRspamdIni(ini)
+    await reloaded
+  }
+
+  // each reload costs haraka-config's 5 s of file-watch settling: as few configs as the cases allow
+  it('greylists with state when [greylist] enabled (451, 451 on an early retry, 250 after the delay) and skips mail over max_size', async () => {
+    const delayMs = 2000
+    await reconfigure(`max_size = 100k\n${BASE_INI}[greylist]\nenabled = true\ndelay = ${delayMs / 1000}\n`)
+    const message = withTestHeaders('ham.eml', { 'X-Test-Action': 'greylist' })
+    const to = ['greylisted@example.net']
+    const firstStart = Date.now()
+    const first = await send(message, to)
+    const firstEnd = Date.now()
+    assert.equal(first.final.code, 451, first.final.text)
+    assert.match(first.final.text, /4\.7\.1 Try again later/)
+
+    const early = await send(message, to)
+    // the triplet was recorded between firstStart and firstEnd: only a retry that ended within the
+    // delay of firstStart is certainly early (on a slow machine it may come later, and may pass)
+    if (Date.now() - firstStart < delayMs) assert.equal(early.final.code, 451, early.final.text)
+
+    // the greylist delay is wall-clock time in a real Haraka: wait it out from the end of the first attempt
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, firstEnd + delayMs - Date.now())))
+    const retry = await send(message, to)
+    assert.equal(retry.final.code, 250, retry.final.text)
+    const q = haraka.queued(queuedId(retry.final) ?? '')
+    assert.equal(q.rspamd?.action, 'greylist')
+    assert.equal(q.rspamd?.greylist, 'passed')
+
+    // another recipient is a new triplet: deferred again
+    const other = await send(message, ['someone-else@example.net'])
+    assert.equal(other.final.code, 451, other.final.text)
+
+    // over max_size: not scanned, so not greylisted either
+    const filler = Buffer.from(`${'filler '.repeat(10)}\r\n`.repeat(2000))
+    const big = await send(Buffer.concat([message, filler]), to.concat('big@example.net'))
+    assert.equal(big.final.code, 250, big.final.text)
+    const qb = haraka.queued(queuedId(big.final) ?? '')
+    assert.deepEqual(qb.rspamd?.skip, ['size'])
+    assert.ok(
+      haraka.logged(/not scanned: \d+ bytes is over max_size 102400\b/).length > 0,
+      'size skip logged',
+    )
+  })
+
+  it('does not scan a whitelisted client or mail to a skip_ports port', async () => {
+    try {
+      const cases: Array<[ini: string, skip: string]> = [
+        // BASE_INI ends in [check]: these keys go there
+        [`${BASE_INI}whitelist = 192.0.2.0/24, 127.0.0.0/8\n`, 'whitelist'],
+        [`${BASE_INI}skip_ports = 587, ${haraka.port}\n`, 'port'],
+      ]
+      for (const [ini, skip] of cases) {
+        await reconfigure(ini)
+        const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'reject' }))
+        assert.equal(res.final.code, 250, `${skip}: ${res.final.text}`)
+        const q = haraka.queued(queuedId(res.final) ?? '')
+        assert.deepEqual(q.rspamd?.skip, [skip])
+        assert.equal(q.rspamd?.action, undefined, `${skip}: not scanned`)
+      }
+    } finally {
+      await reconfigure(BASE_INI)
+    }
+  })
+
   it('replaces forged verdict headers when add_headers=always, then follows [defer] when rspamd stops', async () => {
     const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
     haraka.writeRspamdIni(`add_headers = always\n${BASE_INI}`)

@@ -41,11 +41,18 @@ export function loadPlugin(ini: string, opts: { timeout?: number; register?: boo
   process.env.HARAKA = dir
   let plugin: FixturePlugin
   try {
-    plugin = new fixtures.plugin('rspamd')
+    // by absolute path: given 'rspamd', the fixture looks for the package beside the real path of its own
+    // node_modules, which is another checkout when node_modules is a symlink (git worktrees sharing one)
+    plugin = new fixtures.plugin(REPO)
   } finally {
     if (saved === undefined) delete process.env.HARAKA
     else process.env.HARAKA = saved
   }
+  if (plugin.plugin_path !== join(REPO, 'package.json')) {
+    throw new Error(`haraka-test-fixtures loaded ${String(plugin.plugin_path)}, not ${REPO}`)
+  }
+  // the name Haraka gives it from config/plugins: results and the hook registration go by it
+  plugin.name = 'rspamd'
   plugin.timeout = opts.timeout ?? 30
   if (opts.register !== false) plugin.register()
   return plugin
@@ -78,6 +85,8 @@ export interface Sender {
   relaying?: boolean
   isPrivate?: boolean
   isLocal?: boolean
+  /** the local port the client connected to (Haraka's connection.local.port) */
+  localPort?: number
   tls?: { name: string; version: string }
 }
 
@@ -108,6 +117,7 @@ export async function connectionWith(message: Buffer | string, s: Sender = {}): 
   conn.remote.is_private = s.isPrivate ?? false
   conn.remote.is_local = s.isLocal ?? false
   conn.hello.host = s.helo ?? 'mail.example.com'
+  if (s.localPort !== undefined) conn.local.port = s.localPort
   if (s.authUser) conn.notes.auth_user = s.authUser
   if (s.relaying) conn.relaying = true
   if (s.tls) {
