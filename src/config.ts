@@ -6,6 +6,10 @@ import { isIP } from 'node:net'
 
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
+/** `[spam_headers] styles`: which families of verdict headers are written (SPEC §5). */
+export const HEADER_STYLES = ['rspamd', 'exim', 'extended', 'lda'] as const
+export type HeaderStyle = (typeof HEADER_STYLES)[number]
+
 export type Target =
   { kind: 'tcp'; scheme: 'http' | 'https'; host: string; port: number } | { kind: 'unix'; socketPath: string }
 
@@ -100,6 +104,8 @@ export interface Config {
   rmilterHeaders: { enabled: boolean }
   smtpMessage: { enabled: boolean }
   defer: { error: boolean; timeout: boolean }
+  /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */
+  spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean }
 }
 
 /** Booleans declared to haraka-config, with 1.6.x's defaults (+ = true, - = false). */
@@ -132,6 +138,7 @@ export const INI_BOOLEANS: readonly string[] = [
   '-request.zstd',
   '-request.raw',
   '+tls.reject_unauthorized',
+  '-spam_headers.lda_json',
 ]
 
 /** The `[request]` booleans that each become one rspamd `Flags` entry. */
@@ -335,6 +342,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
       enabled: new Reader(section(ini, 'smtp_message'), 'smtp_message').bool('enabled', true),
     },
     defer: parseDefer(new Reader(section(ini, 'defer'), 'defer')),
+    spamHeaders: parseSpamHeaders(new Reader(section(ini, 'spam_headers'), 'spam_headers')),
   }
 }
 
@@ -413,7 +421,8 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
     portText = parts[1]
   }
   if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
-  let port = DEFAULT_PORT
+  // an https URL without a port is rspamd behind a TLS proxy on 443; anything else is rspamd's port
+  let port = url && scheme === 'https' ? 443 : DEFAULT_PORT
   if (portText !== undefined) {
     port = Number(portText)
     if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return `bad port ${JSON.stringify(portText)}`
@@ -673,6 +682,36 @@ function parseSoftReject(soft: Reader): Config['softReject'] {
 
 function parseDefer(defer: Reader): Config['defer'] {
   return { error: defer.bool('error', false), timeout: defer.bool('timeout', false) }
+}
+
+/** A comma list of styles (also the LDA command's --styles); '' or an unknown name is an error. */
+export function parseStyles(key: string, raw: unknown): HeaderStyle[] {
+  const listed = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(',') : undefined
+  if (listed === undefined) throw new ConfigError(key, raw, 'expected a comma list of header styles')
+  const out = new Set<HeaderStyle>()
+  for (const item of listed) {
+    const t = item.trim().toLowerCase()
+    if (t === '') continue
+    const style = HEADER_STYLES.find((h) => h === t)
+    if (!style)
+      throw new ConfigError(
+        key,
+        raw,
+        `unknown style ${JSON.stringify(t)}, expected ${HEADER_STYLES.join(', ')}`,
+      )
+    out.add(style)
+  }
+  // an empty list would silently stop every verdict header; add_headers = never says that on purpose
+  if (out.size === 0) throw new ConfigError(key, raw, `expected at least one of ${HEADER_STYLES.join(', ')}`)
+  return [...out]
+}
+
+function parseSpamHeaders(r: Reader): Config['spamHeaders'] {
+  const raw = r.raw('styles')
+  return {
+    styles: raw === undefined || raw === null ? ['rspamd'] : parseStyles(r.name('styles'), raw),
+    ldaJson: r.bool('lda_json', false),
+  }
 }
 
 /** Where two configs would need different connection pools (servers, TLS, connect or health settings). */
