@@ -65,6 +65,7 @@ interface Connection {
   results: Results
   relaying?: boolean
   client?: {
+    destroyed?: boolean
     once?(ev: string, fn: () => void): unknown
     removeListener?(ev: string, fn: () => void): unknown
   }
@@ -189,7 +190,9 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   let called = false
   const gone = new AbortController()
   const onGone = () => gone.abort()
-  connection.client?.once?.('close', onGone)
+  // the client may have left before this hook ran: its 'close' has been emitted already
+  if (connection.client?.destroyed === true) gone.abort()
+  else connection.client?.once?.('close', onGone)
   const once: Next = (code, msg) => {
     if (called) return
     called = true

@@ -13,10 +13,10 @@ import { replyFor } from './support/replies'
 import {
   DENY,
   DENYSOFT,
+  assertWellFormed,
   connectionWith,
   corpus,
   dataPost,
-  headerBlock,
   iniPathOf,
   loadPlugin,
   queuedMessage,
@@ -38,16 +38,6 @@ const CORPUS_FILES = [
 
 function iniFor(server: FakeRspamd, extra = ''): string {
   return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
-}
-
-/** Every header line of a message is `Name: value` or a continuation, none over 998 octets. */
-function assertWellFormed(message: Buffer): void {
-  const head = headerBlock(message)
-  for (const line of head.split('\r\n').slice(0, -1)) {
-    assert.ok(Buffer.byteLength(line) <= 998, `line over 998 octets: ${line.slice(0, 60)}`)
-    assert.match(line, /^([!-9;-~]+:|[ \t])/, `not a header line: ${JSON.stringify(line.slice(0, 60))}`)
-  }
-  assert.ok(!/\r(?!\n)|(?<!\r)\n/.test(head), 'bare CR or LF in the header block')
 }
 
 const version = packageVersion()
