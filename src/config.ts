@@ -105,7 +105,7 @@ export interface Config {
   smtpMessage: { enabled: boolean }
   defer: { error: boolean; timeout: boolean }
   /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */
-  spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean }
+  spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean; removeForeign: boolean }
   /**
    * Keys and sections of the file that no setting reads — a typo, or a key in the wrong section
    * (`max_size` under `[check]`): worth a warning, since the operator meant something by them.
@@ -144,6 +144,7 @@ export const INI_BOOLEANS: readonly string[] = [
   '-request.raw',
   '+tls.reject_unauthorized',
   '-spam_headers.lda_json',
+  '+spam_headers.remove_foreign',
 ]
 
 /** The `[request]` booleans that each become one rspamd `Flags` entry. */
@@ -751,6 +752,7 @@ function parseSpamHeaders(r: Reader): Config['spamHeaders'] {
   return {
     styles: raw === undefined || raw === null ? ['rspamd'] : parseStyles(r.name('styles'), raw),
     ldaJson: r.bool('lda_json', false),
+    removeForeign: r.bool('remove_foreign', true),
   }
 }
 

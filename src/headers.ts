@@ -458,10 +458,34 @@ export function ldaFailureStyle(scanner: string, error: { kind: string; message:
   return [{ name: 'X-Spam-Scanner', value: `${scanner}; scan failed: ${error.kind}: ${error.message}` }]
 }
 
+/**
+ * The verdict headers of every style, with the configured [header] names: what a scanned message
+ * must not carry from elsewhere, so that a filter or MUA reading any of them reads ours or none.
+ */
+export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
+  const names = [
+    cfg.header.score,
+    cfg.header.bar,
+    cfg.header.report,
+    'X-Spam-Score',
+    'X-Spam-Report',
+    'X-Spamd-Result',
+    'X-Rspamd-Server',
+    'X-Rspamd-Queue-Id',
+    'X-Spam-Scanner',
+    'X-Spam',
+    'X-Spam-Action',
+    'X-Spam-Result',
+  ].filter((n) => n !== '')
+  return [...new Map(names.map((n) => [n.toLowerCase(), n])).values()]
+}
+
 /** Every configured style, in the configured order, as raw fields; what had to be left out, and why. */
 export function styleHeaders(
   reply: Reply,
-  cfg: Pick<Config, 'header' | 'spambar' | 'spamHeaders'>,
+  cfg: Pick<Config, 'header' | 'spambar'> & {
+    spamHeaders: Pick<Config['spamHeaders'], 'styles' | 'ldaJson'>
+  },
   facts: StyleFacts,
 ): { fields: RawField[]; dropped: string[] } {
   const fields: RawField[] = []

@@ -21,7 +21,14 @@ import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanResult } from './client'
 import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
-import { ldaFailureStyle, prepareField, type RawField, rspamdHostName, styleHeaders } from './headers'
+import {
+  ldaFailureStyle,
+  prepareField,
+  type RawField,
+  rspamdHostName,
+  styleHeaders,
+  verdictHeaderNames,
+} from './headers'
 import { buildRequestHeaders } from './request'
 import { packageVersion } from './version'
 
@@ -164,7 +171,8 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
     styles: ['lda', ...styles.filter((s) => s !== 'lda')].join(','),
     lda_json: values.json === true,
   }
-  const cfg = parseConfig({ ...ini, main, spam_headers: spamHeaders }, env)
+  const fromIni = (ini.spam_headers as Record<string, unknown> | undefined) ?? {}
+  const cfg = parseConfig({ ...ini, main, spam_headers: { ...fromIni, ...spamHeaders } }, env)
 
   if (values.exec !== undefined && values.exec.trim() === '') throw new UsageError('--exec needs a command')
   return {
@@ -307,8 +315,15 @@ async function scan(opts: Options, file: string): Promise<ScanResult> {
 }
 
 /** The delivered message: from line, our headers, the header block without replaced fields, the rest as it was. */
-function delivered(file: string, layout: Layout, fields: RawField[], stderr: Writable): Readable {
+function delivered(
+  file: string,
+  layout: Layout,
+  fields: RawField[],
+  stderr: Writable,
+  alsoRemove: readonly string[],
+): Readable {
   const { text, names } = headerText(fields, layout.eol, stderr)
+  for (const n of alsoRemove) names.add(n.toLowerCase())
   const head = withoutFields(layout.head, names)
   const prefix = Buffer.concat([layout.fromLine, Buffer.from(text, 'latin1'), head])
   async function* parts() {
@@ -414,6 +429,8 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     const result = await scan(opts, file)
     const scanner = `${COMMAND} ${packageVersion()}`
     let fields: RawField[]
+    // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but ours
+    const alsoRemove = result.ok && opts.cfg.spamHeaders.removeForeign ? verdictHeaderNames(opts.cfg) : []
     if (result.ok) {
       for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
       const styled = styleHeaders(result.reply, opts.cfg, {
@@ -439,7 +456,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: headers of the names we add are not removed from it\n`,
       )
     }
-    const message = delivered(file, layout, fields, io.stderr)
+    const message = delivered(file, layout, fields, io.stderr, alsoRemove)
     if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
     try {
       await pipeline(message, io.stdout, { end: false })

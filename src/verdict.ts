@@ -12,6 +12,7 @@ import {
   STACKED_HEADERS,
   type StyleFacts,
   styleHeaders,
+  verdictHeaderNames,
 } from './headers'
 
 export interface SenderFacts {
@@ -159,7 +160,9 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
 
 function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
   const raw: RawField[] = []
-  const remove: string[] = []
+  // verdict headers of any style that came with the message are not ours: off before anything
+  // is added (rspamd's milter block may add some of these names itself)
+  const remove: string[] = cfg.spamHeaders.removeForeign ? verdictHeaderNames(cfg) : []
   const dropped: string[] = []
 
   if (cfg.rewriteSubject.enabled && reply.action === 'rewrite subject') {

@@ -61,7 +61,7 @@ const DEFAULTS: Array<[what: string, get: Getter, expected: unknown]> = [
     [undefined, undefined, undefined],
   ],
   ['request_headers', (c) => c.requestHeaders, {}],
-  ['spam_headers', (c) => c.spamHeaders, { styles: ['rspamd'], ldaJson: false }],
+  ['spam_headers', (c) => c.spamHeaders, { styles: ['rspamd'], ldaJson: false, removeForeign: true }],
 ]
 
 // [ini text as it reads, ini object, getter, expected]
@@ -91,6 +91,12 @@ const VALID: Array<[label: string, ini: Ini, get: Getter, expected: unknown]> = 
   ],
   ['[spam_headers] lda_json=true', { spam_headers: { lda_json: true } }, (c) => c.spamHeaders.ldaJson, true],
   ['[spam_headers] lda_json=yes', { spam_headers: { lda_json: 'yes' } }, (c) => c.spamHeaders.ldaJson, true],
+  [
+    '[spam_headers] remove_foreign=false',
+    { spam_headers: { remove_foreign: false } },
+    (c) => c.spamHeaders.removeForeign,
+    false,
+  ],
   [
     'host=rspamd.local',
     { main: { host: 'rspamd.local' } },

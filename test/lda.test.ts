@@ -212,20 +212,34 @@ describe('rspamd-lda with the fake rspamd', function () {
     )
   })
 
-  it('removes forged headers of the names it writes, and only those', async () => {
+  it('removes forged verdict headers of every style, and with remove_foreign=false only those it writes', async () => {
     server.setReply(replyFor('add header'))
     const spoofed = corpus('spoofed-verdict-headers.eml')
+    const body = spoofed.subarray(spoofed.indexOf('\r\n\r\n'))
     const r = await lda(at(), spoofed)
     assert.equal(r.code, 0, r.stderr)
     const text = r.stdout.toString('latin1')
     assert.equal(text.match(/^X-Spam:/gim)?.length, 1)
     assert.equal(text.match(/^X-Spam-Action:/gim)?.length, 1)
     assert.match(text, /^X-Spam: yes\r$/m)
-    // not ours in this style: left as they were
-    assert.match(text, /^X-Spamd-Result: default: False \[-50\.00 \/ 15\.00\]\r$/m)
-    assert.match(text, /^X-Rspamd-Score: -50\.0\r$/m)
-    const body = spoofed.subarray(spoofed.indexOf('\r\n\r\n'))
+    assert.doesNotMatch(text, /^X-Spamd-Result:/im, 'a forged verdict of another style is gone')
+    assert.doesNotMatch(text, /^X-Rspamd-Score:/im)
     assert.ok(r.stdout.subarray(r.stdout.length - body.length).equals(body), 'body unchanged')
+
+    const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+    try {
+      const ini = join(dir, 'rspamd.ini')
+      writeFileSync(ini, '[spam_headers]\nremove_foreign = false\n')
+      const kept = await lda(['--config', ini, ...at()], spoofed)
+      assert.equal(kept.code, 0, kept.stderr)
+      const t2 = kept.stdout.toString('latin1')
+      assert.equal(t2.match(/^X-Spam:/gim)?.length, 1, 'ours still replace theirs')
+      // not ours in this style: left as they were
+      assert.match(t2, /^X-Spamd-Result: default: False \[-50\.00 \/ 15\.00\]\r$/m)
+      assert.match(t2, /^X-Rspamd-Score: -50\.0\r$/m)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('adds its headers to a message that is all header block (no empty line, no body)', async () => {

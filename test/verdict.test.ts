@@ -3,7 +3,8 @@
 // policy for every kind of failed scan.
 
 import assert from 'node:assert/strict'
-import { type AddHeaders, type Config, HEADER_STYLES, parseConfig } from '../src/config'
+import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle, parseConfig } from '../src/config'
+import { verdictHeaderNames } from '../src/headers'
 import type { Reply } from '../src/reply'
 import {
   decide,
@@ -279,7 +280,8 @@ describe('verdict', function () {
 
                 for (const h of SPAM_HEADERS) {
                   assert.equal(added.includes(h.toLowerCase()), spam, `${h} added`)
-                  assert.equal(removed.includes(h.toLowerCase()), spam, `${h} removed first`)
+                  // written or not, [spam_headers] remove_foreign (on by default) removes forged ones
+                  assert.ok(removed.includes(h.toLowerCase()), `${h} removed first`)
                 }
 
                 const subjects = v.edits.add.filter((h) => h.name.toLowerCase() === 'subject')
@@ -326,8 +328,15 @@ describe('verdict', function () {
     }
 
     it('adds nothing and removes nothing for "no action" with the defaults and a plain reply', () => {
-      const v = accepted(decide(replyFor('no action'), BASE, { authenticated: false, subject: OLD_SUBJECT }))
+      const cfg = { ...BASE, spamHeaders: { ...BASE.spamHeaders, removeForeign: false } }
+      const v = accepted(decide(replyFor('no action'), cfg, { authenticated: false, subject: OLD_SUBJECT }))
       assert.deepEqual(v.edits, { remove: [], add: [], dropped: [] })
+    })
+
+    it('with the defaults (remove_foreign on) only removes forged verdict headers for "no action"', () => {
+      const v = accepted(decide(replyFor('no action'), BASE, { authenticated: false, subject: OLD_SUBJECT }))
+      assert.deepEqual(v.edits.add, [])
+      assert.deepEqual(v.edits.remove, verdictHeaderNames(BASE))
     })
 
     it('writes the score into the score header and the symbols into the report', () => {
@@ -356,7 +365,9 @@ describe('verdict', function () {
       )
       const v = accepted(decide(replyFor('no action'), cfg, { authenticated: false }))
       assert.deepEqual(v.edits.add.map((h) => h.name).sort(), ['X-Spam-Bar', 'X-Spam-Report', 'X-Spam-Score'])
-      assert.deepEqual(names(v.edits.remove).sort(), ['x-spam-bar', 'x-spam-report', 'x-spam-score'])
+      assert.deepEqual(names(v.edits.remove).sort(), names(verdictHeaderNames(cfg)).sort())
+      assert.ok(names(v.edits.remove).includes('x-spam-bar'))
+      assert.ok(!names(v.edits.remove).includes('x-rspamd-bar'))
     })
 
     it('adds every DKIM-Signature rspamd sends, in order', () => {
@@ -399,7 +410,11 @@ describe('verdict', function () {
   })
 
   describe('decide(): [spam_headers] styles', function () {
-    const ALL = { ...BASE, spamHeaders: { styles: HEADER_STYLES.slice(), ldaJson: true } }
+    // remove_foreign=false here: what the styles themselves remove (the names they write)
+    const ALL = {
+      ...BASE,
+      spamHeaders: { styles: HEADER_STYLES.slice(), ldaJson: true, removeForeign: false },
+    }
     const STYLE_NAMES = [
       'X-Rspamd-Bar',
       'X-Rspamd-Report',
@@ -437,6 +452,29 @@ describe('verdict', function () {
         })
       }
     }
+    for (const addHeaders of ['always', 'sometimes', 'never'] as AddHeaders[]) {
+      for (const styles of [['rspamd'], ['lda'], HEADER_STYLES.slice()] as HeaderStyle[][]) {
+        it(`removes every style's verdict headers with remove_foreign (add_headers=${addHeaders}, styles=${styles.join(',')})`, () => {
+          const cfg = { ...BASE, addHeaders, spamHeaders: { styles, ldaJson: false, removeForeign: true } }
+          const v = accepted(decide(replyFor('no action'), cfg, { authenticated: false, style }))
+          const removed = names(v.edits.remove)
+          for (const n of STYLE_NAMES) assert.ok(removed.includes(n.toLowerCase()), `${n} removed`)
+        })
+      }
+    }
+    it('removes the [header] names the operator configured, not the defaults, with remove_foreign', () => {
+      const cfg = {
+        ...BASE,
+        header: { bar: 'X-My-Bar', report: '', score: 'X-My-Score' },
+        spamHeaders: { styles: ['rspamd' as const], ldaJson: false, removeForeign: true },
+      }
+      const removed = names(
+        accepted(decide(replyFor('no action'), cfg, { authenticated: false })).edits.remove,
+      )
+      assert.ok(removed.includes('x-my-bar') && removed.includes('x-my-score'))
+      assert.ok(!removed.includes('x-rspamd-bar'), 'a name nobody configured is left alone')
+    })
+
     it('writes each style header once, folded and single-valued', () => {
       const v = accepted(
         decide(replyFor('add header'), { ...ALL, addHeaders: 'always' }, { authenticated: false, style }),

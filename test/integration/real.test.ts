@@ -297,6 +297,24 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     }
   })
 
+  it('removes forged verdict headers of every style from a clean message (remove_foreign default)', async () => {
+    const res = await send(corpus('spoofed-verdict-headers.eml'))
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? assert.fail(res.final.text))
+    assert.equal(q.rspamd?.action, 'no action', 'the corpus message is clean for the offline rspamd')
+    for (const name of [
+      'X-Rspamd-Score',
+      'X-Rspamd-Bar',
+      'X-Spam',
+      'X-Spam-Action',
+      'X-Spamd-Result',
+      'X-Spam-Score',
+    ]) {
+      assert.deepEqual(headerValue(q.message, name), [], `${name} was forged and must be gone`)
+    }
+    assert.ok(bodyOf(q.message).equals(bodyOf(corpus('spoofed-verdict-headers.eml'))))
+  })
+
   it('replaces forged verdict headers when add_headers=always, then follows [defer] when rspamd stops', async () => {
     const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
     haraka.writeRspamdIni(`add_headers = always\n${BASE_INI}`)
