@@ -65,6 +65,7 @@ interface Connection {
   results: Results
   relaying?: boolean
   client?: {
+    destroyed?: boolean
     once?(ev: string, fn: () => void): unknown
     removeListener?(ev: string, fn: () => void): unknown
   }
@@ -115,6 +116,12 @@ function loadConfig(plugin: RspamdPlugin): Config {
   const ini = plugin.config.get('rspamd.ini', { booleans: INI_BOOLEANS }, () => reload(plugin))
   const cfg = parseConfig(ini)
   checkTimeout(plugin, cfg)
+  if (cfg.ignored.length > 0) {
+    plugin.logwarn(
+      `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
+        `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+    )
+  }
   return cfg
 }
 
@@ -183,7 +190,9 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   let called = false
   const gone = new AbortController()
   const onGone = () => gone.abort()
-  connection.client?.once?.('close', onGone)
+  // the client may have left before this hook ran: its 'close' has been emitted already
+  if (connection.client?.destroyed === true) gone.abort()
+  else connection.client?.once?.('close', onGone)
   const once: Next = (code, msg) => {
     if (called) return
     called = true

@@ -106,6 +106,11 @@ export interface Config {
   defer: { error: boolean; timeout: boolean }
   /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */
   spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean }
+  /**
+   * Keys and sections of the file that no setting reads — a typo, or a key in the wrong section
+   * (`max_size` under `[check]`): worth a warning, since the operator meant something by them.
+   */
+  ignored: string[]
 }
 
 /** Booleans declared to haraka-config, with 1.6.x's defaults (+ = true, - = false). */
@@ -177,6 +182,38 @@ function section(ini: Section, name: string): Section {
   if (s === undefined || s === null) return {}
   if (!isSection(s)) throw new ConfigError(`[${name}]`, s, 'expected a section')
   return s
+}
+
+/** The section, recording each key that a setting reads from it. */
+function tracked(s: Section, name: string, read: Map<string, Set<string>>): Section {
+  const keys = read.get(name) ?? new Set<string>()
+  read.set(name, keys)
+  return new Proxy(s, {
+    get(target, key) {
+      if (typeof key === 'string') keys.add(key)
+      return Reflect.get(target, key) as unknown
+    },
+  })
+}
+
+/** Every `section.key` (or `[section]`) of the file that no setting read. */
+function ignoredKeys(ini: Section, read: Map<string, Set<string>>): string[] {
+  // haraka-config puts every declared boolean in, with its default, whether the file has it or not
+  const declared = new Set(INI_BOOLEANS.map((b) => b.slice(1)))
+  const out: string[] = []
+  for (const [name, value] of Object.entries(ini)) {
+    const keys = read.get(name)
+    if (!keys) {
+      out.push(`[${name}]`)
+      continue
+    }
+    if (!isSection(value)) continue
+    for (const key of Object.keys(value)) {
+      if (!keys.has(key) && !declared.has(`${name}.${key}`))
+        out.push(name === 'main' ? key : `${name}.${key}`)
+    }
+  }
+  return out
 }
 
 /** Reads keys of one section with the key's full ini name in every error. */
@@ -297,17 +334,19 @@ function headerValue(key: string, value: string): string {
  */
 export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env): Config {
   if (!isSection(ini)) throw new ConfigError('rspamd.ini', ini, 'expected an ini file')
-  const main = new Reader(section(ini, 'main'), '')
-  const tls = new Reader(section(ini, 'tls'), 'tls')
-  const auth = new Reader(section(ini, 'auth'), 'auth')
-  const request = new Reader(section(ini, 'request'), 'request')
+  const read = new Map<string, Set<string>>()
+  const sec = (name: string): Section => tracked(section(ini, name), name, read)
+  const main = new Reader(sec('main'), '')
+  const tls = new Reader(sec('tls'), 'tls')
+  const auth = new Reader(sec('auth'), 'auth')
+  const request = new Reader(sec('request'), 'request')
 
   const targets = parseServers(main) ?? [parseTarget(main)]
-  return {
+  const cfg: Omit<Config, 'ignored'> = {
     target: targets[0] ?? parseTarget(main),
     targets,
     connectTimeout: main.seconds('connect_timeout') ?? 1,
-    upstream: parseUpstream(new Reader(section(ini, 'upstream'), 'upstream')),
+    upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
     path: parsePath(main),
     timeout: main.seconds('timeout'),
     addHeaders: parseAddHeaders(main),
@@ -321,29 +360,30 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     },
     auth: parseAuth(auth, env),
     request: parseRequest(request),
-    requestHeaders: parseRequestHeaders(section(ini, 'request_headers')),
-    dkim: { enabled: new Reader(section(ini, 'dkim'), 'dkim').bool('enabled', true) },
-    header: parseHeaderNames(new Reader(section(ini, 'header'), 'header')),
-    spambar: parseSpambar(new Reader(section(ini, 'spambar'), 'spambar')),
-    check: parseCheck(new Reader(section(ini, 'check'), 'check')),
+    requestHeaders: parseRequestHeaders(sec('request_headers')),
+    dkim: { enabled: new Reader(sec('dkim'), 'dkim').bool('enabled', true) },
+    header: parseHeaderNames(new Reader(sec('header'), 'header')),
+    spambar: parseSpambar(new Reader(sec('spambar'), 'spambar')),
+    check: parseCheck(new Reader(sec('check'), 'check')),
     maxSize: parseSize(main, 'max_size'),
-    greylist: parseGreylist(new Reader(section(ini, 'greylist'), 'greylist')),
-    thresholds: parseThresholds(new Reader(section(ini, 'thresholds'), 'thresholds')),
-    ham: parseHam(new Reader(section(ini, 'ham'), 'ham')),
-    reject: parseReject(new Reader(section(ini, 'reject'), 'reject')),
-    softReject: parseSoftReject(new Reader(section(ini, 'soft_reject'), 'soft_reject')),
+    greylist: parseGreylist(new Reader(sec('greylist'), 'greylist')),
+    thresholds: parseThresholds(new Reader(sec('thresholds'), 'thresholds')),
+    ham: parseHam(new Reader(sec('ham'), 'ham')),
+    reject: parseReject(new Reader(sec('reject'), 'reject')),
+    softReject: parseSoftReject(new Reader(sec('soft_reject'), 'soft_reject')),
     rewriteSubject: {
-      enabled: new Reader(section(ini, 'rewrite_subject'), 'rewrite_subject').bool('enabled', true),
+      enabled: new Reader(sec('rewrite_subject'), 'rewrite_subject').bool('enabled', true),
     },
     rmilterHeaders: {
-      enabled: new Reader(section(ini, 'rmilter_headers'), 'rmilter_headers').bool('enabled', true),
+      enabled: new Reader(sec('rmilter_headers'), 'rmilter_headers').bool('enabled', true),
     },
     smtpMessage: {
-      enabled: new Reader(section(ini, 'smtp_message'), 'smtp_message').bool('enabled', true),
+      enabled: new Reader(sec('smtp_message'), 'smtp_message').bool('enabled', true),
     },
-    defer: parseDefer(new Reader(section(ini, 'defer'), 'defer')),
-    spamHeaders: parseSpamHeaders(new Reader(section(ini, 'spam_headers'), 'spam_headers')),
+    defer: parseDefer(new Reader(sec('defer'), 'defer')),
+    spamHeaders: parseSpamHeaders(new Reader(sec('spam_headers'), 'spam_headers')),
   }
+  return { ...cfg, ignored: ignoredKeys(ini, read) }
 }
 
 function parseTarget(main: Reader): Target {
@@ -421,7 +461,8 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
     portText = parts[1]
   }
   if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
-  let port = DEFAULT_PORT
+  // an https URL without a port is rspamd behind a TLS proxy on 443; anything else is rspamd's port
+  let port = url && scheme === 'https' ? 443 : DEFAULT_PORT
   if (portText !== undefined) {
     port = Number(portText)
     if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return `bad port ${JSON.stringify(portText)}`

@@ -551,8 +551,12 @@ export const STACKED_HEADERS: ReadonlySet<string> = new Set([
 export const MAX_ADDS_PER_NAME = 100
 export const MAX_ADDS = 500
 
+/** A name from rspamd, for the log: quoted, cut, and with the controls JSON.stringify leaves (DEL, U+2028/2029) escaped. */
 function show(name: string): string {
-  return JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name)
+  return JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name).replace(
+    /[\x7f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
 }
 
 /**

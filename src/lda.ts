@@ -20,7 +20,7 @@ import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanResult } from './client'
-import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseStyles } from './config'
+import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
 import { ldaFailureStyle, prepareField, type RawField, rspamdHostName, styleHeaders } from './headers'
 import { buildRequestHeaders } from './request'
 import { packageVersion } from './version'
@@ -49,7 +49,8 @@ unmodified except for an X-Spam-Scanner saying why, or with --tempfail not at al
 Options:
   -c, --config FILE   rspamd.ini of haraka-plugin-rspamd (host, port, unix_socket, timeout,
                       [tls], [auth], [request], [request_headers], [header], [spambar])
-  -s, --server ADDR   rspamd: host:port, [v6]:port, /path/to.sock or http(s)://host:port
+  -s, --server ADDR   rspamd: host:port, [v6]:port, /path/to.sock or http(s)://host:port;
+                      a comma list for failover between servers
   -t, --timeout SECS  total seconds for the scan (default: the ini's timeout, else ${DEFAULT_TIMEOUT_S})
   -f, --from ADDR     envelope sender (rspamd From)
   -r, --rcpt ADDR     envelope recipient (rspamd Rcpt); repeat for several
@@ -85,19 +86,18 @@ interface Options {
   tempfail: boolean
 }
 
-/** --server → the ini keys it stands for, so parseConfig validates it as it validates rspamd.ini. */
-function serverKeys(server: string): Record<string, string> {
-  if (server.startsWith('/')) return { unix_socket: server }
-  const url = /^(https?):\/\/(\[[^\]]+\]|[^:/]+)(?::(\d+))?\/?$/i.exec(server)
-  if (url) {
-    const [, scheme = 'http', host = '', port] = url
-    return { scheme, host, port: port ?? (scheme.toLowerCase() === 'https' ? '443' : '11333') }
+/** --server: one server or a comma list, checked entry by entry as `servers` in rspamd.ini is. */
+function checkServers(list: string): string {
+  const entries = list
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '')
+  if (entries.length === 0) throw new UsageError('--server needs an address')
+  for (const e of entries) {
+    const t = parseServer(e)
+    if (typeof t === 'string') throw new UsageError(`--server ${JSON.stringify(e)}: ${t}`)
   }
-  const hp = /^(\[[^\]]+\]|[^:[\]]+)(?::(\d+))?$/.exec(server)
-  if (hp) return { host: hp[1] ?? '', port: hp[2] ?? '11333' }
-  throw new UsageError(
-    `--server ${JSON.stringify(server)}: expected host:port, [v6]:port, /path.sock or http(s)://host:port`,
-  )
+  return entries.join(', ')
 }
 
 function readIni(path: string): Record<string, unknown> {
@@ -154,8 +154,8 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
   const main = { ...((ini.main as Record<string, unknown> | undefined) ?? {}) }
   if (values.server !== undefined) {
     // --server replaces every address key of the ini
-    for (const k of ['host', 'port', 'unix_socket', 'scheme']) delete main[k]
-    Object.assign(main, serverKeys(values.server))
+    for (const k of ['host', 'port', 'unix_socket', 'scheme', 'servers']) delete main[k]
+    main.servers = checkServers(values.server)
   }
   if (values.timeout !== undefined) main.timeout = values.timeout
   // the lda style always (this is rspamc --mime); others on request; X-Spam-Result with --json
@@ -375,6 +375,9 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
   if (opts === 'help') {
     io.stdout.write(USAGE)
     return EX_OK
+  }
+  if (opts !== 'version' && opts.cfg.ignored.length > 0) {
+    io.stderr.write(`${COMMAND}: warning: --config: not used: ${opts.cfg.ignored.join(', ')}\n`)
   }
   if (opts === 'version') {
     io.stdout.write(`${COMMAND} (haraka-plugin-rspamd) ${packageVersion()}\n`)

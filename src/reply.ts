@@ -54,6 +54,17 @@ function num(v: unknown): number | undefined {
   return undefined
 }
 
+/**
+ * An action is a short line of text: it is logged and recorded for other plugins, so control
+ * characters (a CR/LF would forge a log line) or a huge string make the reply unusable.
+ */
+function isUsableAction(v: unknown): v is string {
+  if (typeof v !== 'string') return false
+  const action = v.trim()
+  // eslint-disable-next-line no-control-regex
+  return action !== '' && action.length <= 64 && !/[\x00-\x1f\x7f\u2028\u2029]/.test(action)
+}
+
 /** Parse the body of a 200 reply. */
 export function parseReplyBody(body: string | Buffer): ParseResult {
   const text = typeof body === 'string' ? body : body.toString('utf8')
@@ -71,11 +82,11 @@ export function parseReplyBody(body: string | Buffer): ParseResult {
 export function parseReply(json: unknown): ParseResult {
   if (!isObj(json)) return { ok: false, error: 'reply is not a JSON object' }
   if (typeof json.error === 'string') return { ok: false, error: `rspamd: ${json.error}` }
-  if (typeof json.action !== 'string' || json.action.trim() === '') {
+  if (!isUsableAction(json.action)) {
     return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
   }
   const warnings: string[] = []
-  const warn = (field: string, v: unknown) => warnings.push(`ignored ${field}: ${describe(v)}`)
+  const warn = (field: string, v: unknown) => warnings.push(`ignored ${printable(field)}: ${describe(v)}`)
 
   let score = num(json.score)
   if (score === undefined) {
@@ -134,12 +145,30 @@ export function parseReply(json: unknown): ParseResult {
   }
 }
 
+/**
+ * A field path for a log line: its keys come from the reply, so CR/LF (which would forge log
+ * lines) and other controls are escaped, and a huge key is cut.
+ */
+function printable(field: string): string {
+  const safe = escapeControls(field)
+  return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
+}
+
+/** JSON.stringify leaves DEL and the U+2028/2029 line separators as they are: escape them and every C0 control. */
+function escapeControls(text: string): string {
+  return text.replace(
+    // eslint-disable-next-line no-control-regex
+    /[\x00-\x1f\x7f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
+}
+
 function describe(v: unknown): string {
   if (v === undefined) return 'nothing'
   if (v === null) return 'null'
   if (Array.isArray(v)) return 'an array'
   if (typeof v === 'object') return 'an object'
-  const s = JSON.stringify(v)
+  const s = escapeControls(JSON.stringify(v))
   return s.length > 60 ? `${s.slice(0, 57)}...` : s
 }
 

@@ -649,7 +649,7 @@ describe('headers', function () {
       assert.deepEqual(e, { remove: ['X-Spam-Flag', 'X-Spamd-Result'], add: [], dropped: [] })
     })
 
-    for (const bad of ['X Bad', 'X-Bad:', 'Bcc\r\nX', '', 'X-Ünï', 'N'.repeat(200)]) {
+    for (const bad of ['X Bad', 'X-Bad:', 'Bcc\r\nX', '', 'X-Ünï', 'N'.repeat(200), 'X\u007f\u2028Y']) {
       it(`drops the invalid name ${JSON.stringify(bad.slice(0, 20))} from add and remove, and says so`, () => {
         const e = milterEdits(milter([add(bad, 'v'), add('X-Good', 'ok')], [bad]))
         assert.deepEqual(e.add, [{ name: 'X-Good', value: 'ok' }])
@@ -658,6 +658,9 @@ describe('headers', function () {
         for (const d of e.dropped) {
           assert.match(d, /invalid header name/)
           assert.ok(d.length < 200, d)
+          // it goes to the log: no line breaks or controls from rspamd in it
+          // eslint-disable-next-line no-control-regex
+          assert.ok(!/[\x00-\x1f\x7f\u2028\u2029]/.test(d), JSON.stringify(d))
         }
       })
     }

@@ -270,14 +270,33 @@ describe('rspamd-lda with the fake rspamd', function () {
       const r = await lda(['--config', ini], ham)
       assert.equal(r.code, 0, r.stderr)
       assert.equal(server.requests.at(-1)?.headers['x-tenant'], 'acme')
-      writeFileSync(ini, 'host = 127.0.0.1\nport = 1\n')
+      writeFileSync(ini, 'host = 127.0.0.1\nport = 1\ntimout = 3\n')
       const r2 = await lda(['--config', ini, ...at()], ham)
       assert.equal(r2.code, 0, r2.stderr)
+      assert.match(r2.stderr, /warning: --config: not used: timout/, 'a typo in the ini is reported')
       assert.equal(addedHeaders(r2.stdout, ham).get('X-Spam-Action'), 'no action')
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
   })
+
+  it('takes a comma list in --server and fails over to the next server when one refuses', async () => {
+    const refusing = await FakeRspamd.unusedPort()
+    server.setReply(replyFor('add header'))
+    const r = await lda(['--server', `127.0.0.1:${refusing}, 127.0.0.1:${server.port}`], ham)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(addedHeaders(r.stdout, ham).get('X-Spam-Action'), 'add header')
+    assert.ok(server.requests.at(-1)?.body.equals(ham), 'the second server got the message exactly')
+  })
+
+  for (const bad of ['::1', 'host:0', 'ftp://host', ' , ']) {
+    it(`refuses --server ${JSON.stringify(bad)} with a usage error (64)`, async () => {
+      const r = await lda(['--server', bad], ham)
+      assert.equal(r.code, 64)
+      assert.match(r.stderr, /--server/)
+      assert.equal(r.stdout.length, 0, 'nothing delivered')
+    })
+  }
 
   const FAILURES: Array<
     [label: string, mode: Parameters<FakeRspamd['setMode']>[0], extra: string[], kind: RegExp]
@@ -389,7 +408,12 @@ describe('rspamd-lda with the fake rspamd', function () {
   const USAGE: Array<[label: string, args: string[], code: number, stderr: RegExp]> = [
     ['an unknown option', ['--bogus'], 64, /Unknown option '--bogus'/],
     ['a positional argument', ['file.eml'], 64, /positional argument/],
-    ['--server with a path and a port', ['--server', 'host:port:x'], 64, /--server "host:port:x": expected/],
+    [
+      '--server with two colons',
+      ['--server', 'host:port:x'],
+      64,
+      /--server "host:port:x": an IPv6 address needs brackets/,
+    ],
     [
       'an unknown --styles entry',
       ['--styles', 'spamassassin'],
@@ -398,7 +422,12 @@ describe('rspamd-lda with the fake rspamd', function () {
     ],
     ['an empty --exec', ['--exec', ' '], 64, /--exec needs a command/],
     ['--timeout -1', ['--timeout=-1'], 78, /timeout = "-1": expected a positive number/],
-    ['--server with port 70000', ['--server', '127.0.0.1:70000'], 78, /port = "70000"/],
+    [
+      '--server with port 70000',
+      ['--server', '127.0.0.1:70000'],
+      64,
+      /--server "127.0.0.1:70000": bad port "70000"/,
+    ],
     [
       'a missing --config file',
       ['--config', '/nonexistent/rspamd.ini'],

@@ -13,10 +13,10 @@ import { replyFor } from './support/replies'
 import {
   DENY,
   DENYSOFT,
+  assertWellFormed,
   connectionWith,
   corpus,
   dataPost,
-  headerBlock,
   iniPathOf,
   loadPlugin,
   queuedMessage,
@@ -38,16 +38,6 @@ const CORPUS_FILES = [
 
 function iniFor(server: FakeRspamd, extra = ''): string {
   return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
-}
-
-/** Every header line of a message is `Name: value` or a continuation, none over 998 octets. */
-function assertWellFormed(message: Buffer): void {
-  const head = headerBlock(message)
-  for (const line of head.split('\r\n').slice(0, -1)) {
-    assert.ok(Buffer.byteLength(line) <= 998, `line over 998 octets: ${line.slice(0, 60)}`)
-    assert.match(line, /^([!-9;-~]+:|[ \t])/, `not a header line: ${JSON.stringify(line.slice(0, 60))}`)
-  }
-  assert.ok(!/\r(?!\n)|(?<!\r)\n/.test(head), 'bare CR or LF in the header block')
 }
 
 const version = packageVersion()
@@ -464,7 +454,11 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
     })
 
     /** Resolves with the next message the plugin logs at `level` that matches `re`. */
-    function nextLog(p: FixturePlugin, level: 'loginfo' | 'logerror', re: RegExp): Promise<string> {
+    function nextLog(
+      p: FixturePlugin,
+      level: 'loginfo' | 'logerror' | 'logwarn',
+      re: RegExp,
+    ): Promise<string> {
       const original = p[level] as (msg: string) => void
       return new Promise((done) => {
         p[level] = (msg: string) => {
@@ -478,6 +472,16 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
     }
     const cfgOf = (p: FixturePlugin) =>
       (p as unknown as { cfg: { addHeaders: string; target: { port?: number } } }).cfg
+
+    it('warns about keys it does not use (typos, wrong section), at start-up and on reload', async () => {
+      plugin = loadPlugin(`${iniFor(server)}timout = 5\n[check]\nmax_size = 1M\n`, { register: false })
+      const warned = nextLog(plugin, 'logwarn', /not used/)
+      plugin.register()
+      assert.match(await warned, /rspamd\.ini: not used: timout, check\.max_size/)
+      const again = nextLog(plugin, 'logwarn', /not used/)
+      writeFileSync(iniPathOf(plugin), `${iniFor(server)}[greylist]\ndealy = 3\n`)
+      assert.match(await again, /not used: greylist\.dealy/)
+    })
 
     it('keeps the previous config when a reload brings a bad value, and logs the key', async () => {
       plugin = loadPlugin(iniFor(server))

@@ -193,6 +193,10 @@ describe('reply', function () {
       ['action: ""', '{"action": ""}', /no action/],
       ['action of spaces', '{"action": "   "}', /no action/],
       ['action as an object', '{"action": {"name": "reject"}}', /no action/],
+      // it is logged and recorded: a line break in it would forge log lines
+      ['an action with a line break inside', '{"action": "no action\\r\\n[ERROR] forged"}', /no action/],
+      ['an action of NUL', '{"action": "\\u0000"}', /no action/],
+      ['an action of 200 characters', JSON.stringify({ action: 'x'.repeat(200) }), /no action/],
     ]
     for (const [label, body, error] of ERRORS) {
       it(`returns an error, not a reply, for ${label}`, () => {
@@ -329,6 +333,26 @@ describe('reply', function () {
     it('keeps only string options of a symbol', () => {
       const r = ok(parseReply({ ...MINIMAL, symbols: { S: { score: 1, options: ['a', 2, null, 'b'] } } }))
       assert.deepEqual(r.reply.symbols[0]?.options, ['a', 'b'])
+    })
+
+    it('names a hostile key in a warning without control characters and at a bounded length', () => {
+      const evil = 'X\r\n[ERROR] forged log line\u0000'
+      const r = ok(
+        parseReply({
+          ...MINIMAL,
+          symbols: { [evil]: 'x', ['S'.repeat(5000)]: null },
+          milter: { remove_headers: { [evil]: 'all' }, add_headers: { [evil]: 42 } },
+          messages: { [evil]: 1 },
+          score: 'a\u007fb\u2028c',
+        }),
+      )
+      assert.equal(r.warnings.length, 6)
+      for (const w of r.warnings) {
+        // eslint-disable-next-line no-control-regex
+        assert.ok(!/[\x00-\x1f\x7f\u2028\u2029]/.test(w), `control character in ${JSON.stringify(w)}`)
+        assert.ok(w.length < 200, `warning of ${w.length} characters`)
+        if (w.includes('forged')) assert.ok(w.includes('X\\u000d\\u000a[ERROR] forged log line\\u0000'), w)
+      }
     })
 
     it('rejects Infinity-like scores as not numeric', () => {

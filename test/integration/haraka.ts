@@ -229,11 +229,20 @@ export class Haraka {
       .map((f) => f.slice(0, -4))
   }
 
+  /** Haraka's resident memory now (VmRSS), in bytes. */
+  rss(): number {
+    return this.procStatus('VmRSS')
+  }
+
   /** Haraka's peak resident memory so far (VmHWM), in bytes. */
   peakRss(): number {
+    return this.procStatus('VmHWM')
+  }
+
+  private procStatus(field: 'VmRSS' | 'VmHWM'): number {
     const status = readFileSync(`/proc/${this.proc?.pid}/status`, 'utf8')
-    const kb = /^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]
-    if (!kb) throw new Error('no VmHWM in /proc status')
+    const kb = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]
+    if (!kb) throw new Error(`no ${field} in /proc status`)
     return Number(kb) * 1024
   }
 

@@ -81,6 +81,12 @@ export type ReplySpec = object | ReplyFn
 export interface StartOptions {
   mode?: Mode
   reply?: ReplySpec
+  /**
+   * How long the server keeps an idle keep-alive socket (node's default: 5 s). Under 1 s, undici
+   * does not reuse the socket at all (it reads `Keep-Alive: timeout=0`), so once a reply is
+   * complete the socket closes at once, and any socket still open is one the client failed to close.
+   */
+  keepAliveMs?: number
 }
 
 export interface TlsStartOptions extends StartOptions {
@@ -236,6 +242,7 @@ export class FakeRspamd {
     parseMode(mode) // a bad mode fails before anything listens
     // hang modes must hang until the test says so, not until node's 300 s request timeout
     server.requestTimeout = 0
+    if (opts.keepAliveMs !== undefined) server.keepAliveTimeout = opts.keepAliveMs
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(0, '127.0.0.1', () => {

@@ -1,9 +1,10 @@
 // Runs the built plugin the way Haraka does, through haraka-test-fixtures: a real plugin object
 // (package.json → dist/index.js), a real connection and transaction fed a message line by line.
 
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import assert from 'node:assert/strict'
 import * as fixtures from 'haraka-test-fixtures'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 
@@ -13,6 +14,18 @@ export const CORPUS = resolve(REPO, '..', 'shared', 'corpus')
 
 export function corpus(name: string): Buffer {
   return readFileSync(join(CORPUS, name))
+}
+
+type PathFinder = (this: { hasPackageJson: boolean }, name?: string) => string
+const fixturePlugin = fixtures.plugin.prototype as unknown as { _get_plugin_path: PathFinder }
+const findPlugin = fixturePlugin._get_plugin_path
+// haraka-test-fixtures looks for the plugin from its own real path; when node_modules is a
+// symlink to another checkout's (git worktrees sharing one install), that finds the other
+// checkout's package and the tests silently run its dist/. Always load this repo's.
+fixturePlugin._get_plugin_path = function (name) {
+  if ((name ?? 'rspamd') !== 'rspamd') return findPlugin.call(this, name)
+  this.hasPackageJson = true
+  return join(REPO, 'package.json')
 }
 
 export const DENY = 902
@@ -77,13 +90,27 @@ export interface Sender {
   tls?: { name: string; version: string }
 }
 
+let spoolRoot: string | undefined
+/**
+ * A fresh spool directory per connection: the fixture transaction's uuid is a constant, so a big
+ * message spooled to /tmp/<uuid>.eml collides with any other test (or test run) doing the same.
+ */
+function spoolDir(): string {
+  if (!spoolRoot) {
+    const root = mkdtempSync(join(tmpdir(), 'rspamd-spool-'))
+    spoolRoot = root
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }))
+  }
+  return mkdtempSync(join(spoolRoot, 'c-'))
+}
+
 /** A connection whose transaction has received `message` as an SMTP client sends it (dot-stuffed lines). */
 export async function connectionWith(message: Buffer | string, s: Sender = {}): Promise<FixtureConnection> {
   // Haraka's smtp.ini defaults that the fixture transaction reads (this repo has no smtp.ini)
   const conn = fixtures.connection.createConnection(
     {},
     {},
-    { main: {}, headers: { max_lines: 1000, max_received: 100 } },
+    { main: { spool_dir: spoolDir() }, headers: { max_lines: 1000, max_received: 100 } },
   )
   conn.remote.ip = s.ip ?? '192.0.2.10'
   conn.remote.host = s.host === undefined ? 'mail.example.com' : s.host
@@ -165,4 +192,27 @@ export function headerBlock(message: Buffer): string {
   const text = message.toString('utf8')
   const end = text.indexOf('\r\n\r\n')
   return end === -1 ? text : text.slice(0, end + 2)
+}
+
+/** Every header line of a message is `Name: value` or a continuation, none over 998 octets. */
+export function assertWellFormed(message: Buffer): void {
+  const head = headerBlock(message)
+  for (const line of head.split('\r\n').slice(0, -1)) {
+    assert.ok(Buffer.byteLength(line) <= 998, `line over 998 octets: ${line.slice(0, 60)}`)
+    assert.match(line, /^([!-9;-~]+:|[ \t])/, `not a header line: ${JSON.stringify(line.slice(0, 60))}`)
+  }
+  assert.ok(!/\r(?!\n)|(?<!\r)\n/.test(head), 'bare CR or LF in the header block')
+}
+
+/** Every log line written on this connection from now on, as `LEVEL message`, instead of printing it. */
+export function captureLogs(conn: FixtureConnection): string[] {
+  const lines: string[] = []
+  const c = conn as unknown as Record<string, unknown>
+  for (const level of ['logerror', 'logwarn', 'loginfo'] as const) {
+    c[level] = (...args: unknown[]) => {
+      const text = args.filter((a): a is string => typeof a === 'string').join(' ')
+      lines.push(`${level.slice(3).toUpperCase()} ${text}`)
+    }
+  }
+  return lines
 }
