@@ -19,8 +19,14 @@ export const DENY = 902
 export const DENYSOFT = 903
 export const OK = 906
 
-/** A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults. */
-export function loadPlugin(ini: string, opts: { timeout?: number; register?: boolean } = {}): FixturePlugin {
+/**
+ * A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults.
+ * `name` picks another package to load the same way (the benchmarks load 1.6.1 as `rspamd-v1`).
+ */
+export function loadPlugin(
+  ini: string,
+  opts: { timeout?: number; register?: boolean; name?: string } = {},
+): FixturePlugin {
   const dir = mkdtempSync(join(tmpdir(), 'rspamd-plugin-'))
   mkdirSync(join(dir, 'config'))
   writeFileSync(join(dir, 'config', 'rspamd.ini'), ini)
@@ -28,7 +34,7 @@ export function loadPlugin(ini: string, opts: { timeout?: number; register?: boo
   process.env.HARAKA = dir
   let plugin: FixturePlugin
   try {
-    plugin = new fixtures.plugin('rspamd')
+    plugin = new fixtures.plugin(opts.name ?? 'rspamd')
   } finally {
     if (saved === undefined) delete process.env.HARAKA
     else process.env.HARAKA = saved
