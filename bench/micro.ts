@@ -38,8 +38,11 @@ export interface MicroPlan {
   /** an unmeasured turn per candidate and size first (JIT, connections, caches) */
   warmup: { minMessages: number; minMs: number }
   rssRuns: number
-  /** per size label: minimum messages and minimum ms of one candidate's turn */
-  turn: Record<string, { minMessages: number; minMs: number }>
+  /**
+   * per size label: minimum messages and minimum ms of one candidate's turn (a turn also sends at
+   * least one message per concurrent scan), and rounds when not `rounds`
+   */
+  turn: Record<string, { minMessages: number; minMs: number; rounds?: number }>
   connectionMessages: number
 }
 
@@ -135,7 +138,7 @@ export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promi
     if (!v2) throw new Error('no v2 candidate')
     for (const size of SIZES) {
       for (const p of procs) {
-        await p.do({ type: 'run', bytes: size.bytes, concurrency: CONCURRENCY[1], ...plan.warmup })
+        await p.do({ type: 'run', bytes: size.bytes, concurrency: 1, ...plan.warmup })
       }
       const n = plan.turn[size.label].minMessages
       const d = await v2.do({ type: 'drain', bytes: size.bytes, messages: n })
@@ -146,12 +149,13 @@ export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promi
       )
       for (const concurrency of CONCURRENCY) {
         const sums = new Map<Candidate, MicroCell>()
-        for (let round = 0; round < plan.rounds; round++) {
+        const { rounds = plan.rounds, ...turn } = plan.turn[size.label]
+        for (let round = 0; round < rounds; round++) {
           // A, B, C then B, C, A …: machine noise and turn order hit every candidate alike
           const order = procs.map((_, i) => procs[(i + round) % procs.length])
           for (const p of order) {
             const before = fake.snapshot()
-            const r = await p.do({ type: 'run', bytes: size.bytes, concurrency, ...plan.turn[size.label] })
+            const r = await p.do({ type: 'run', bytes: size.bytes, concurrency, ...turn })
             if (r.type !== 'run') throw new Error(`${p.name}: unexpected ${r.type}`)
             verify(p.name, delta(fake.snapshot(), before), r.messages, size.bytes)
             const s = sums.get(p.name) ?? {
