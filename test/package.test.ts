@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { REPO } from './support/harness'
+import { loadPlugin, REPO } from './support/harness'
 
 interface Pkg {
   name: string
@@ -66,6 +66,13 @@ describe('package', function () {
     )
     assert.equal(code, undefined)
     return Promise.all([plugin, child].map((p) => (p.shutdown as () => Promise<void>).call(p)))
+  })
+
+  it("is what haraka-test-fixtures loads: this checkout's package.json, even through a node_modules symlink", () => {
+    // git worktrees share one node_modules through a symlink; node resolves it to its real path,
+    // from where haraka-test-fixtures would find (and test) the other checkout's package and dist
+    const plugin = loadPlugin('host = 127.0.0.1\n', { register: false })
+    assert.equal(plugin.plugin_path, join(REPO, 'package.json'))
   })
 
   it('ships config/rspamd.ini with every 1.6.x section', () => {
