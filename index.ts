@@ -6,9 +6,19 @@ import { dirname, join } from 'node:path'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
-import { RspamdClient, type MessageSource, type ScanResult } from './src/client'
+import { RspamdClient, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
-import { decide, isKnownAction, onFailure, type HeaderEdits, type Verdict } from './src/verdict'
+import { Greylist } from './src/greylist'
+import { skipReason, type ScanFacts } from './src/policy'
+import {
+  decide,
+  finalAction,
+  isKnownAction,
+  onFailure,
+  type HeaderEdits,
+  type SenderFacts,
+  type Verdict,
+} from './src/verdict'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
 
@@ -47,7 +57,7 @@ interface Transaction {
 interface Connection {
   transaction?: Transaction | null
   remote: { ip?: string; host?: string | null; is_private?: boolean; is_local?: boolean }
-  local?: { host?: string }
+  local?: { host?: string; port?: number | null }
   hello: { host?: string | null }
   tls?: { enabled?: boolean; cipher?: { name?: string; version?: string } }
   notes: Record<string, unknown>
@@ -74,6 +84,8 @@ interface RspamdPlugin {
   /** state of this plugin instance */
   cfg?: Config
   client?: RspamdClient
+  /** greylisting triplets: kept for the life of the process, across config reloads */
+  greylist?: Greylist
 }
 
 /** Haraka's respond() takes an object whose constructor is named DSN as (code, enhanced reply). */
@@ -88,7 +100,8 @@ class DSN {
 
 export function register(this: RspamdPlugin): void {
   this.cfg = loadConfig(this)
-  this.client = new RspamdClient(this.cfg)
+  this.client = newClient(this, this.cfg)
+  this.greylist ??= new Greylist()
   // an explicit hook name (not hook_data_post) so that a plugin inheriting this one does not
   // register it twice — as 1.6.x did (haraka/Haraka#3604)
   if (this.name === 'rspamd') this.register_hook('data_post', 'rspamd_data_post')
@@ -133,7 +146,7 @@ function reload(plugin: RspamdPlugin): void {
   plugin.cfg = next
   if (!prev || !plugin.client || !sameTarget(prev, next)) {
     const old = plugin.client
-    plugin.client = new RspamdClient(next)
+    plugin.client = newClient(plugin, next)
     // scans in flight finish on the old pool, then it closes
     old?.close().catch((err: unknown) => plugin.logerror(`closing the old rspamd pool: ${String(err)}`))
   }
@@ -171,8 +184,11 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   const client = this.client
   if (!txn || !cfg || !client) return next()
 
-  const skip = skipReason(connection, cfg)
+  const skip = skipReason(scanFacts(connection, txn), cfg)
   if (skip) {
+    if (skip === 'size') {
+      connection.loginfo(this, `not scanned: ${txn.data_bytes} bytes is over max_size ${cfg.maxSize}`)
+    }
     txn.results.add(this, { skip })
     return next()
   }
@@ -231,16 +247,18 @@ function messageSource(ms: MessageStream): MessageSource {
   }
 }
 
-/** The [check] rules of 1.6.x: which senders are not scanned. */
-function skipReason(connection: Connection, cfg: Config): string | undefined {
-  const check = cfg.check
+/** The facts src/policy.ts decides skipping on. */
+function scanFacts(connection: Connection, txn: Transaction): ScanFacts {
   const remote = connection.remote
-  if (!check.authenticated && connection.notes.auth_user) return 'authed'
-  if (!check.relay && connection.relaying) return 'relay'
-  if (!check.localIp && remote.is_local) return 'local_ip'
-  // local addresses are private too: with local_ip=true a local sender is scanned
-  if (!check.privateIp && remote.is_private && !(check.localIp && remote.is_local)) return 'private_ip'
-  return undefined
+  return {
+    authenticated: Boolean(connection.notes.auth_user),
+    relaying: Boolean(connection.relaying),
+    isLocal: Boolean(remote.is_local),
+    isPrivate: Boolean(remote.is_private),
+    remoteIp: remote.ip,
+    localPort: connection.local?.port ?? undefined,
+    size: txn.data_bytes,
+  }
 }
 
 function addressOf(a: unknown): string | undefined {
@@ -281,15 +299,28 @@ function decodedSubject(header: Header): string | undefined {
   return raw.replace(/\r?\n[ \t]*/g, ' ').trim()
 }
 
+/** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
+function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {
+  return new RspamdClient(cfg, {
+    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+  })
+}
+
 /** A scan result → results, notes, header edits, and the arguments for next(). */
 function act(
   plugin: RspamdPlugin,
   connection: Connection,
   txn: Transaction,
   cfg: Config,
-  result: ScanResult,
+  result: ScanOutcome,
 ): [number?, unknown?] {
   const size = txn.data_bytes
+  // a server that failed before the one that answered (or failed last): worth a warning each
+  const failover = result.attempts.map(
+    (a) => `${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`,
+  )
+  for (const f of failover) connection.logwarn(plugin, `failed over from ${f}`)
+  if (failover.length > 0) txn.results.add(plugin, { failover })
   if (!result.ok) {
     const verdict = onFailure(result.error, cfg)
     const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
@@ -308,8 +339,20 @@ function act(
       `unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`,
     )
   }
-  const authenticated = Boolean(connection.notes.auth_user)
-  const verdict = decide(reply, cfg, { authenticated, subject: decodedSubject(txn.header) })
+  const action = finalAction(reply, cfg)
+  if (action !== reply.action) {
+    connection.loginfo(plugin, `score ${reply.score} is over a local [thresholds] value: ${action}`)
+  }
+  const facts: SenderFacts = {
+    authenticated: Boolean(connection.notes.auth_user),
+    subject: decodedSubject(txn.header),
+  }
+  if (action === 'greylist' && cfg.greylist.enabled && plugin.greylist) {
+    const env = envelope(connection, txn)
+    const grey = plugin.greylist.check(env.ip ?? '', env.mailFrom ?? '', env.rcpts, cfg.greylist.delay * 1000)
+    facts.greylist = grey.passed ? 'passed' : 'deferred'
+  }
+  const verdict = decide(reply, cfg, facts)
 
   txn.notes.rspamd = result.json
   const symbols: Record<string, number> = {}
@@ -324,10 +367,12 @@ function act(
     server: result.server,
     size: size ?? result.bytesSent,
     verdict: verdict.kind,
+    ...(action === reply.action ? {} : { local_action: action }),
+    ...(facts.greylist === undefined ? {} : { greylist: facts.greylist }),
     symbols,
     emit: true,
   })
-  if (verdict.kind === 'accept') applyEdits(plugin, connection, txn, verdict.edits)
+  if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
   return toNext(verdict)
 }
 
@@ -350,5 +395,7 @@ function toNext(verdict: Verdict): [number?, unknown?] {
       return [constants.denysoft, new DSN(verdict.code, `${verdict.status} ${verdict.message}`)]
     case 'accept':
       return []
+    case 'ok':
+      return [constants.ok]
   }
 }

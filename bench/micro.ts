@@ -58,8 +58,7 @@ class CandidateProcess {
   ) {
     this.proc = fork(join(__dirname, 'candidate.ts'), [name, String(port)], {
       cwd: REPO,
-      // --preserve-symlinks: a worktree's node_modules symlink must not lead to another checkout's dist
-      execArgv: ['--import', 'tsx', '--expose-gc', '--preserve-symlinks'],
+      execArgv: ['--import', 'tsx', '--expose-gc'],
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     })
     const forward = (b: Buffer) => {

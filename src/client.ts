@@ -1,9 +1,10 @@
-// The only module that does network I/O: an undici keep-alive pool to rspamd, a streaming POST,
-// one total timeout, and a capped read of the reply. Failures come back as values, never thrown.
+// The only module that does network I/O: an undici keep-alive pool per rspamd server, upstream
+// health and failover, a streaming POST, one total timeout, and a capped read of the reply.
+// Failures come back as values, never thrown.
 
 import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream'
 import { Pool, errors as undiciErrors } from 'undici'
-import type { Config, Target } from './config'
+import type { Config, Target, UpstreamConfig } from './config'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply } from './reply'
 import type { ScanError, ScanErrorKind } from './verdict'
@@ -47,6 +48,9 @@ export type ScanResult =
       bytesSent: number
     }
   | { ok: false; error: ScanError; timeMs: number; server: string; bytesSent: number }
+
+/** A scan's result with the servers it failed on before the last one (failover). */
+export type ScanOutcome = ScanResult & { attempts: Attempt[] }
 
 /** Gathers small chunks into writes of about `size` bytes; holds at most one batch, never the message. */
 export class Coalescer extends Transform {
@@ -92,37 +96,78 @@ export function describeTarget(target: Target): string {
 }
 
 class TimeoutReason extends Error {
-  constructor(ms: number) {
-    super(`no reply from rspamd within ${ms} ms`)
+  constructor(
+    ms: number,
+    /** the scan's whole budget is spent (true), or only this attempt's share of it */
+    readonly total: boolean,
+    server: string,
+  ) {
+    super(total ? `no reply from rspamd within ${ms} ms` : `no reply from ${server} within ${ms} ms`)
     this.name = 'TimeoutReason'
   }
 }
 
-/** One rspamd server: an undici Pool kept for the life of the plugin (keep-alive). */
-export class RspamdClient {
-  readonly server: string
-  private readonly pool: Pool
-  private readonly path: string
-  private readonly maxReplyBytes: number
+/** One failed try of a scan that then moved to another server. */
+export interface Attempt {
+  server: string
+  error: ScanError
+  timeMs: number
+}
 
-  constructor(cfg: Config, opts: { maxReplyBytes?: number; connections?: number } = {}) {
-    const t = cfg.target
-    this.server = describeTarget(t)
-    this.path = cfg.path
-    this.maxReplyBytes = opts.maxReplyBytes ?? MAX_REPLY_BYTES
+export type ClientEvent = { level: 'warn' | 'info'; message: string }
+
+export interface ClientOptions {
+  /** reply size cap (tests lower it) */
+  maxReplyBytes?: number
+  /** undici Pool connections per server; null = unlimited */
+  connections?: number | null
+  /** the clock for upstream health, in ms (tests move it) */
+  now?: () => number
+  /** servers marked dead and back again, for the plugin's log */
+  onEvent?: (e: ClientEvent) => void
+}
+
+/** Kinds of failure that count against a server's health (a client that went away does not). */
+const HEALTH_ERRORS: ReadonlySet<ScanErrorKind> = new Set([
+  'connect',
+  'network',
+  'timeout',
+  'parse',
+  'too-large',
+])
+
+/**
+ * One rspamd server: its keep-alive pool and rmilter's health rules — `max_errors` failures
+ * within `error_time` seconds mark it dead for `dead_time` seconds; a success clears the count.
+ */
+class Upstream {
+  readonly server: string
+  readonly pool: Pool
+  inFlight = 0
+  /** when the failures of the current error window happened (ms) */
+  private failures: number[] = []
+  deadUntil = 0
+  diedAt = 0
+
+  constructor(
+    readonly target: Target,
+    cfg: Config,
+    opts: ClientOptions,
+  ) {
+    this.server = describeTarget(target)
     const tls = cfg.tls
-    this.pool = new Pool(origin(t), {
+    this.pool = new Pool(origin(target), {
       connections: opts.connections ?? null,
       // rspamd closes idle keep-alive connections after a while; undici drops ours first
       keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: 30_000,
-      // our own total timeout governs; these only stop undici's 300 s defaults from mattering
+      // our own timeouts govern; these only stop undici's 300 s defaults from mattering
       headersTimeout: 0,
       bodyTimeout: 0,
       connect: {
-        ...(t.kind === 'unix' ? { socketPath: t.socketPath } : {}),
-        timeout: 10_000,
-        ...(t.kind === 'tcp' && t.scheme === 'https'
+        ...(target.kind === 'unix' ? { socketPath: target.socketPath } : {}),
+        timeout: Math.max(1, Math.round(cfg.connectTimeout * 1000)),
+        ...(target.kind === 'tcp' && target.scheme === 'https'
           ? {
               rejectUnauthorized: tls.rejectUnauthorized,
               servername: tls.servername,
@@ -135,35 +180,207 @@ export class RspamdClient {
     })
   }
 
-  /** Stream one message to rspamd and read its verdict. Never throws, never rejects. */
-  async scan(req: ScanRequest): Promise<ScanResult> {
+  isDead(now: number): boolean {
+    return now < this.deadUntil
+  }
+
+  /** Failures in the current error window: a server that failed lately is tried after the others. */
+  recentFailures(now: number, errorTimeMs: number): number {
+    return this.failures.filter((t) => now - t < errorTimeMs).length
+  }
+
+  /** Counts a failure; true when it just made the server dead. */
+  fail(now: number, up: UpstreamConfig): boolean {
+    const windowMs = up.errorTime * 1000
+    this.failures = this.failures.filter((t) => now - t < windowMs)
+    this.failures.push(now)
+    if (this.failures.length < up.maxErrors || this.isDead(now)) return false
+    this.failures = []
+    this.diedAt = now
+    this.deadUntil = now + up.deadTime * 1000
+    return true
+  }
+
+  /** A success: the count starts again; true when the server was dead or failing before. */
+  succeed(): boolean {
+    const was = this.deadUntil > 0 || this.failures.length > 0
+    this.failures = []
+    this.deadUntil = 0
+    return was
+  }
+}
+
+/**
+ * rspamd servers (one, or `servers`): picks one per scan, streams the message, and on a failure
+ * before rspamd answered moves to the next server within the same total timeout.
+ */
+export class RspamdClient {
+  /** what the log calls this client: the server, or the list of them */
+  readonly server: string
+  private readonly upstreams: Upstream[]
+  private readonly path: string
+  private readonly maxReplyBytes: number
+  private readonly upstreamCfg: UpstreamConfig
+  private readonly now: () => number
+  private readonly onEvent: (e: ClientEvent) => void
+  /** round-robin cursor: among equally good servers, the next one after the last used */
+  private cursor = 0
+
+  constructor(cfg: Config, opts: ClientOptions = {}) {
+    const targets = cfg.targets.length > 0 ? cfg.targets : [cfg.target]
+    this.upstreams = targets.map((t) => new Upstream(t, cfg, opts))
+    this.server = this.upstreams.map((u) => u.server).join(', ')
+    this.path = cfg.path
+    this.maxReplyBytes = opts.maxReplyBytes ?? MAX_REPLY_BYTES
+    this.upstreamCfg = cfg.upstream
+    this.now = opts.now ?? Date.now
+    this.onEvent = opts.onEvent ?? (() => undefined)
+  }
+
+  /** The servers, each with whether it is now skipped as dead (for tests and status). */
+  health(): { server: string; dead: boolean; inFlight: number }[] {
+    const now = this.now()
+    return this.upstreams.map((u) => ({ server: u.server, dead: u.isDead(now), inFlight: u.inFlight }))
+  }
+
+  /**
+   * The server for the next try, among those not tried yet: a live one — fewest recent failures,
+   * then fewest scans in flight (least busy: rspamd's time per message varies with its size far
+   * more than round robin assumes), then round robin — else the dead one that died first.
+   */
+  private pick(tried: ReadonlySet<Upstream>): Upstream | undefined {
+    const now = this.now()
+    const windowMs = this.upstreamCfg.errorTime * 1000
+    const n = this.upstreams.length
+    let best: Upstream | undefined
+    let bestKey: [number, number, number] | undefined
+    for (let i = 0; i < n; i++) {
+      const idx = (this.cursor + i) % n
+      const u = this.upstreams[idx]
+      if (!u || tried.has(u) || u.isDead(now)) continue
+      const key: [number, number, number] = [u.recentFailures(now, windowMs), u.inFlight, i]
+      if (!bestKey || key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) {
+        best = u
+        bestKey = key
+      }
+    }
+    if (best) {
+      this.cursor = (this.upstreams.indexOf(best) + 1) % n
+      return best
+    }
+    // every server left is dead: rather than give up, the one that died first is likeliest back
+    return this.upstreams.filter((u) => !tried.has(u)).sort((a, b) => a.diedAt - b.diedAt)[0]
+  }
+
+  /**
+   * Stream one message to rspamd and read its verdict. Never throws, never rejects.
+   * A failure at connect, or a connection that breaks (or a server that stays silent) before
+   * rspamd answered, moves to the next server with the message piped again from the start;
+   * an answer of any kind is final.
+   */
+  async scan(req: ScanRequest): Promise<ScanOutcome> {
     const start = performance.now()
-    const elapsed = () => Math.round((performance.now() - start) * 10) / 10
-    const ctl = new AbortController()
-    const timer = setTimeout(() => ctl.abort(new TimeoutReason(req.timeoutMs)), req.timeoutMs)
-    const onOuterAbort = () => ctl.abort(req.signal?.reason ?? new Error('scan aborted'))
+    const total = new AbortController()
+    const timer = setTimeout(
+      () => total.abort(new TimeoutReason(req.timeoutMs, true, this.server)),
+      req.timeoutMs,
+    )
+    const onOuterAbort = () => total.abort(req.signal?.reason ?? new Error('scan aborted'))
     if (req.signal?.aborted) onOuterAbort()
     else req.signal?.addEventListener('abort', onOuterAbort, { once: true })
 
+    const tried = new Set<Upstream>()
+    const attempts: Attempt[] = []
+    try {
+      for (;;) {
+        const up = this.pick(tried)
+        // pick() only comes back empty once every server was tried, and the loop ends before that
+        if (!up) throw new Error('no rspamd server left to try')
+        tried.add(up)
+        const remaining = req.timeoutMs - (performance.now() - start)
+        const another = this.upstreams.length > tried.size
+        // leave half of what is left for the next server, in case this one never answers; the
+        // last server has the rest of the total timeout
+        const attemptMs = another ? Math.max(1, Math.floor(remaining / 2)) : undefined
+        const { result, retryable } = await this.attempt(up, req, total.signal, attemptMs)
+        this.account(up, result)
+        const timeMs = Math.round((performance.now() - start) * 10) / 10
+        if (result.ok || !retryable || !another || total.signal.aborted) {
+          return { ...result, timeMs, attempts }
+        }
+        attempts.push({ server: up.server, error: result.error, timeMs: result.timeMs })
+      }
+    } finally {
+      clearTimeout(timer)
+      req.signal?.removeEventListener('abort', onOuterAbort)
+    }
+  }
+
+  private account(up: Upstream, result: ScanResult): void {
+    const now = this.now()
+    const many = this.upstreams.length > 1
+    if (result.ok) {
+      if (up.succeed() && many && up.diedAt > 0) {
+        this.onEvent({ level: 'info', message: `rspamd server ${up.server} answers again` })
+        up.diedAt = 0
+      }
+      return
+    }
+    if (!HEALTH_ERRORS.has(result.error.kind) && !/^HTTP 5/.test(result.error.message)) return
+    if (up.fail(now, this.upstreamCfg) && many) {
+      const u = this.upstreamCfg
+      this.onEvent({
+        level: 'warn',
+        message:
+          `rspamd server ${up.server} marked dead for ${u.deadTime} s after ${u.maxErrors} failures ` +
+          `within ${u.errorTime} s (last: ${result.error.kind}: ${result.error.message})`,
+      })
+    }
+  }
+
+  /** One try on one server; `retryable` when it failed before rspamd answered anything. */
+  private async attempt(
+    up: Upstream,
+    req: ScanRequest,
+    total: AbortSignal,
+    attemptMs: number | undefined,
+  ): Promise<{ result: ScanResult; retryable: boolean }> {
+    const start = performance.now()
+    const elapsed = () => Math.round((performance.now() - start) * 10) / 10
+    const ctl = new AbortController()
+    const timer =
+      attemptMs === undefined
+        ? undefined
+        : setTimeout(() => ctl.abort(new TimeoutReason(attemptMs, false, up.server)), attemptMs)
+    const onTotal = () => ctl.abort(total.reason)
+    if (total.aborted) onTotal()
+    else total.addEventListener('abort', onTotal, { once: true })
+
     const body = new Coalescer()
     req.source.pipe(body)
+    let answered = false
+    up.inFlight++
 
-    const fail = (kind: ScanErrorKind, message: string): ScanResult => ({
-      ok: false,
-      error: { kind, message },
-      timeMs: elapsed(),
-      server: this.server,
-      bytesSent: body.bytes,
+    const fail = (kind: ScanErrorKind, message: string, retryable = false) => ({
+      result: {
+        ok: false as const,
+        error: { kind, message },
+        timeMs: elapsed(),
+        server: up.server,
+        bytesSent: body.bytes,
+      },
+      retryable: retryable && !answered,
     })
 
     try {
-      const res = await this.pool.request({
+      const res = await up.pool.request({
         method: 'POST',
         path: this.path,
         headers: req.headers,
         body,
         signal: ctl.signal,
       })
+      answered = true
       const length = Number(res.headers['content-length'])
       if (res.statusCode !== 200) {
         const text = await readCapped(res.body, MAX_ERROR_BODY, true)
@@ -180,22 +397,30 @@ export class RspamdClient {
       const parsed = parseReplyBody(text)
       if (!parsed.ok) return fail('parse', parsed.error)
       return {
-        ok: true,
-        reply: parsed.reply,
-        json: parsed.json,
-        warnings: parsed.warnings,
-        timeMs: elapsed(),
-        server: this.server,
-        bytesSent: body.bytes,
+        result: {
+          ok: true,
+          reply: parsed.reply,
+          json: parsed.json,
+          warnings: parsed.warnings,
+          timeMs: elapsed(),
+          server: up.server,
+          bytesSent: body.bytes,
+        },
+        retryable: false,
       }
     } catch (err) {
       const reason: unknown = ctl.signal.aborted ? ctl.signal.reason : undefined
-      if (reason instanceof TimeoutReason) return fail('timeout', reason.message)
+      if (reason instanceof TimeoutReason) return fail('timeout', reason.message, !reason.total)
       if (ctl.signal.aborted) return fail('aborted', 'scan aborted: the SMTP client went away')
-      return fail(classify(err), describeError(err))
+      const kind = classify(err)
+      // a connection that broke before rspamd answered: the message never reached a verdict
+      return fail(kind, describeError(err), kind === 'connect' || kind === 'network')
     } finally {
+      up.inFlight--
       clearTimeout(timer)
-      req.signal?.removeEventListener('abort', onOuterAbort)
+      total.removeEventListener('abort', onTotal)
+      // stop the message stream before destroying its destination (haraka/message-stream#22);
+      // after this it can be piped again from the start for the next server
       req.source.unpipe()
       if (!body.destroyed) body.destroy()
     }
@@ -203,12 +428,12 @@ export class RspamdClient {
 
   /** Waits for scans in flight, then closes the connections. */
   async close(): Promise<void> {
-    await this.pool.close()
+    await Promise.all(this.upstreams.map((u) => u.pool.close()))
   }
 
   /** Closes at once, failing scans in flight. */
   async destroy(): Promise<void> {
-    await this.pool.destroy()
+    await Promise.all(this.upstreams.map((u) => u.pool.destroy()))
   }
 }
 
@@ -274,6 +499,9 @@ function classify(err: unknown): ScanErrorKind {
   if (code?.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code?.includes('CERT')) {
     return 'connect'
   }
+  // node's wording when the peer hangs up during the TLS handshake: still the connect phase
+  if (err instanceof Error && /before secure TLS connection was established/.test(err.message))
+    return 'connect'
   return 'network'
 }
 

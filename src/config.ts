@@ -2,6 +2,7 @@
 // Every 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the key.
 
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
@@ -34,8 +35,37 @@ export interface RequestConfig {
   urlFormat?: string
 }
 
+/** rmilter's upstream health rules: `maxErrors` failures within `errorTime` s → skipped for `deadTime` s. */
+export interface UpstreamConfig {
+  errorTime: number
+  deadTime: number
+  maxErrors: number
+}
+
+/** One `[check] whitelist` entry: an address, or a network in CIDR notation. */
+export interface IpRange {
+  family: 'ipv4' | 'ipv6'
+  address: string
+  /** 32 or 128 for a single address */
+  prefix: number
+}
+
+/** Local score thresholds: the action rspamd would pick at that score; each optional. */
+export interface Thresholds {
+  reject?: number
+  softReject?: number
+  rewriteSubject?: number
+  addHeader?: number
+}
+
 export interface Config {
+  /** the first of `targets`: where a single-server setup scans */
   target: Target
+  /** every server to scan with: `servers`, or the one of host/port/unix_socket */
+  targets: Target[]
+  /** seconds for the connect phase of one attempt (TCP + TLS), apart from `timeout` */
+  connectTimeout: number
+  upstream: UpstreamConfig
   path: string
   /** total seconds for one scan; undefined = Haraka's plugin timeout − 1 s */
   timeout?: number
@@ -49,7 +79,21 @@ export interface Config {
   /** header names; '' = don't add that header */
   header: { bar: string; report: string; score: string }
   spambar: { positive: string; negative: string; neutral: string }
-  check: { authenticated: boolean; relay: boolean; privateIp: boolean; localIp: boolean }
+  check: {
+    authenticated: boolean
+    relay: boolean
+    privateIp: boolean
+    localIp: boolean
+    whitelist: IpRange[]
+    skipPorts: number[]
+  }
+  /** bytes; a larger message is not scanned. 0 = no limit */
+  maxSize: number
+  /** delay in seconds */
+  greylist: { enabled: boolean; delay: number; message: string }
+  thresholds: Thresholds
+  /** ok: a clean verdict calls next(OK); maxScore: and only up to this score */
+  ham: { ok: boolean; maxScore?: number }
   reject: { message: string; spam: boolean; authenticated: boolean }
   softReject: { enabled: boolean; message: string }
   rewriteSubject: { enabled: boolean }
@@ -72,6 +116,8 @@ export const INI_BOOLEANS: readonly string[] = [
   '+rmilter_headers.enabled',
   '+soft_reject.enabled',
   '+smtp_message.enabled',
+  '-greylist.enabled',
+  '-ham.ok',
   '-defer.error',
   '-defer.timeout',
   '-request.pass_all',
@@ -183,6 +229,30 @@ class Reader {
     return n
   }
 
+  /** Any finite number (a score); '' and missing are undefined. */
+  number(key: string): number | undefined {
+    const v = this.s[key]
+    if (v === undefined || v === null || v === '') return undefined
+    const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v.trim()) : NaN
+    if (!Number.isFinite(n)) throw new ConfigError(this.name(key), v, 'expected a number')
+    return n
+  }
+
+  /** A comma list (or haraka-config's `key[]` array) of trimmed, non-empty entries. */
+  list(key: string): string[] {
+    const v = this.s[key]
+    if (v === undefined || v === null || v === '') return []
+    const items = Array.isArray(v) ? v : [v]
+    const out: string[] = []
+    for (const item of items) {
+      if (typeof item !== 'string' && typeof item !== 'number') {
+        throw new ConfigError(this.name(key), v, 'expected a comma-separated list')
+      }
+      for (const part of String(item).split(',')) if (part.trim() !== '') out.push(part.trim())
+    }
+    return out
+  }
+
   port(key: string, dflt: number): number {
     const v = this.s[key]
     if (v === undefined || v === null || v === '') return dflt
@@ -225,8 +295,12 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
   const auth = new Reader(section(ini, 'auth'), 'auth')
   const request = new Reader(section(ini, 'request'), 'request')
 
+  const targets = parseServers(main) ?? [parseTarget(main)]
   return {
-    target: parseTarget(main),
+    target: targets[0] ?? parseTarget(main),
+    targets,
+    connectTimeout: main.seconds('connect_timeout') ?? 1,
+    upstream: parseUpstream(new Reader(section(ini, 'upstream'), 'upstream')),
     path: parsePath(main),
     timeout: main.seconds('timeout'),
     addHeaders: parseAddHeaders(main),
@@ -245,6 +319,10 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     header: parseHeaderNames(new Reader(section(ini, 'header'), 'header')),
     spambar: parseSpambar(new Reader(section(ini, 'spambar'), 'spambar')),
     check: parseCheck(new Reader(section(ini, 'check'), 'check')),
+    maxSize: parseSize(main, 'max_size'),
+    greylist: parseGreylist(new Reader(section(ini, 'greylist'), 'greylist')),
+    thresholds: parseThresholds(new Reader(section(ini, 'thresholds'), 'thresholds')),
+    ham: parseHam(new Reader(section(ini, 'ham'), 'ham')),
     reject: parseReject(new Reader(section(ini, 'reject'), 'reject')),
     softReject: parseSoftReject(new Reader(section(ini, 'soft_reject'), 'soft_reject')),
     rewriteSubject: {
@@ -278,6 +356,89 @@ function parseTarget(main: Reader): Target {
   // [::1] and ::1 both name an IPv6 host; undici wants the bracketed form in a URL.
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
   return { kind: 'tcp', scheme, host: bare, port }
+}
+
+const DEFAULT_PORT = 11333
+
+/**
+ * `servers`: a comma list of `host`, `host:port`, `[v6]:port`, `/path.sock`, `unix:/path.sock`,
+ * `http://host:port` or `https://host:port`; when set it replaces host/port/unix_socket/scheme.
+ */
+function parseServers(main: Reader): Target[] | undefined {
+  const raw = main.raw('servers')
+  const list = Array.isArray(raw) ? raw.map(String) : (main.str('servers') ?? '').split(',')
+  const entries = list.map((e) => e.trim()).filter((e) => e !== '')
+  if (entries.length === 0) return undefined
+  const defaultScheme = (main.str('scheme') ?? 'http').toLowerCase()
+  const out: Target[] = []
+  for (const entry of entries) {
+    const t = parseServer(entry, defaultScheme === 'https' ? 'https' : 'http')
+    if (typeof t === 'string') throw new ConfigError('servers', raw, `${JSON.stringify(entry)}: ${t}`)
+    const same = out.find((o) => describeTargetKey(o) === describeTargetKey(t))
+    if (same) throw new ConfigError('servers', raw, `${JSON.stringify(entry)} is listed twice`)
+    out.push(t)
+  }
+  return out
+}
+
+function describeTargetKey(t: Target): string {
+  return t.kind === 'unix' ? `unix:${t.socketPath}` : `${t.scheme}://[${t.host}]:${t.port}`
+}
+
+/** One `servers` entry → a Target, or why it is not one. */
+export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): Target | string {
+  if (entry.startsWith('unix:')) entry = entry.slice(5)
+  if (entry.startsWith('/')) {
+    return /\s/.test(entry) ? 'a socket path may not contain spaces' : { kind: 'unix', socketPath: entry }
+  }
+  const url = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(entry)
+  let rest = entry
+  if (url) {
+    const s = (url[1] ?? '').toLowerCase()
+    if (s !== 'http' && s !== 'https') return `unknown scheme ${s} (expected http or https)`
+    scheme = s
+    rest = (url[2] ?? '').replace(/\/$/, '')
+    if (rest.includes('/')) return 'a URL here names a server only; set the path with `path`'
+  }
+  let host: string
+  let portText: string | undefined
+  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::(.*))?$/.exec(rest)
+  if (v6) {
+    host = v6[1] ?? ''
+    portText = v6[2]
+  } else {
+    const parts = rest.split(':')
+    if (parts.length > 2) return 'an IPv6 address needs brackets, as in [::1]:11333'
+    host = parts[0] ?? ''
+    portText = parts[1]
+  }
+  if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
+  let port = DEFAULT_PORT
+  if (portText !== undefined) {
+    port = Number(portText)
+    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return `bad port ${JSON.stringify(portText)}`
+  }
+  return { kind: 'tcp', scheme, host, port }
+}
+
+function parseUpstream(up: Reader): UpstreamConfig {
+  const maxErrors = up.raw('max_errors')
+  let max = 10
+  if (maxErrors !== undefined && maxErrors !== null && maxErrors !== '') {
+    max = Number(typeof maxErrors === 'string' ? maxErrors.trim() : maxErrors)
+    if (!Number.isInteger(max) || max < 1) {
+      throw new ConfigError(
+        'upstream.max_errors',
+        maxErrors,
+        'expected a whole number of failures, 1 or more',
+      )
+    }
+  }
+  return {
+    errorTime: up.seconds('error_time') ?? 10,
+    deadTime: up.seconds('dead_time') ?? 300,
+    maxErrors: max,
+  }
 }
 
 function parsePath(main: Reader): string {
@@ -401,7 +562,91 @@ function parseCheck(check: Reader): Config['check'] {
     relay: check.bool('relay', false),
     privateIp: check.bool('private_ip', false),
     localIp: check.bool('local_ip', false),
+    whitelist: check.list('whitelist').map((entry) => {
+      const range = parseIpRange(entry)
+      if (typeof range === 'string') throw new ConfigError('check.whitelist', entry, range)
+      return range
+    }),
+    skipPorts: check.list('skip_ports').map((entry) => {
+      const n = Number(entry)
+      if (!/^\d+$/.test(entry) || n < 1 || n > 65535) {
+        throw new ConfigError('check.skip_ports', entry, 'expected a TCP port, 1 to 65535')
+      }
+      return n
+    }),
   }
+}
+
+/** `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`, … → IpRange; a string says what is wrong. */
+export function parseIpRange(text: string): IpRange | string {
+  const slash = text.indexOf('/')
+  const address = slash === -1 ? text : text.slice(0, slash)
+  const version = isIP(address)
+  if (version === 0) return 'not an IPv4 or IPv6 address'
+  // a client address never carries a zone index, so an entry with one could never match
+  if (address.includes('%')) return 'an IPv6 zone index (%) cannot match a client address'
+  const family = version === 4 ? 'ipv4' : 'ipv6'
+  const max = version === 4 ? 32 : 128
+  if (slash === -1) return { family, address, prefix: max }
+  const bits = text.slice(slash + 1)
+  // strict digits: parseInt would read '24junk' as 24 and '' as no prefix
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return `expected a prefix length of 0 to ${max}`
+  return { family, address, prefix: Number(bits) }
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }
+
+/** A byte count: a whole number, optionally with k, M or G (binary multiples). */
+function parseSize(r: Reader, key: string): number {
+  const v = r.raw(key)
+  if (v === undefined || v === null || v === '') return 0
+  const m =
+    typeof v === 'string' || typeof v === 'number' ? /^(\d+)\s*([kmg]?)b?$/i.exec(String(v).trim()) : null
+  if (!m) {
+    throw new ConfigError(
+      r.name(key),
+      v,
+      'expected a size in bytes such as 10485760, 512k or 10M (0 = no limit)',
+    )
+  }
+  return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()]
+}
+
+function parseGreylist(g: Reader): Config['greylist'] {
+  return {
+    enabled: g.bool('enabled', false),
+    delay: g.seconds('delay') ?? 300,
+    message: smtpText(g, 'message', 'Try again later'),
+  }
+}
+
+/** Threshold keys from the least to the most severe action: each must be above the ones before it. */
+const THRESHOLD_KEYS = [
+  ['add_header', 'addHeader'],
+  ['rewrite_subject', 'rewriteSubject'],
+  ['soft_reject', 'softReject'],
+  ['reject', 'reject'],
+] as const
+
+function parseThresholds(t: Reader): Thresholds {
+  const out: Thresholds = {}
+  let below: { key: string; value: number } | undefined
+  for (const [key, field] of THRESHOLD_KEYS) {
+    const value = t.number(key)
+    if (value === undefined) continue
+    // a more severe action at a lower or equal score would make the milder one unreachable:
+    // almost certainly a typo, and one that rejects mail
+    if (below !== undefined && value <= below.value) {
+      throw new ConfigError(t.name(key), value, `must be above ${t.name(below.key)} (${below.value})`)
+    }
+    out[field] = value
+    below = { key, value }
+  }
+  return out
+}
+
+function parseHam(h: Reader): Config['ham'] {
+  return { ok: h.bool('ok', false), maxScore: h.number('max_score') }
 }
 
 function smtpText(r: Reader, key: string, dflt: string): string {
@@ -430,15 +675,15 @@ function parseDefer(defer: Reader): Config['defer'] {
   return { error: defer.bool('error', false), timeout: defer.bool('timeout', false) }
 }
 
-/** Where two configs would need a different connection pool. */
+/** Where two configs would need different connection pools (servers, TLS, connect or health settings). */
 export function sameTarget(a: Config, b: Config): boolean {
-  const ta = a.target
-  const tb = b.target
-  if (ta.kind !== tb.kind) return false
-  if (ta.kind === 'unix' && tb.kind === 'unix') return ta.socketPath === tb.socketPath
-  if (ta.kind === 'tcp' && tb.kind === 'tcp') {
-    if (ta.scheme !== tb.scheme || ta.host !== tb.host || ta.port !== tb.port) return false
-  }
+  if (a.targets.length !== b.targets.length) return false
+  if (a.targets.some((t, i) => describeTargetKey(t) !== describeTargetKey(b.targets[i] ?? t))) return false
+  if (a.connectTimeout !== b.connectTimeout) return false
+  const ua = a.upstream
+  const ub = b.upstream
+  if (ua.errorTime !== ub.errorTime || ua.deadTime !== ub.deadTime || ua.maxErrors !== ub.maxErrors)
+    return false
   const sa = a.tls
   const sb = b.tls
   const eq = (x?: Buffer, y?: Buffer) => (x === undefined ? y === undefined : y !== undefined && x.equals(y))

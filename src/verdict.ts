@@ -17,6 +17,11 @@ export interface SenderFacts {
   authenticated: boolean
   /** the message's current Subject, decoded; undefined when it has none */
   subject?: string
+  /**
+   * The greylisting state of the message's triplets, which the caller checks when finalAction() is
+   * `greylist` and [greylist] is enabled; undefined = not checked, and the message is accepted.
+   */
+  greylist?: 'deferred' | 'passed'
 }
 
 /** Header changes, in order: remove every `remove` name, then add every `add` field. Values are ready to write. */
@@ -31,6 +36,8 @@ export type Verdict =
   | { kind: 'deny'; code: 550; status: '5.7.1'; message: string }
   | { kind: 'defer'; code: 451; status: '4.7.1'; message: string; reason: string }
   | { kind: 'accept'; edits: HeaderEdits }
+  /** accept, and skip the data_post plugins after this one ([ham] ok: next(OK) instead of next()) */
+  | { kind: 'ok'; edits: HeaderEdits }
 
 /**
  * connect: no connection to rspamd; network: the connection broke; http: a non-200 answer;
@@ -71,8 +78,47 @@ function replyText(reply: Reply, cfg: Config, fallback: string): string {
   return text === '' ? fallback : text
 }
 
-export function decide(reply: Reply, cfg: Config, facts: SenderFacts): Verdict {
-  const action = reply.action
+/** The action the local [thresholds] give a score, or undefined below all of them. */
+export function localAction(score: number, t: Config['thresholds']): string | undefined {
+  // rspamd's rule: an action applies from its threshold up (score >= threshold)
+  if (t.reject !== undefined && score >= t.reject) return 'reject'
+  if (t.softReject !== undefined && score >= t.softReject) return 'soft reject'
+  if (t.rewriteSubject !== undefined && score >= t.rewriteSubject) return 'rewrite subject'
+  if (t.addHeader !== undefined && score >= t.addHeader) return 'add header'
+  return undefined
+}
+
+/** How severe an action is: its place from the end of ACTIONS; an unknown action counts as `no action`. */
+function severity(action: string): number {
+  const i = (ACTIONS as readonly string[]).indexOf(action)
+  return i === -1 ? 0 : ACTIONS.length - 1 - i
+}
+
+/**
+ * The action we act on: rspamd's, or the local threshold's when that is more severe. Greylist sits where
+ * rspamd puts it, between add header and no action (its score band is the lowest), so a local add_header
+ * threshold turns a greylisted message into a marked one, as rspamd itself would. A reply rspamd skipped
+ * (is_skipped: settings or a pre-filter said so) carries no real score and keeps its action.
+ */
+export function finalAction(reply: Reply, cfg: Config): string {
+  if (reply.isSkipped) return reply.action
+  const local = localAction(reply.score, cfg.thresholds)
+  return local !== undefined && severity(local) > severity(reply.action) ? local : reply.action
+}
+
+export function decide(rspamdReply: Reply, cfg: Config, facts: SenderFacts): Verdict {
+  const action = finalAction(rspamdReply, cfg)
+  // from here on the final action is the action: headers, subject rewrite and flags all follow it
+  const reply = action === rspamdReply.action ? rspamdReply : { ...rspamdReply, action }
+  if (action === 'greylist' && cfg.greylist.enabled && facts.greylist === 'deferred') {
+    return {
+      kind: 'defer',
+      code: 451,
+      status: '4.7.1',
+      message: replyText(reply, cfg, cfg.greylist.message),
+      reason: 'greylist',
+    }
+  }
   if (action === 'soft reject' && cfg.softReject.enabled) {
     return {
       kind: 'defer',
@@ -88,7 +134,14 @@ export function decide(reply: Reply, cfg: Config, facts: SenderFacts): Verdict {
     if (wanted)
       return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
   }
-  return { kind: 'accept', edits: headerEdits(reply, cfg, facts) }
+  const edits = headerEdits(reply, cfg, facts)
+  return isHam(reply, cfg) ? { kind: 'ok', edits } : { kind: 'accept', edits }
+}
+
+/** [ham] ok: a clean verdict (no action, score within max_score) from a message rspamd really scanned. */
+function isHam(reply: Reply, cfg: Config): boolean {
+  if (!cfg.ham.ok || reply.action !== 'no action' || reply.isSkipped) return false
+  return cfg.ham.maxScore === undefined || reply.score <= cfg.ham.maxScore
 }
 
 /** Whether the spam headers ([header] names) are written for this reply. */

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { loadPlugin, REPO } from './support/harness'
+import { loadPlugin, REPO, unregister } from './support/harness'
 
 interface Pkg {
   name: string
@@ -68,14 +68,20 @@ describe('package', function () {
     return Promise.all([plugin, child].map((p) => (p.shutdown as () => Promise<void>).call(p)))
   })
 
-  it("is what haraka-test-fixtures loads: this checkout's package.json, even through a node_modules symlink", () => {
-    // git worktrees share one node_modules through a symlink; node resolves it to its real path,
-    // from where haraka-test-fixtures would find (and test) the other checkout's package and dist
-    const plugin = loadPlugin('host = 127.0.0.1\n', { register: false })
-    assert.equal(plugin.plugin_path, join(REPO, 'package.json'))
+  it("is what the haraka-test-fixtures harness loads: this checkout's dist/, even with node_modules a symlink", async () => {
+    const plugin = loadPlugin('host = 127.0.0.1\n')
+    try {
+      assert.equal(plugin.plugin_path, join(REPO, 'package.json'))
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const mod = require(REPO) as Record<string, unknown>
+      assert.equal(plugin.rspamd_data_post, mod.rspamd_data_post, "the hook is this checkout's")
+      assert.equal(plugin.name, 'rspamd')
+    } finally {
+      await unregister(plugin)
+    }
   })
 
-  it('ships config/rspamd.ini with every 1.6.x section', () => {
+  it('ships config/rspamd.ini with every section, those of 1.6.x and the new ones', () => {
     const ini = readFileSync(join(REPO, 'config', 'rspamd.ini'), 'utf8')
     for (const section of [
       'tls',
@@ -92,6 +98,9 @@ describe('package', function () {
       'rmilter_headers',
       'smtp_message',
       'defer',
+      'greylist',
+      'thresholds',
+      'ham',
     ]) {
       assert.match(ini, new RegExp(`^\\[${section}\\]$`, 'm'), `[${section}]`)
     }

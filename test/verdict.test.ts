@@ -5,7 +5,16 @@
 import assert from 'node:assert/strict'
 import { type AddHeaders, type Config, parseConfig } from '../src/config'
 import type { Reply } from '../src/reply'
-import { decide, isKnownAction, onFailure, type ScanErrorKind, smtpText, type Verdict } from '../src/verdict'
+import {
+  decide,
+  finalAction,
+  isKnownAction,
+  localAction,
+  onFailure,
+  type ScanErrorKind,
+  smtpText,
+  type Verdict,
+} from '../src/verdict'
 
 const BASE = parseConfig({}, {})
 
@@ -179,7 +188,7 @@ describe('verdict', function () {
           it(`answers "${action}" with ${JSON.stringify(expected)} when rspamd sends ${sent} and smtp_message.enabled=${smtpMessage}`, () => {
             const v = decide(fullReply(action, rspamdMessage), cfgFor(f), { authenticated: false })
             assert.equal(v.kind, kind as Verdict['kind'])
-            if (v.kind !== 'accept') assert.equal(v.message, expected)
+            if (v.kind === 'deny' || v.kind === 'defer') assert.equal(v.message, expected)
           })
         }
       }
@@ -204,8 +213,8 @@ describe('verdict', function () {
         const v = decide(fullReply(action, RSPAMD_SMTP_MESSAGE), parseConfig(ini, {}), {
           authenticated: false,
         })
-        assert.notEqual(v.kind, 'accept')
-        if (v.kind !== 'accept') assert.equal(v.message, expected)
+        assert.ok(v.kind === 'deny' || v.kind === 'defer', v.kind)
+        if (v.kind === 'deny' || v.kind === 'defer') assert.equal(v.message, expected)
       })
     }
 
@@ -424,6 +433,245 @@ describe('verdict', function () {
       const subject = v.edits.add.filter((h) => h.name === 'Subject')
       assert.equal(subject.length, 1)
       assert.equal(unfold(subject[0]?.value ?? '').trim(), '[SPAM]')
+    })
+  })
+
+  describe("[thresholds]: the more severe of rspamd's action and the local one", function () {
+    // least to most severe, as rspamd orders its actions; an unknown action counts as no action
+    const ORDER = ['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject']
+    const rank = (a: string) => Math.max(0, ORDER.indexOf(a))
+    const SETS: Array<Record<string, number>> = [
+      {},
+      { add_header: 5 },
+      { reject: 15 },
+      { soft_reject: 9 },
+      { add_header: 5, rewrite_subject: 7, soft_reject: 12, reject: 15 },
+    ]
+    const KEY_ACTION: Record<string, string> = {
+      add_header: 'add header',
+      rewrite_subject: 'rewrite subject',
+      soft_reject: 'soft reject',
+      reject: 'reject',
+    }
+    /** the most severe action whose threshold the score reaches */
+    function expectedLocal(score: number, set: Record<string, number>): string {
+      const reached = Object.entries(set)
+        .filter(([, t]) => score >= t)
+        .map(([k]) => KEY_ACTION[k])
+      return reached.reduce((a, b) => (rank(b) > rank(a) ? b : a), 'no action')
+    }
+    for (const set of SETS) {
+      const cfg = parseConfig({ thresholds: set }, {})
+      const label = JSON.stringify(set)
+      for (const action of ACTIONS) {
+        for (const score of [-5, 0, 4.99, 5, 7, 9.5, 12, 14.99, 15, 100]) {
+          const local = expectedLocal(score, set)
+          const final = rank(local) > rank(action) ? local : action
+          const kind = expectedKind(final, DEFAULT_FLAGS, false)
+          it(`"${action}" at score ${score} with thresholds ${label} → ${final} (${kind})`, () => {
+            const reply = replyFor(action, { score })
+            assert.equal(finalAction(reply, cfg), final)
+            const v = decide(reply, cfg, { authenticated: false, subject: OLD_SUBJECT })
+            assert.equal(v.kind, kind)
+            if (v.kind === 'accept') {
+              const added = v.edits.add.map((h) => h.name)
+              assert.equal(
+                added.includes(BASE.header.score),
+                expectSpamHeaders(final, DEFAULT_FLAGS),
+                'spam headers',
+              )
+              assert.equal(added.includes('Subject'), final === 'rewrite subject', 'Subject rewritten')
+            }
+          })
+        }
+      }
+    }
+
+    const ROWS: Array<
+      [
+        label: string,
+        ini: Record<string, unknown>,
+        reply: Partial<Reply> & { action: string },
+        kind: Verdict['kind'],
+      ]
+    > = [
+      [
+        'no action at 16 with reject=15 is rejected',
+        { thresholds: { reject: 15 } },
+        { action: 'no action', score: 16 },
+        'deny',
+      ],
+      [
+        'a score exactly at the threshold counts',
+        { thresholds: { reject: 15 } },
+        { action: 'no action', score: 15 },
+        'deny',
+      ],
+      [
+        "rspamd's reject stays a reject below a local add_header",
+        { thresholds: { add_header: 5 } },
+        { action: 'reject', score: 3 },
+        'deny',
+      ],
+      [
+        'add header at 13 with soft_reject=12 is deferred',
+        { thresholds: { soft_reject: 12 } },
+        { action: 'add header', score: 13 },
+        'defer',
+      ],
+      [
+        'a local reject is delivered when [reject] spam=false',
+        { thresholds: { reject: 15 }, reject: { spam: false } },
+        { action: 'no action', score: 20 },
+        'accept',
+      ],
+      [
+        'a local soft reject is accepted when [soft_reject] enabled=false',
+        { thresholds: { soft_reject: 12 }, soft_reject: { enabled: false } },
+        { action: 'no action', score: 13 },
+        'accept',
+      ],
+      [
+        'an unknown action is raised by a local reject',
+        { thresholds: { reject: 15 } },
+        { action: 'discard', score: 20 },
+        'deny',
+      ],
+      [
+        'a reply rspamd skipped keeps its action whatever the score',
+        { thresholds: { reject: -1 } },
+        { action: 'no action', score: 0, isSkipped: true },
+        'accept',
+      ],
+    ]
+    for (const [label, ini, reply, kind] of ROWS) {
+      it(label, () => {
+        const v = decide(replyFor(reply.action, reply), parseConfig(ini, {}), { authenticated: false })
+        assert.equal(v.kind, kind)
+      })
+    }
+
+    it('uses [reject] message for a reject that only the local threshold made', () => {
+      const v = decide(
+        replyFor('no action', { score: 30 }),
+        parseConfig({ thresholds: { reject: 15 } }, {}),
+        {
+          authenticated: false,
+        },
+      )
+      assert.deepEqual(v, { kind: 'deny', code: 550, status: '5.7.1', message: BASE.reject.message })
+    })
+
+    it('adds the spam headers when a local add_header raises a greylist', () => {
+      const v = accepted(
+        decide(replyFor('greylist', { score: 6 }), parseConfig({ thresholds: { add_header: 5 } }, {}), {
+          authenticated: false,
+          greylist: 'deferred',
+        }),
+      )
+      assert.ok(v.edits.add.some((h) => h.name === BASE.header.score))
+    })
+
+    it('gives no local action below every threshold, or without thresholds', () => {
+      assert.equal(localAction(4, { addHeader: 5, reject: 15 }), undefined)
+      assert.equal(localAction(1000, {}), undefined)
+    })
+  })
+
+  describe('[greylist]: a greylist verdict with state', function () {
+    const STATES = [undefined, 'deferred', 'passed'] as const
+    for (const enabled of [false, true]) {
+      for (const state of STATES) {
+        const defers = enabled && state === 'deferred'
+        it(`${defers ? 'defers with 451 4.7.1' : 'accepts'} greylist with greylist.enabled=${enabled} and the triplet ${state ?? 'not checked'}`, () => {
+          const cfg = parseConfig({ greylist: { enabled } }, {})
+          const v = decide(replyFor('greylist'), cfg, { authenticated: false, greylist: state })
+          if (!defers) return assert.equal(v.kind, 'accept')
+          assert.deepEqual(v, {
+            kind: 'defer',
+            code: 451,
+            status: '4.7.1',
+            message: 'Try again later',
+            reason: 'greylist',
+          })
+        })
+      }
+    }
+
+    for (const action of ACTIONS.filter((a) => a !== 'greylist')) {
+      it(`does not greylist "${action}" even when the caller says deferred`, () => {
+        const cfg = parseConfig({ greylist: { enabled: true }, reject: { spam: false } }, {})
+        const v = decide(replyFor(action), cfg, { authenticated: false, greylist: 'deferred' })
+        assert.ok(v.kind !== 'defer' || v.reason !== 'greylist', JSON.stringify(v))
+      })
+    }
+
+    it("answers with [greylist] message, or rspamd's smtp_message when it sends one", () => {
+      const cfg = parseConfig({ greylist: { enabled: true, message: 'Greylisted, come back later' } }, {})
+      const own = decide(replyFor('greylist'), cfg, { authenticated: false, greylist: 'deferred' })
+      assert.equal(own.kind === 'defer' && own.message, 'Greylisted, come back later')
+      const fromRspamd = decide(fullReply('greylist', 'Greylisted by rspamd'), cfg, {
+        authenticated: false,
+        greylist: 'deferred',
+      })
+      assert.equal(fromRspamd.kind === 'defer' && fromRspamd.message, 'Greylisted by rspamd')
+    })
+  })
+
+  describe('[ham] ok: next(OK) for a clean verdict', function () {
+    const CASES: Array<
+      [label: string, ham: Record<string, unknown>, reply: Partial<Reply> & { action: string }, ok: boolean]
+    > = [
+      ['no action with ok=false (the default)', {}, { action: 'no action', score: 0 }, false],
+      ['no action with ok=true', { ok: true }, { action: 'no action', score: 0 }, true],
+      [
+        'no action with a high score and no max_score',
+        { ok: true },
+        { action: 'no action', score: 4.5 },
+        true,
+      ],
+      ['no action at max_score', { ok: true, max_score: 1 }, { action: 'no action', score: 1 }, true],
+      ['no action over max_score', { ok: true, max_score: 1 }, { action: 'no action', score: 1.01 }, false],
+      [
+        'no action under a negative max_score',
+        { ok: true, max_score: -2 },
+        { action: 'no action', score: -3 },
+        true,
+      ],
+      ['greylist', { ok: true }, { action: 'greylist', score: 5 }, false],
+      ['add header', { ok: true }, { action: 'add header', score: 7 }, false],
+      ['rewrite subject', { ok: true }, { action: 'rewrite subject', score: 9 }, false],
+      ['an unknown action', { ok: true }, { action: 'discard', score: 0 }, false],
+      [
+        'a reply rspamd skipped (not really scanned)',
+        { ok: true },
+        { action: 'no action', score: 0, isSkipped: true },
+        false,
+      ],
+    ]
+    for (const [label, ham, reply, ok] of CASES) {
+      it(`${ok ? 'returns ok' : 'continues'} for ${label}`, () => {
+        const v = decide(replyFor(reply.action, reply), parseConfig({ ham }, {}), { authenticated: false })
+        assert.equal(v.kind, ok ? 'ok' : 'accept')
+      })
+    }
+
+    it('does not return ok when a local threshold raised no action', () => {
+      const cfg = parseConfig({ ham: { ok: true }, thresholds: { add_header: 3 } }, {})
+      assert.equal(decide(replyFor('no action', { score: 4 }), cfg, { authenticated: false }).kind, 'accept')
+    })
+
+    it('still carries the header edits (add_headers=always, DKIM) with ok', () => {
+      const cfg = parseConfig({ main: { add_headers: 'always' }, ham: { ok: true } }, {})
+      const v = decide(replyFor('no action', { score: 0.5, dkimSignatures: [DKIM] }), cfg, {
+        authenticated: false,
+      })
+      assert.equal(v.kind, 'ok')
+      if (v.kind === 'ok') {
+        const added = v.edits.add.map((h) => h.name)
+        assert.ok(added.includes(BASE.header.score))
+        assert.ok(added.includes('DKIM-Signature'))
+      }
     })
   })
 

@@ -44,6 +44,8 @@ exports.hook_rcpt = function (next) { next(OK) }
 `
 
 // A test-only queue: each accepted message and what the rspamd plugin recorded, written to queue/.
+// Mail from an authenticated (relaying) sender goes to queue_outbound: caught here too, so nothing
+// is ever delivered out of the machine.
 const QUEUE_PLUGIN = `'use strict'
 const fs = require('node:fs')
 const path = require('node:path')
@@ -63,6 +65,7 @@ exports.hook_queue = function (next, connection) {
   })
   txn.message_stream.pipe(ws, { line_endings: '\\r\\n' })
 }
+exports.hook_queue_outbound = exports.hook_queue
 `
 
 // A benchmark-only queue: accept, keep nothing.
@@ -87,6 +90,8 @@ export interface HarakaOptions {
   scan?: boolean
   /** true: the queue accepts without writing the message to disk (for benchmarks) */
   discardQueue?: boolean
+  /** more files for the config dir, by name (e.g. an auth plugin's ini) */
+  extraConfig?: Record<string, string>
 }
 
 export interface Queued {
@@ -168,6 +173,7 @@ export class Haraka {
     writeFileSync(join(cfg, 'log.ini'), '[main]\nlevel=info\ntimestamps=false\nformat=default\n')
     if (opts.pluginTimeout) writeFileSync(join(cfg, 'rspamd.timeout'), `${opts.pluginTimeout}\n`)
     writeFileSync(join(cfg, 'rspamd.ini'), opts.rspamdIni)
+    for (const [name, text] of Object.entries(opts.extraConfig ?? {})) writeFileSync(join(cfg, name), text)
   }
 
   /** Rewrite the operator's rspamd.ini in place (Haraka reloads it without a restart). */

@@ -42,6 +42,9 @@ function headerValue(message: Buffer, name: string): string[] {
 // the tests connect from 127.0.0.1, which [check] would skip as a local address
 const BASE_INI = `host = 127.0.0.1\nport = ${RSPAMD_PORT}\ntimeout = 10\n[check]\nlocal_ip = true\nprivate_ip = true\n`
 
+const AUTH_USER = 'alice@example.org'
+const AUTH_PASS = 'correct horse'
+
 describe('integration: real Haraka + real rspamd over SMTP', function () {
   this.timeout(240_000)
   let haraka: Haraka
@@ -49,7 +52,13 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
   before(async function () {
     await rspamd('start')
     // spool to disk after 1 MiB, as a production Haraka would for big mail, so memory shows the plugin
-    haraka = await Haraka.start({ rspamdIni: BASE_INI, spoolAfter: 1024 * 1024 })
+    haraka = await Haraka.start({
+      rspamdIni: BASE_INI,
+      spoolAfter: 1024 * 1024,
+      // Haraka's own auth plugin, so that a sender can be authenticated as on a submission port
+      pluginsBefore: ['auth/flat_file'],
+      extraConfig: { 'auth_flat_file.ini': `[core]\nmethods=PLAIN\n[users]\n${AUTH_USER}=${AUTH_PASS}\n` },
+    })
   })
   after(async () => {
     await haraka?.stop()
@@ -133,6 +142,42 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     assert.ok(bodyOf(q.message).equals(bodyOf(corpus('leading-dots.eml'))))
   })
 
+  it('does not scan an authenticated sender with [check] authenticated=false, and scans it when true', async () => {
+    const auth = { user: AUTH_USER, pass: AUTH_PASS }
+    const sendAuthed = () =>
+      sendMail({
+        port: haraka.port,
+        from: AUTH_USER,
+        to: ['bob@example.net'],
+        data: corpus('gtube.eml'),
+        auth,
+      })
+    // GTUBE would be rejected if it were scanned: a 250 and the skip result prove it was not
+    const skipped = await sendAuthed()
+    assert.equal(skipped.final.code, 250, skipped.final.text)
+    const q = haraka.queued(queuedId(skipped.final) ?? assert.fail(skipped.final.text))
+    assert.deepEqual(q.rspamd?.skip, ['authed'], 'haraka-results keeps skip as a list')
+    assert.equal(q.rspamd?.action, undefined, 'no rspamd verdict for a skipped message')
+
+    // an operator who wants outbound mail scanned too; [reject] authenticated=false (the default)
+    // turns the reject into headers for an authenticated sender instead of refusing their mail
+    const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+    haraka.writeRspamdIni(`${BASE_INI}authenticated = true\nrelay = true\n`)
+    await reloaded
+    try {
+      const scanned = await sendAuthed()
+      assert.equal(scanned.final.code, 250, scanned.final.text)
+      const qs = haraka.queued(queuedId(scanned.final) ?? assert.fail(scanned.final.text))
+      assert.equal(qs.rspamd?.action, 'reject')
+      assert.deepEqual(qs.rspamd?.skip ?? [], [], 'scanned, not skipped')
+      assert.ok(headerValue(qs.message, 'X-Rspamd-Score').length === 1, 'spam headers instead of a reject')
+    } finally {
+      const restored = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+      haraka.writeRspamdIni(BASE_INI)
+      await restored
+    }
+  })
+
   it('streams a 25 MB message to rspamd and queues it unchanged (prints Haraka’s peak RSS growth)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'large-'))
     try {
@@ -157,6 +202,74 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
       )
     } finally {
       rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  /** Write the operator's rspamd.ini and wait until Haraka has reloaded it. */
+  async function reconfigure(ini: string): Promise<void> {
+    const reloaded = haraka.waitForLog(/rspamd\.ini reloaded/, 20_000, true)
+    haraka.writeRspamdIni(ini)
+    await reloaded
+  }
+
+  // each reload costs haraka-config's 5 s of file-watch settling: as few configs as the cases allow
+  it('greylists with state when [greylist] enabled (451, 451 on an early retry, 250 after the delay) and skips mail over max_size', async () => {
+    const delayMs = 2000
+    await reconfigure(`max_size = 100k\n${BASE_INI}[greylist]\nenabled = true\ndelay = ${delayMs / 1000}\n`)
+    const message = withTestHeaders('ham.eml', { 'X-Test-Action': 'greylist' })
+    const to = ['greylisted@example.net']
+    const firstStart = Date.now()
+    const first = await send(message, to)
+    const firstEnd = Date.now()
+    assert.equal(first.final.code, 451, first.final.text)
+    assert.match(first.final.text, /4\.7\.1 Try again later/)
+
+    const early = await send(message, to)
+    // the triplet was recorded between firstStart and firstEnd: only a retry that ended within the
+    // delay of firstStart is certainly early (on a slow machine it may come later, and may pass)
+    if (Date.now() - firstStart < delayMs) assert.equal(early.final.code, 451, early.final.text)
+
+    // the greylist delay is wall-clock time in a real Haraka: wait it out from the end of the first attempt
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, firstEnd + delayMs - Date.now())))
+    const retry = await send(message, to)
+    assert.equal(retry.final.code, 250, retry.final.text)
+    const q = haraka.queued(queuedId(retry.final) ?? '')
+    assert.equal(q.rspamd?.action, 'greylist')
+    assert.equal(q.rspamd?.greylist, 'passed')
+
+    // another recipient is a new triplet: deferred again
+    const other = await send(message, ['someone-else@example.net'])
+    assert.equal(other.final.code, 451, other.final.text)
+
+    // over max_size: not scanned, so not greylisted either
+    const filler = Buffer.from(`${'filler '.repeat(10)}\r\n`.repeat(2000))
+    const big = await send(Buffer.concat([message, filler]), to.concat('big@example.net'))
+    assert.equal(big.final.code, 250, big.final.text)
+    const qb = haraka.queued(queuedId(big.final) ?? '')
+    assert.deepEqual(qb.rspamd?.skip, ['size'])
+    assert.ok(
+      haraka.logged(/not scanned: \d+ bytes is over max_size 102400\b/).length > 0,
+      'size skip logged',
+    )
+  })
+
+  it('does not scan a whitelisted client or mail to a skip_ports port', async () => {
+    try {
+      const cases: Array<[ini: string, skip: string]> = [
+        // BASE_INI ends in [check]: these keys go there
+        [`${BASE_INI}whitelist = 192.0.2.0/24, 127.0.0.0/8\n`, 'whitelist'],
+        [`${BASE_INI}skip_ports = 587, ${haraka.port}\n`, 'port'],
+      ]
+      for (const [ini, skip] of cases) {
+        await reconfigure(ini)
+        const res = await send(withTestHeaders('ham.eml', { 'X-Test-Action': 'reject' }))
+        assert.equal(res.final.code, 250, `${skip}: ${res.final.text}`)
+        const q = haraka.queued(queuedId(res.final) ?? '')
+        assert.deepEqual(q.rspamd?.skip, [skip])
+        assert.equal(q.rspamd?.action, undefined, `${skip}: not scanned`)
+      }
+    } finally {
+      await reconfigure(BASE_INI)
     }
   })
 

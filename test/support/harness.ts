@@ -21,12 +21,13 @@ export const OK = 906
 
 /**
  * A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults.
- * `name` picks another package to load the same way (the benchmarks load 1.6.1 as `rspamd-v1`).
+ * `packageDir` loads another package the same way (the benchmarks load 1.6.1 from node_modules/rspamd-v1).
  */
 export function loadPlugin(
   ini: string,
-  opts: { timeout?: number; register?: boolean; name?: string } = {},
+  opts: { timeout?: number; register?: boolean; packageDir?: string } = {},
 ): FixturePlugin {
+  const packageDir = opts.packageDir ?? REPO
   const dir = mkdtempSync(join(tmpdir(), 'rspamd-plugin-'))
   mkdirSync(join(dir, 'config'))
   writeFileSync(join(dir, 'config', 'rspamd.ini'), ini)
@@ -34,11 +35,18 @@ export function loadPlugin(
   process.env.HARAKA = dir
   let plugin: FixturePlugin
   try {
-    plugin = new fixtures.plugin(opts.name ?? 'rspamd')
+    // by absolute path: given 'rspamd', the fixture looks for the package beside the real path of its own
+    // node_modules, which is another checkout when node_modules is a symlink (git worktrees sharing one)
+    plugin = new fixtures.plugin(packageDir)
   } finally {
     if (saved === undefined) delete process.env.HARAKA
     else process.env.HARAKA = saved
   }
+  if (plugin.plugin_path !== join(packageDir, 'package.json')) {
+    throw new Error(`haraka-test-fixtures loaded ${String(plugin.plugin_path)}, not ${packageDir}`)
+  }
+  // the name Haraka gives it from config/plugins: results and the hook registration go by it
+  plugin.name = 'rspamd'
   plugin.timeout = opts.timeout ?? 30
   if (opts.register !== false) plugin.register()
   return plugin
@@ -71,6 +79,8 @@ export interface Sender {
   relaying?: boolean
   isPrivate?: boolean
   isLocal?: boolean
+  /** the local port the client connected to (Haraka's connection.local.port) */
+  localPort?: number
   tls?: { name: string; version: string }
 }
 
@@ -87,6 +97,7 @@ export async function connectionWith(message: Buffer | string, s: Sender = {}): 
   conn.remote.is_private = s.isPrivate ?? false
   conn.remote.is_local = s.isLocal ?? false
   conn.hello.host = s.helo ?? 'mail.example.com'
+  if (s.localPort !== undefined) conn.local.port = s.localPort
   if (s.authUser) conn.notes.auth_user = s.authUser
   if (s.relaying) conn.relaying = true
   if (s.tls) {

@@ -1,0 +1,315 @@
+// src/client.ts against fake rspamd servers: the server pool (least busy, round robin), rmilter's
+// upstream health (max_errors within error_time → dead for dead_time), and failover that pipes the
+// message again from the start on the next server, within one total timeout.
+
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable, type Writable } from 'node:stream'
+import { parseConfig, type Config } from '../src/config'
+import { RspamdClient, type ClientEvent, type MessageSource, type ScanOutcome } from '../src/client'
+import { FakeRspamd, makeSelfSignedCert } from './support/fake-rspamd'
+import { replyFor } from './support/replies'
+import { connectionWith, dataPost, loadPlugin, unregister } from './support/harness'
+
+/** A message source over a buffer that can be piped again after an unpipe, counting its pipes. */
+function bufferSource(message: Buffer): MessageSource & { pipes: number } {
+  let current: Readable | undefined
+  const chunks: Buffer[] = []
+  for (let i = 0; i < message.length; i += 16 * 1024) chunks.push(message.subarray(i, i + 16 * 1024))
+  return {
+    pipes: 0,
+    pipe(dest: Writable) {
+      this.pipes++
+      current = Readable.from(chunks, { objectMode: false })
+      current.pipe(dest)
+    },
+    unpipe() {
+      current?.unpipe()
+      current?.destroy()
+    },
+  }
+}
+
+/** A 5 MB message of CRLF lines made by `line(i)`. */
+function bigMessage(line: (i: number) => string): Buffer {
+  const lines = ['From: a@example.org', 'To: b@example.net', 'Subject: big', '']
+  let size = 0
+  for (let i = 0; size < 5 * 1024 * 1024; i++) {
+    const l = line(i)
+    lines.push(l)
+    size += l.length + 2
+  }
+  return Buffer.from(`${lines.join('\r\n')}\r\n`)
+}
+
+const SMALL = Buffer.from('From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n')
+
+function configFor(servers: string, extra = ''): Config {
+  const ini: Record<string, Record<string, string>> = { main: { servers } }
+  for (const line of extra.split('\n').filter(Boolean)) {
+    const m = /^\[?(\w+)\]?\.(\w+)\s*=\s*(.*)$/.exec(line)
+    if (!m) throw new Error(`bad test line ${line}`)
+    const [, sec = 'main', key = '', value = ''] = m
+    ini[sec] = { ...(ini[sec] ?? {}), [key]: value }
+  }
+  return parseConfig(ini)
+}
+
+describe('client: server pool, health and failover', function () {
+  this.timeout(30_000)
+  const servers: FakeRspamd[] = []
+  const clients: RspamdClient[] = []
+  const start = async (mode?: Parameters<typeof FakeRspamd.start>[0]) => {
+    const s = await FakeRspamd.start(mode)
+    servers.push(s)
+    return s
+  }
+  const client = (cfg: Config, opts: ConstructorParameters<typeof RspamdClient>[1] = {}) => {
+    const c = new RspamdClient(cfg, opts)
+    clients.push(c)
+    return c
+  }
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.destroy()))
+    await Promise.all(servers.splice(0).map((s) => s.close()))
+  })
+
+  const scan = (c: RspamdClient, message = SMALL, timeoutMs = 4_000): Promise<ScanOutcome> =>
+    c.scan({ headers: {}, source: bufferSource(message), timeoutMs })
+
+  it('scans every message on the good server when the others refuse or hang, and reports the figures', async () => {
+    const refusing = await FakeRspamd.unusedPort()
+    const hanging = await start({ mode: 'hang' })
+    const good = await start({ reply: replyFor('no action') })
+    const c = client(configFor(`127.0.0.1:${refusing}, 127.0.0.1:${hanging.port}, 127.0.0.1:${good.port}`))
+    const results: ScanOutcome[] = []
+    for (let i = 0; i < 12; i++) results.push(await scan(c))
+    for (const r of results) {
+      assert.ok(r.ok, r.ok ? '' : `${r.error.kind}: ${r.error.message}`)
+      assert.equal(r.server, good.url)
+    }
+    assert.equal(good.requests.length, 12, 'the good server scanned every message')
+    const retried = results.filter((r) => r.attempts.length > 0)
+    const lost = retried.reduce((t, r) => t + r.attempts.reduce((u, a) => u + a.timeMs, 0), 0)
+    // each bad server costs one message while its failure is recent, then is tried after the good one
+    assert.ok(retried.length >= 1 && retried.length <= 2, `${retried.length} messages failed over`)
+    assert.ok(hanging.requests.length <= 1, 'a hanging server is not tried again while its failure is recent')
+    console.log(
+      `      12 messages: ${retried.length} failed over (${retried.map((r) => r.attempts.map((a) => a.error.kind).join('+')).join(', ')}), ` +
+        `${lost.toFixed(0)} ms lost in all`,
+    )
+  })
+
+  it('spreads scans over live servers: the least busy first, round robin among equals', async () => {
+    const a = await start({ mode: 'delay:200' })
+    const b = await start({ mode: 'delay:200' })
+    const c = client(configFor(`127.0.0.1:${a.port}, 127.0.0.1:${b.port}`))
+    // four at once: two each, because each new scan goes to the server with fewer in flight
+    await Promise.all([scan(c), scan(c), scan(c), scan(c)])
+    assert.equal(a.requests.length, 2)
+    assert.equal(b.requests.length, 2)
+    // one at a time: they alternate
+    for (let i = 0; i < 4; i++) await scan(c)
+    assert.equal(a.requests.length, 4)
+    assert.equal(b.requests.length, 4)
+  })
+
+  it('marks a server dead after max_errors failures within error_time, and tries it again after dead_time', async () => {
+    const flaky = await start({ mode: 'close-on-accept' })
+    const good = await start()
+    let now = 1_000_000
+    const events: ClientEvent[] = []
+    const c = client(
+      configFor(
+        `127.0.0.1:${flaky.port}, 127.0.0.1:${good.port}`,
+        'upstream.max_errors = 3\nupstream.error_time = 10\nupstream.dead_time = 60',
+      ),
+      { now: () => now, onEvent: (e) => events.push(e) },
+    )
+    // six at once: the least-busy rule gives every other one to the flaky server, so it fails
+    // three times within error_time (the clock stands still) and is marked dead
+    const first = await Promise.all(Array.from({ length: 6 }, () => scan(c)))
+    for (const r of first) assert.ok(r.ok && r.server === good.url)
+    assert.equal(first.filter((r) => r.attempts.length === 1).length, 3, 'three failed over')
+    assert.equal(c.health().find((h) => h.server === flaky.url)?.dead, true)
+    assert.match(events.at(-1)?.message ?? '', /marked dead for 60 s after 3 failures within 10 s/)
+
+    // dead: not tried, even when it is the server round robin would pick
+    const seen = flaky.totalConnections
+    for (let i = 0; i < 3; i++) assert.ok((await scan(c)).ok)
+    assert.equal(flaky.totalConnections, seen, 'no connection to a dead server')
+
+    // after dead_time it is tried again, and a success puts it back
+    flaky.setMode('ok')
+    now += 61_000
+    let onFlaky = 0
+    for (let i = 0; i < 4; i++) if ((await scan(c)).server === flaky.url) onFlaky++
+    assert.ok(onFlaky >= 1, 'the revived server scans again')
+    assert.equal(c.health().find((h) => h.server === flaky.url)?.dead, false)
+    assert.match(events.at(-1)?.message ?? '', /answers again/)
+  })
+
+  it('tries the server that died first when every server is dead, rather than giving up', async () => {
+    const a = await start({ mode: 'close-on-accept' })
+    const b = await start({ mode: 'close-on-accept' })
+    let now = 0
+    const c = client(
+      configFor(
+        `127.0.0.1:${a.port}, 127.0.0.1:${b.port}`,
+        'upstream.max_errors = 1\nupstream.dead_time = 300',
+      ),
+      { now: () => now },
+    )
+    const r = await scan(c) // a fails (dead), b fails (dead)
+    assert.equal(r.ok, false)
+    assert.deepEqual(
+      c.health().map((h) => h.dead),
+      [true, true],
+    )
+    now += 1_000
+    b.setMode('ok')
+    a.setMode('ok')
+    const again = await scan(c)
+    assert.ok(again.ok)
+    assert.equal(again.server, a.url, 'a died first, so it is tried first')
+  })
+
+  it('re-streams a 5 MB message from the start after a reset, byte-identical on the next server', async () => {
+    const resetting = await start({ mode: 'reset-on-body:1000000' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${resetting.port}, 127.0.0.1:${good.port}`))
+    const message = bigMessage((i) => `line ${i} ${'x'.repeat(70)}`)
+    const source = bufferSource(message)
+    const r = await c.scan({ headers: {}, source, timeoutMs: 10_000 })
+    assert.ok(r.ok, r.ok ? '' : r.error.message)
+    assert.equal(r.server, good.url)
+    assert.equal(r.attempts.length, 1)
+    assert.equal(r.attempts[0]?.error.kind, 'network')
+    assert.equal(source.pipes, 2, 'piped once per server')
+    const body = good.lastRequest?.body ?? Buffer.alloc(0)
+    const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+    assert.equal(body.length, message.length)
+    assert.equal(digest(body), digest(message))
+  })
+
+  it('never retries once rspamd has answered, even with an error status', async () => {
+    const failing = await start({ mode: 'status:500' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${failing.port}, 127.0.0.1:${good.port}`))
+    const r = await scan(c)
+    assert.equal(r.ok, false)
+    assert.equal(r.ok ? '' : r.error.kind, 'http')
+    assert.equal(r.attempts.length, 0)
+    assert.equal(good.requests.length, 0, 'the message went to one server only')
+  })
+
+  it('never retries after a reply that does not parse', async () => {
+    const garbage = await start({ mode: 'garbage' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${garbage.port}, 127.0.0.1:${good.port}`))
+    const r = await scan(c)
+    assert.equal(r.ok ? '' : r.error.kind, 'parse')
+    assert.equal(good.requests.length, 0)
+  })
+
+  it('keeps half of the remaining time for the next server when one stays silent', async () => {
+    const hanging = await start({ mode: 'hang' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${hanging.port}, 127.0.0.1:${good.port}`))
+    const r = await scan(c, SMALL, 2_000)
+    assert.ok(r.ok)
+    assert.equal(r.attempts[0]?.error.kind, 'timeout')
+    assert.match(
+      r.attempts[0]?.error.message ?? '',
+      new RegExp(`no reply from ${hanging.url} within (999|1000) ms`),
+    )
+  })
+
+  it('gives up with one timeout error when the whole budget is spent on the last server', async () => {
+    const a = await start({ mode: 'hang' })
+    const b = await start({ mode: 'hang' })
+    const c = client(configFor(`127.0.0.1:${a.port}, 127.0.0.1:${b.port}`))
+    const r = await scan(c, SMALL, 1_000)
+    assert.equal(r.ok, false)
+    assert.equal(r.ok ? '' : r.error.kind, 'timeout')
+    assert.match(r.ok ? '' : r.error.message, /no reply from rspamd within 1000 ms/)
+    assert.equal(r.attempts.length, 1)
+  })
+
+  it('bounds the connect phase by connect_timeout: a TLS server that never handshakes is left for the next', async () => {
+    // a TCP server that accepts and never says a word: the TLS handshake never completes
+    const sockets = new Set<Socket>()
+    const silent = createServer((sock) => sockets.add(sock.on('close', () => sockets.delete(sock))))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const silentPort = (silent.address() as AddressInfo).port
+    const dir = mkdtempSync(join(tmpdir(), 'client-tls-'))
+    const { key, cert } = await makeSelfSignedCert(dir)
+    rmSync(dir, { recursive: true, force: true })
+    const good = await FakeRspamd.startTls({ key, cert })
+    servers.push(good)
+    const c = client(
+      configFor(
+        `https://127.0.0.1:${silentPort}, https://127.0.0.1:${good.port}`,
+        'main.connect_timeout = 0.3\ntls.reject_unauthorized = false',
+      ),
+    )
+    const r = await scan(c, SMALL, 10_000).finally(() => {
+      for (const sock of sockets) sock.destroy()
+      silent.close()
+    })
+    assert.ok(r.ok, r.ok ? '' : r.error.message)
+    assert.equal(r.attempts[0]?.error.kind, 'connect', r.attempts[0]?.error.message)
+    assert.ok((r.attempts[0]?.timeMs ?? 0) < 5_000, 'left at connect_timeout, not half of the 10 s budget')
+  })
+
+  it('stops at once, without trying another server, when the SMTP client goes away', async () => {
+    const hanging = await start({ mode: 'hang' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${hanging.port}, 127.0.0.1:${good.port}`))
+    const gone = new AbortController()
+    const pending = c.scan({
+      headers: {},
+      source: bufferSource(SMALL),
+      timeoutMs: 10_000,
+      signal: gone.signal,
+    })
+    await hanging.waitForRequests(1)
+    gone.abort()
+    const r = await pending
+    assert.equal(r.ok ? '' : r.error.kind, 'aborted')
+    assert.equal(good.requests.length, 0)
+  })
+})
+
+describe('plugin: failover with Haraka’s message_stream piped again', function () {
+  this.timeout(30_000)
+
+  it('delivers a 5 MB message byte-identical to the second server after the first resets mid-body', async () => {
+    const resetting = await FakeRspamd.start({ mode: 'reset-on-body:1000000' })
+    const good = await FakeRspamd.start({ reply: replyFor('add header') })
+    const plugin = loadPlugin(`servers = 127.0.0.1:${resetting.port}, 127.0.0.1:${good.port}\n`)
+    try {
+      // leading dots too: the second pipe must undo the dot-stuffing again
+      const message = bigMessage((i) => (i % 97 === 0 ? `.dot ${i}` : `line ${i} ${'y'.repeat(60)}`))
+      const conn = await connectionWith(message)
+      const res = await dataPost(plugin, conn)
+      assert.equal(res.code, undefined, 'accepted')
+      const body = good.lastRequest?.body ?? Buffer.alloc(0)
+      assert.equal(body.length, message.length)
+      assert.ok(body.equals(message), 'byte-identical on the second server')
+      const r = conn.transaction?.results.get('rspamd') as { failover?: string[]; action?: string }
+      assert.equal(r.action, 'add header')
+      assert.equal(r.failover?.length, 1)
+      assert.match(r.failover?.[0] ?? '', new RegExp(`^${resetting.url}: network: `))
+      assert.equal(res.calls(), 1)
+    } finally {
+      await unregister(plugin)
+      await resetting.close()
+      await good.close()
+    }
+  })
+})
