@@ -159,7 +159,7 @@ export async function runE2e(
     if (v1.logged(/haraka-plugin-rspamd 2\./).length > 0) throw new Error('Haraka + 1.6.1 loaded 2.x')
     const loaded: Record<E2eVariant, string> = {
       rspamd: `rspamd ${rspamdVersion(await pool.request({ method: 'GET', path: '/ping' }))}, undici Pool`,
-      v2: `Haraka ${harakaVersion()} + ${line.replace(/^.*(haraka-plugin-rspamd \S+ from \S+).*$/, '$1')}`,
+      v2: `Haraka ${harakaVersion()} + ${line.replace(/^.*(haraka-plugin-rspamd \S+ from [^,\s]+).*$/, '$1')}`,
       v1: `Haraka ${harakaVersion()} + ${bundledPlugin()}`,
       none: `Haraka ${harakaVersion()}, no rspamd plugin`,
     }
