@@ -1,8 +1,7 @@
 // The Haraka adapter: register(), the data_post hook, config reload. Wiring only — the only file
 // that knows Haraka's connection and transaction objects. Haraka copies these exports onto its plugin object.
 
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
@@ -19,6 +18,8 @@ import {
   type SenderFacts,
   type Verdict,
 } from './src/verdict'
+import { DEFAULT_SCANNER, rspamdHostName } from './src/headers'
+import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
 
@@ -109,26 +110,17 @@ export function register(this: RspamdPlugin): void {
   this.loginfo(`haraka-plugin-rspamd ${packageVersion()} from ${__dirname}, rspamd at ${this.client.server}`)
 }
 
-function packageVersion(): string {
-  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-        name?: string
-        version?: string
-      }
-      if (pkg.name === 'haraka-plugin-rspamd') return pkg.version ?? 'unknown'
-    } catch {
-      // no package.json here: look one directory up
-    }
-  }
-  return 'unknown'
-}
-
 /** Read and validate rspamd.ini; throws a ConfigError naming the key (Haraka then refuses to start). */
 function loadConfig(plugin: RspamdPlugin): Config {
   const ini = plugin.config.get('rspamd.ini', { booleans: INI_BOOLEANS }, () => reload(plugin))
   const cfg = parseConfig(ini)
   checkTimeout(plugin, cfg)
+  if (cfg.ignored.length > 0) {
+    plugin.logwarn(
+      `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
+        `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+    )
+  }
   return cfg
 }
 
@@ -346,6 +338,12 @@ function act(
   const facts: SenderFacts = {
     authenticated: Boolean(connection.notes.auth_user),
     subject: decodedSubject(txn.header),
+    style: {
+      scanner: `${DEFAULT_SCANNER} ${packageVersion()}`,
+      rspamdHost: rspamdHostName(cfg.target, hostname()),
+      queueId: txn.uuid,
+      json: result.json,
+    },
   }
   if (action === 'greylist' && cfg.greylist.enabled && plugin.greylist) {
     const env = envelope(connection, txn)

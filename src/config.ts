@@ -6,6 +6,10 @@ import { isIP } from 'node:net'
 
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
+/** `[spam_headers] styles`: which families of verdict headers are written (SPEC §5). */
+export const HEADER_STYLES = ['rspamd', 'exim', 'extended', 'lda'] as const
+export type HeaderStyle = (typeof HEADER_STYLES)[number]
+
 export type Target =
   { kind: 'tcp'; scheme: 'http' | 'https'; host: string; port: number } | { kind: 'unix'; socketPath: string }
 
@@ -100,6 +104,13 @@ export interface Config {
   rmilterHeaders: { enabled: boolean }
   smtpMessage: { enabled: boolean }
   defer: { error: boolean; timeout: boolean }
+  /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */
+  spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean }
+  /**
+   * Keys and sections of the file that no setting reads — a typo, or a key in the wrong section
+   * (`max_size` under `[check]`): worth a warning, since the operator meant something by them.
+   */
+  ignored: string[]
 }
 
 /** Booleans declared to haraka-config, with 1.6.x's defaults (+ = true, - = false). */
@@ -132,6 +143,7 @@ export const INI_BOOLEANS: readonly string[] = [
   '-request.zstd',
   '-request.raw',
   '+tls.reject_unauthorized',
+  '-spam_headers.lda_json',
 ]
 
 /** The `[request]` booleans that each become one rspamd `Flags` entry. */
@@ -170,6 +182,38 @@ function section(ini: Section, name: string): Section {
   if (s === undefined || s === null) return {}
   if (!isSection(s)) throw new ConfigError(`[${name}]`, s, 'expected a section')
   return s
+}
+
+/** The section, recording each key that a setting reads from it. */
+function tracked(s: Section, name: string, read: Map<string, Set<string>>): Section {
+  const keys = read.get(name) ?? new Set<string>()
+  read.set(name, keys)
+  return new Proxy(s, {
+    get(target, key) {
+      if (typeof key === 'string') keys.add(key)
+      return Reflect.get(target, key) as unknown
+    },
+  })
+}
+
+/** Every `section.key` (or `[section]`) of the file that no setting read. */
+function ignoredKeys(ini: Section, read: Map<string, Set<string>>): string[] {
+  // haraka-config puts every declared boolean in, with its default, whether the file has it or not
+  const declared = new Set(INI_BOOLEANS.map((b) => b.slice(1)))
+  const out: string[] = []
+  for (const [name, value] of Object.entries(ini)) {
+    const keys = read.get(name)
+    if (!keys) {
+      out.push(`[${name}]`)
+      continue
+    }
+    if (!isSection(value)) continue
+    for (const key of Object.keys(value)) {
+      if (!keys.has(key) && !declared.has(`${name}.${key}`))
+        out.push(name === 'main' ? key : `${name}.${key}`)
+    }
+  }
+  return out
 }
 
 /** Reads keys of one section with the key's full ini name in every error. */
@@ -290,17 +334,19 @@ function headerValue(key: string, value: string): string {
  */
 export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env): Config {
   if (!isSection(ini)) throw new ConfigError('rspamd.ini', ini, 'expected an ini file')
-  const main = new Reader(section(ini, 'main'), '')
-  const tls = new Reader(section(ini, 'tls'), 'tls')
-  const auth = new Reader(section(ini, 'auth'), 'auth')
-  const request = new Reader(section(ini, 'request'), 'request')
+  const read = new Map<string, Set<string>>()
+  const sec = (name: string): Section => tracked(section(ini, name), name, read)
+  const main = new Reader(sec('main'), '')
+  const tls = new Reader(sec('tls'), 'tls')
+  const auth = new Reader(sec('auth'), 'auth')
+  const request = new Reader(sec('request'), 'request')
 
   const targets = parseServers(main) ?? [parseTarget(main)]
-  return {
+  const cfg: Omit<Config, 'ignored'> = {
     target: targets[0] ?? parseTarget(main),
     targets,
     connectTimeout: main.seconds('connect_timeout') ?? 1,
-    upstream: parseUpstream(new Reader(section(ini, 'upstream'), 'upstream')),
+    upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
     path: parsePath(main),
     timeout: main.seconds('timeout'),
     addHeaders: parseAddHeaders(main),
@@ -314,28 +360,30 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     },
     auth: parseAuth(auth, env),
     request: parseRequest(request),
-    requestHeaders: parseRequestHeaders(section(ini, 'request_headers')),
-    dkim: { enabled: new Reader(section(ini, 'dkim'), 'dkim').bool('enabled', true) },
-    header: parseHeaderNames(new Reader(section(ini, 'header'), 'header')),
-    spambar: parseSpambar(new Reader(section(ini, 'spambar'), 'spambar')),
-    check: parseCheck(new Reader(section(ini, 'check'), 'check')),
+    requestHeaders: parseRequestHeaders(sec('request_headers')),
+    dkim: { enabled: new Reader(sec('dkim'), 'dkim').bool('enabled', true) },
+    header: parseHeaderNames(new Reader(sec('header'), 'header')),
+    spambar: parseSpambar(new Reader(sec('spambar'), 'spambar')),
+    check: parseCheck(new Reader(sec('check'), 'check')),
     maxSize: parseSize(main, 'max_size'),
-    greylist: parseGreylist(new Reader(section(ini, 'greylist'), 'greylist')),
-    thresholds: parseThresholds(new Reader(section(ini, 'thresholds'), 'thresholds')),
-    ham: parseHam(new Reader(section(ini, 'ham'), 'ham')),
-    reject: parseReject(new Reader(section(ini, 'reject'), 'reject')),
-    softReject: parseSoftReject(new Reader(section(ini, 'soft_reject'), 'soft_reject')),
+    greylist: parseGreylist(new Reader(sec('greylist'), 'greylist')),
+    thresholds: parseThresholds(new Reader(sec('thresholds'), 'thresholds')),
+    ham: parseHam(new Reader(sec('ham'), 'ham')),
+    reject: parseReject(new Reader(sec('reject'), 'reject')),
+    softReject: parseSoftReject(new Reader(sec('soft_reject'), 'soft_reject')),
     rewriteSubject: {
-      enabled: new Reader(section(ini, 'rewrite_subject'), 'rewrite_subject').bool('enabled', true),
+      enabled: new Reader(sec('rewrite_subject'), 'rewrite_subject').bool('enabled', true),
     },
     rmilterHeaders: {
-      enabled: new Reader(section(ini, 'rmilter_headers'), 'rmilter_headers').bool('enabled', true),
+      enabled: new Reader(sec('rmilter_headers'), 'rmilter_headers').bool('enabled', true),
     },
     smtpMessage: {
-      enabled: new Reader(section(ini, 'smtp_message'), 'smtp_message').bool('enabled', true),
+      enabled: new Reader(sec('smtp_message'), 'smtp_message').bool('enabled', true),
     },
-    defer: parseDefer(new Reader(section(ini, 'defer'), 'defer')),
+    defer: parseDefer(new Reader(sec('defer'), 'defer')),
+    spamHeaders: parseSpamHeaders(new Reader(sec('spam_headers'), 'spam_headers')),
   }
+  return { ...cfg, ignored: ignoredKeys(ini, read) }
 }
 
 function parseTarget(main: Reader): Target {
@@ -413,7 +461,8 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
     portText = parts[1]
   }
   if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
-  let port = DEFAULT_PORT
+  // an https URL without a port is rspamd behind a TLS proxy on 443; anything else is rspamd's port
+  let port = url && scheme === 'https' ? 443 : DEFAULT_PORT
   if (portText !== undefined) {
     port = Number(portText)
     if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return `bad port ${JSON.stringify(portText)}`
@@ -673,6 +722,36 @@ function parseSoftReject(soft: Reader): Config['softReject'] {
 
 function parseDefer(defer: Reader): Config['defer'] {
   return { error: defer.bool('error', false), timeout: defer.bool('timeout', false) }
+}
+
+/** A comma list of styles (also the LDA command's --styles); '' or an unknown name is an error. */
+export function parseStyles(key: string, raw: unknown): HeaderStyle[] {
+  const listed = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(',') : undefined
+  if (listed === undefined) throw new ConfigError(key, raw, 'expected a comma list of header styles')
+  const out = new Set<HeaderStyle>()
+  for (const item of listed) {
+    const t = item.trim().toLowerCase()
+    if (t === '') continue
+    const style = HEADER_STYLES.find((h) => h === t)
+    if (!style)
+      throw new ConfigError(
+        key,
+        raw,
+        `unknown style ${JSON.stringify(t)}, expected ${HEADER_STYLES.join(', ')}`,
+      )
+    out.add(style)
+  }
+  // an empty list would silently stop every verdict header; add_headers = never says that on purpose
+  if (out.size === 0) throw new ConfigError(key, raw, `expected at least one of ${HEADER_STYLES.join(', ')}`)
+  return [...out]
+}
+
+function parseSpamHeaders(r: Reader): Config['spamHeaders'] {
+  const raw = r.raw('styles')
+  return {
+    styles: raw === undefined || raw === null ? ['rspamd'] : parseStyles(r.name('styles'), raw),
+    ldaJson: r.bool('lda_json', false),
+  }
 }
 
 /** Where two configs would need different connection pools (servers, TLS, connect or health settings). */

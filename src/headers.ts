@@ -98,6 +98,8 @@ interface Piece {
   ws: string
   text: string
   encode: boolean
+  /** start a new physical line here (one line per symbol in X-Spamd-Result) */
+  brk?: boolean
 }
 
 /**
@@ -203,6 +205,15 @@ class Layout {
     return false
   }
 
+  /** Fold before the next piece unless the line is still empty; false once the budget is spent. */
+  breakLine(): boolean {
+    if (!this.started) return true
+    // the fold and at least the space and one character after it
+    if (this.budget() < this.eol.length + 2) return this.stop()
+    this.fold()
+    return true
+  }
+
   /** An ASCII word and the whitespace before it; false once the budget is spent. */
   plain(ws: string, word: string): boolean {
     let atom = ws + word
@@ -278,6 +289,7 @@ class Layout {
 function layout(list: Piece[], used: number, eol: string, limit: number): string {
   const l = new Layout(eol, used, limit)
   for (const p of list) {
+    if (p.brk && !l.breakLine()) break
     if (!(p.encode ? l.encoded(p.ws, p.text) : l.plain(p.ws, p.text))) break
   }
   return l.finish()
@@ -287,18 +299,29 @@ function layout(list: Piece[], used: number, eol: string, limit: number): string
  * The value to hand to Haraka's add_header(name, value): sanitised, RFC 2047-encoded and folded
  * at whitespace so lines stay ≤ 78 where possible and never exceed 998; the whole value (folds
  * included) is at most maxTotal characters, ending in ` [truncated]` when cut.
+ * A list of values is written one per line (each still folded when long), joined by a space.
  * undefined when `name` is not a valid field name.
  */
 export function prepareField(
   name: string,
-  value: string,
+  value: string | readonly string[],
   opts: { eol?: string; maxTotal?: number } = {},
 ): HeaderField | undefined {
   if (!isFieldName(name)) return undefined
   const eol = opts.eol ?? '\n'
   const maxTotal = Math.max(opts.maxTotal ?? MAX_TOTAL, MIN_TOTAL)
-  const text = sanitizeValue(value).replace(/[ \t]{65,}/g, (run) => run.slice(0, MAX_WSP_RUN))
-  const { list } = pieces(text)
+  const list: Piece[] = []
+  for (const part of typeof value === 'string' ? [value] : value) {
+    const text = sanitizeValue(part).replace(/[ \t]{65,}/g, (run) => run.slice(0, MAX_WSP_RUN))
+    const partPieces = pieces(text).list
+    const first = partPieces[0]
+    if (first === undefined) continue
+    if (list.length > 0) {
+      first.ws = ' '
+      first.brk = true
+    }
+    list.push(...partPieces)
+  }
   const used = name.length + 2
   const whole = layout(list, used, eol, Infinity)
   if (whole.length <= maxTotal) return { name, value: whole }
@@ -334,6 +357,137 @@ export function rspamdStyle(reply: Reply, cfg: Pick<Config, 'header' | 'spambar'
   if (report) out.push({ name: report, value: symbolReport(reply.symbols) })
   if (score) out.push({ name: score, value: `${reply.score}` })
   return out
+}
+
+/** What the styles need beyond the reply: who scanned, on which host, which message. */
+export interface StyleFacts {
+  /** X-Spam-Scanner (lda): this program and its version; default `haraka-plugin-rspamd` */
+  scanner?: string
+  /** X-Rspamd-Server (extended): the host rspamd runs on; omitted when unknown */
+  rspamdHost?: string
+  /** X-Rspamd-Queue-Id (extended): the id sent to rspamd as Queue-Id; omitted when unknown */
+  queueId?: string
+  /** the reply JSON as rspamd sent it, for the lda style's X-Spam-Result */
+  json?: Record<string, unknown>
+}
+
+/** A header before prepareField(): a list value is written one item per line. */
+export interface RawField {
+  name: string
+  value: string | string[]
+  /** cap for this value instead of MAX_TOTAL (X-Spam-Result must never be cut: it is base64) */
+  maxTotal?: number
+}
+
+/** Base64 of the reply in X-Spam-Result above this is left out (and reported), not truncated. */
+export const MAX_RESULT_BASE64 = 256 * 1024
+/** Base64 is folded into lines of this many characters (RFC 2045 §6.8's line length). */
+const BASE64_LINE = 76
+
+/** rspamd's x-spamd-result order: the heaviest symbols first (by |score|), then by name, so output is stable. */
+function bySeverity(symbols: readonly RspamdSymbol[]): RspamdSymbol[] {
+  return [...symbols].sort(
+    (a, b) => Math.abs(b.score) - Math.abs(a.score) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  )
+}
+
+/** Exim's $spam_score and $spam_bar: `7.2 (+++++++)`. */
+export function eximStyle(reply: Reply, cfg: Pick<Config, 'spambar'>): RawField[] {
+  const report = [`Action: ${reply.action}`]
+  for (const s of bySeverity(reply.symbols)) report.push(`Symbol: ${s.name}(${s.score.toFixed(2)})`)
+  for (const [key, text] of Object.entries(reply.messages)) report.push(`Message: ${key}: ${text}`)
+  return [
+    { name: 'X-Spam-Score', value: `${reply.score.toFixed(1)} (${spamBar(reply.score, cfg.spambar)})` },
+    // `;` ends every item but the last, so the unfolded value still splits into items
+    { name: 'X-Spam-Report', value: report.map((r, i) => (i < report.length - 1 ? `${r};` : r)) },
+  ]
+}
+
+/**
+ * rspamd's milter_headers extended_spam_headers: `default: True|False [score / required]`, True
+ * only for reject (as rspamd's x-spamd-result routine), then `SYMBOL(score)[options]` one per line.
+ */
+export function extendedStyle(reply: Reply, facts: StyleFacts): RawField[] {
+  const required = reply.requiredScore ?? reply.thresholds.reject
+  const verdict =
+    `default: ${reply.action === 'reject' ? 'True' : 'False'} ` +
+    `[${reply.score.toFixed(2)} / ${required === undefined ? '-' : required.toFixed(2)}]`
+  const items = [
+    verdict,
+    ...bySeverity(reply.symbols).map((s) => `${s.name}(${s.score.toFixed(2)})[${s.options.join(',')}]`),
+  ]
+  const out: RawField[] = [
+    { name: 'X-Spamd-Result', value: items.map((r, i) => (i < items.length - 1 ? `${r};` : r)) },
+  ]
+  if (facts.rspamdHost) out.push({ name: 'X-Rspamd-Server', value: facts.rspamdHost })
+  if (facts.queueId) out.push({ name: 'X-Rspamd-Queue-Id', value: facts.queueId })
+  return out
+}
+
+export const DEFAULT_SCANNER = 'haraka-plugin-rspamd'
+
+/** rspamc --mime: X-Spam is yes for the two actions rspamd's docs call spam, reject and add header. */
+export function ldaStyle(
+  reply: Reply,
+  facts: StyleFacts,
+  withJson: boolean,
+): { fields: RawField[]; dropped: string[] } {
+  const fields: RawField[] = [
+    { name: 'X-Spam-Scanner', value: facts.scanner ?? DEFAULT_SCANNER },
+    { name: 'X-Spam', value: reply.action === 'reject' || reply.action === 'add header' ? 'yes' : 'no' },
+    { name: 'X-Spam-Action', value: reply.action },
+  ]
+  const dropped: string[] = []
+  if (withJson && facts.json) {
+    const b64 = Buffer.from(JSON.stringify(facts.json), 'utf8').toString('base64')
+    if (b64.length > MAX_RESULT_BASE64) {
+      dropped.push(
+        `X-Spam-Result: the reply is ${b64.length} characters of base64, over ${MAX_RESULT_BASE64}`,
+      )
+    } else {
+      const lines: string[] = []
+      for (let i = 0; i < b64.length; i += BASE64_LINE) lines.push(b64.slice(i, i + BASE64_LINE))
+      fields.push({ name: 'X-Spam-Result', value: lines, maxTotal: Infinity })
+    }
+  }
+  return { fields, dropped }
+}
+
+/** The lda style when the scan failed: only X-Spam-Scanner, saying so (rspamc --mime has no verdict either). */
+export function ldaFailureStyle(scanner: string, error: { kind: string; message: string }): RawField[] {
+  return [{ name: 'X-Spam-Scanner', value: `${scanner}; scan failed: ${error.kind}: ${error.message}` }]
+}
+
+/** Every configured style, in the configured order, as raw fields; what had to be left out, and why. */
+export function styleHeaders(
+  reply: Reply,
+  cfg: Pick<Config, 'header' | 'spambar' | 'spamHeaders'>,
+  facts: StyleFacts,
+): { fields: RawField[]; dropped: string[] } {
+  const fields: RawField[] = []
+  const dropped: string[] = []
+  for (const style of cfg.spamHeaders.styles) {
+    if (style === 'rspamd') fields.push(...rspamdStyle(reply, cfg))
+    else if (style === 'exim') fields.push(...eximStyle(reply, cfg))
+    else if (style === 'extended') fields.push(...extendedStyle(reply, facts))
+    else {
+      const lda = ldaStyle(reply, facts, cfg.spamHeaders.ldaJson)
+      fields.push(...lda.fields)
+      dropped.push(...lda.dropped)
+    }
+  }
+  return { fields, dropped }
+}
+
+/**
+ * X-Rspamd-Server names the machine rspamd runs on. From here we only know the address we
+ * reach it at: a loopback address or a UNIX socket means this machine.
+ */
+export function rspamdHostName(target: Config['target'], localHostname: string): string {
+  if (target.kind === 'unix') return localHostname
+  const h = target.host.toLowerCase()
+  if (h === 'localhost' || h === '::1' || /^127\./.test(h)) return localHostname
+  return target.host
 }
 
 /**

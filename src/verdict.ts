@@ -7,9 +7,11 @@ import {
   type HeaderField,
   milterEdits,
   prepareField,
+  type RawField,
   rewriteSubject,
-  rspamdStyle,
   STACKED_HEADERS,
+  type StyleFacts,
+  styleHeaders,
 } from './headers'
 
 export interface SenderFacts {
@@ -22,6 +24,8 @@ export interface SenderFacts {
    * `greylist` and [greylist] is enabled; undefined = not checked, and the message is accepted.
    */
   greylist?: 'deferred' | 'passed'
+  /** scanner name, rspamd host, queue id and reply JSON for the extended and lda header styles */
+  style?: StyleFacts
 }
 
 /** Header changes, in order: remove every `remove` name, then add every `add` field. Values are ready to write. */
@@ -144,7 +148,7 @@ function isHam(reply: Reply, cfg: Config): boolean {
   return cfg.ham.maxScore === undefined || reply.score <= cfg.ham.maxScore
 }
 
-/** Whether the spam headers ([header] names) are written for this reply. */
+/** Whether the spam headers (every [spam_headers] style) are written for this reply. */
 export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
   if (cfg.addHeaders === 'always') return true
   if (cfg.addHeaders === 'never') return false
@@ -154,7 +158,7 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
 }
 
 function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
-  const raw: HeaderField[] = []
+  const raw: RawField[] = []
   const remove: string[] = []
   const dropped: string[] = []
 
@@ -170,11 +174,15 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
     raw.push(...m.add)
     dropped.push(...m.dropped)
   }
-  if (wantsSpamHeaders(reply, cfg)) raw.push(...rspamdStyle(reply, cfg))
+  if (wantsSpamHeaders(reply, cfg)) {
+    const styled = styleHeaders(reply, cfg, facts.style ?? {})
+    raw.push(...styled.fields)
+    dropped.push(...styled.dropped)
+  }
 
   const add: HeaderField[] = []
   for (const f of raw) {
-    const ready = prepareField(f.name, f.value)
+    const ready = prepareField(f.name, f.value, { maxTotal: f.maxTotal })
     if (ready === undefined) {
       dropped.push(`invalid header name ${JSON.stringify(f.name)}`)
       continue

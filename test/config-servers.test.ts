@@ -23,7 +23,8 @@ const SERVER_ENTRIES: Array<[entry: string, expected: Target]> = [
   ['http://10.0.0.2:11333/', tcp('10.0.0.2')],
   ['https://scan.example.net:443', tcp('scan.example.net', 443, 'https')],
   ['HTTPS://[::1]:8443', tcp('::1', 8443, 'https')],
-  ['https://scan.example.net', tcp('scan.example.net', 11333, 'https')],
+  ['https://scan.example.net', tcp('scan.example.net', 443, 'https')],
+  ['http://scan.example.net', tcp('scan.example.net')],
 ]
 
 const BAD_ENTRIES: Array<[entry: string, why: RegExp]> = [

@@ -61,10 +61,36 @@ const DEFAULTS: Array<[what: string, get: Getter, expected: unknown]> = [
     [undefined, undefined, undefined],
   ],
   ['request_headers', (c) => c.requestHeaders, {}],
+  ['spam_headers', (c) => c.spamHeaders, { styles: ['rspamd'], ldaJson: false }],
 ]
 
 // [ini text as it reads, ini object, getter, expected]
 const VALID: Array<[label: string, ini: Ini, get: Getter, expected: unknown]> = [
+  ...(
+    [
+      ['exim', ['exim']],
+      ['extended', ['extended']],
+      ['lda', ['lda']],
+      ['rspamd, exim, extended, lda', ['rspamd', 'exim', 'extended', 'lda']],
+      ['lda,rspamd', ['lda', 'rspamd']],
+      [' Exim , LDA ', ['exim', 'lda']],
+      ['exim, exim, rspamd, exim', ['exim', 'rspamd']],
+      ['exim,,lda,', ['exim', 'lda']],
+    ] as Array<[string, string[]]>
+  ).map(([styles, expected]): [string, Ini, Getter, unknown] => [
+    `[spam_headers] styles=${styles}`,
+    { spam_headers: { styles } },
+    (c) => c.spamHeaders.styles,
+    expected,
+  ]),
+  [
+    '[spam_headers] styles as an array',
+    { spam_headers: { styles: ['extended', 'lda'] } },
+    (c) => c.spamHeaders.styles,
+    ['extended', 'lda'],
+  ],
+  ['[spam_headers] lda_json=true', { spam_headers: { lda_json: true } }, (c) => c.spamHeaders.ldaJson, true],
+  ['[spam_headers] lda_json=yes', { spam_headers: { lda_json: 'yes' } }, (c) => c.spamHeaders.ldaJson, true],
   [
     'host=rspamd.local',
     { main: { host: 'rspamd.local' } },
@@ -480,6 +506,16 @@ const INVALID: Array<[label: string, ini: unknown, key: string]> = [
   ['[ham] ok=2', { ham: { ok: 2 } }, 'ham.ok'],
   ['[ham] max_score=low', { ham: { max_score: 'low' } }, 'ham.max_score'],
   ['[greylist] as text, not a section', { greylist: 'on' }, '[greylist]'],
+  ['[spam_headers] styles= (empty)', { spam_headers: { styles: '' } }, 'spam_headers.styles'],
+  ['[spam_headers] styles= , , (no style)', { spam_headers: { styles: ' , ,' } }, 'spam_headers.styles'],
+  ['[spam_headers] styles=spamassassin', { spam_headers: { styles: 'spamassassin' } }, 'spam_headers.styles'],
+  [
+    '[spam_headers] styles=rspamd,exim,bogus',
+    { spam_headers: { styles: 'rspamd,exim,bogus' } },
+    'spam_headers.styles',
+  ],
+  ['[spam_headers] styles=5', { spam_headers: { styles: 5 } }, 'spam_headers.styles'],
+  ['[spam_headers] lda_json=sometimes', { spam_headers: { lda_json: 'sometimes' } }, 'spam_headers.lda_json'],
 ]
 
 describe('config', function () {
@@ -495,7 +531,7 @@ describe('config', function () {
       const empty = Object.fromEntries(
         ['main', 'tls', 'auth', 'request', 'request_headers', 'dkim', 'header', 'spambar', 'check']
           .concat(['reject', 'soft_reject', 'rewrite_subject', 'rmilter_headers', 'smtp_message', 'defer'])
-          .concat(['greylist', 'thresholds', 'ham'])
+          .concat(['greylist', 'thresholds', 'ham', 'spam_headers'])
           .map((s) => [s, {}]),
       )
       assert.deepEqual(parseConfig(empty, {}), cfg)
@@ -614,6 +650,10 @@ describe('config', function () {
     it('puts the offending value in the message', () => {
       assert.throws(() => parseConfig({ main: { port: 70000 } }, {}), /70000/)
       assert.throws(() => parseConfig({ main: { scheme: 'ftp' } }, {}), /ftp/)
+      assert.throws(
+        () => parseConfig({ spam_headers: { styles: 'rspamd, bogus' } }, {}),
+        /spam_headers\.styles = "rspamd, bogus": unknown style "bogus", expected rspamd, exim, extended, lda/,
+      )
     })
   })
 

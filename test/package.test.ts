@@ -1,9 +1,13 @@
 // The package as Haraka loads it: package.json → dist/index.js (CommonJS), exports copied onto a plugin object.
 
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { loadPlugin, REPO, unregister } from './support/harness'
+
+const run = promisify(execFile)
 
 interface Pkg {
   name: string
@@ -11,6 +15,7 @@ interface Pkg {
   main: string
   types: string
   files: string[]
+  bin: Record<string, string>
   engines: { node: string }
   dependencies: Record<string, string>
 }
@@ -24,8 +29,25 @@ describe('package', function () {
     assert.equal(pkg.main, 'dist/index.js')
     assert.equal(pkg.types, 'dist/index.d.ts')
     assert.ok(existsSync(join(REPO, pkg.main)), 'dist/index.js is built (npm test builds first)')
-    assert.deepEqual([...pkg.files].sort(), ['README.md', 'config', 'dist'])
+    assert.deepEqual([...pkg.files].sort(), ['README.md', 'bin', 'config', 'dist'])
     assert.equal(pkg.engines.node, '>=20.18.1')
+  })
+
+  it('ships the rspamd-lda command: bin entry, executable, in the npm pack file list', async () => {
+    assert.deepEqual(pkg.bin, { 'rspamd-lda': 'bin/rspamd-lda' })
+    const bin = join(REPO, 'bin', 'rspamd-lda')
+    assert.match(readFileSync(bin, 'utf8'), /^#!\/usr\/bin\/env node\n/)
+    assert.ok((statSync(bin).mode & 0o111) !== 0, 'bin/rspamd-lda is executable')
+    const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO })
+    const packed = JSON.parse(stdout) as Array<{ files: Array<{ path: string; mode: number }> }>
+    const files = packed[0]?.files ?? []
+    const entry = files.find((f) => f.path === 'bin/rspamd-lda')
+    assert.ok(entry, 'bin/rspamd-lda is packed')
+    assert.ok((entry.mode & 0o111) !== 0, 'packed executable')
+    assert.ok(
+      files.some((f) => f.path === 'dist/src/lda.js'),
+      'dist/src/lda.js is packed',
+    )
   })
 
   it('depends on undici 7, not 8 (which needs Node 22)', () => {

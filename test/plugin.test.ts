@@ -3,9 +3,12 @@
 
 import assert from 'node:assert/strict'
 import { EventEmitter } from 'node:events'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 import { FakeRspamd } from './support/fake-rspamd'
+import { packageVersion } from '../src/version'
 import { replyFor } from './support/replies'
 import {
   DENY,
@@ -18,6 +21,7 @@ import {
   loadPlugin,
   queuedMessage,
   replyCode,
+  REPO,
   replyText,
   unregister,
 } from './support/harness'
@@ -45,6 +49,8 @@ function assertWellFormed(message: Buffer): void {
   }
   assert.ok(!/\r(?!\n)|(?<!\r)\n/.test(head), 'bare CR or LF in the header block')
 }
+
+const version = packageVersion()
 
 describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
   let server: FakeRspamd
@@ -257,6 +263,50 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.equal(txn.header.get_all('X-Rspamd-Bar').length, 1)
     })
 
+    it('is the plugin of this checkout (dist/ beside this test), also through a symlinked node_modules', () => {
+      plugin = loadPlugin(iniFor(server))
+      assert.equal(plugin.plugin_path, join(REPO, 'package.json'))
+    })
+
+    it('writes every [spam_headers] style and replaces the forged X-Spam-* and X-Spamd-Result headers', async () => {
+      plugin = loadPlugin(
+        iniFor(
+          server,
+          'add_headers = sometimes\n[spam_headers]\nstyles = rspamd, exim, extended, lda\nlda_json = true',
+        ),
+      )
+      const json = replyFor('add header')
+      server.setReply(json)
+      const conn = await connectionWith(corpus('spoofed-verdict-headers.eml'))
+      await dataPost(plugin, conn)
+      const txn = conn.transaction
+      assert.ok(txn)
+      const all = (name: string) => txn.header.get_all(name).map((v) => v.replace(/\r?\n[ \t]+/g, ' ').trim())
+      assert.deepEqual(all('X-Spam'), ['yes'])
+      assert.deepEqual(all('X-Spam-Action'), ['add header'])
+      assert.deepEqual(all('X-Spam-Scanner'), [`haraka-plugin-rspamd ${version}`])
+      assert.deepEqual(all('X-Spam-Score'), ['6.5 (++++++)'])
+      assert.equal(all('X-Spamd-Result').length, 1)
+      assert.match(all('X-Spamd-Result')[0] ?? '', /^default: False \[6\.50 \/ 15\.00\]; /)
+      assert.deepEqual(all('X-Rspamd-Queue-Id'), [txn.uuid])
+      // the fake rspamd listens on 127.0.0.1: rspamd runs on this host
+      assert.deepEqual(all('X-Rspamd-Server'), [hostname()])
+      const result = all('X-Spam-Result')
+      assert.equal(result.length, 1)
+      assert.deepEqual(JSON.parse(Buffer.from(result[0] ?? '', 'base64').toString('utf8')), json)
+      assert.deepEqual(all('X-Rspamd-Score'), ['6.5'])
+      assertWellFormed(await queuedMessage(conn))
+    })
+
+    it('writes no style header for "no action" with add_headers=sometimes, so forged ones stay untouched only then', async () => {
+      plugin = loadPlugin(iniFor(server, '[spam_headers]\nstyles = lda, exim'))
+      server.setReply(replyFor('no action'))
+      const conn = await connectionWith(corpus('ham.eml'))
+      await dataPost(plugin, conn)
+      for (const n of ['X-Spam', 'X-Spam-Action', 'X-Spam-Scanner', 'X-Spam-Score', 'X-Spam-Report'])
+        assert.equal(conn.transaction?.header.get(n), '', n)
+    })
+
     it("applies rspamd's milter add/remove headers and adds DKIM-Signature", async () => {
       plugin = loadPlugin(iniFor(server))
       server.setReply(
@@ -414,7 +464,11 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
     })
 
     /** Resolves with the next message the plugin logs at `level` that matches `re`. */
-    function nextLog(p: FixturePlugin, level: 'loginfo' | 'logerror', re: RegExp): Promise<string> {
+    function nextLog(
+      p: FixturePlugin,
+      level: 'loginfo' | 'logerror' | 'logwarn',
+      re: RegExp,
+    ): Promise<string> {
       const original = p[level] as (msg: string) => void
       return new Promise((done) => {
         p[level] = (msg: string) => {
@@ -428,6 +482,16 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
     }
     const cfgOf = (p: FixturePlugin) =>
       (p as unknown as { cfg: { addHeaders: string; target: { port?: number } } }).cfg
+
+    it('warns about keys it does not use (typos, wrong section), at start-up and on reload', async () => {
+      plugin = loadPlugin(`${iniFor(server)}timout = 5\n[check]\nmax_size = 1M\n`, { register: false })
+      const warned = nextLog(plugin, 'logwarn', /not used/)
+      plugin.register()
+      assert.match(await warned, /rspamd\.ini: not used: timout, check\.max_size/)
+      const again = nextLog(plugin, 'logwarn', /not used/)
+      writeFileSync(iniPathOf(plugin), `${iniFor(server)}[greylist]\ndealy = 3\n`)
+      assert.match(await again, /not used: greylist\.dealy/)
+    })
 
     it('keeps the previous config when a reload brings a bad value, and logs the key', async () => {
       plugin = loadPlugin(iniFor(server))

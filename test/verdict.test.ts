@@ -3,7 +3,7 @@
 // policy for every kind of failed scan.
 
 import assert from 'node:assert/strict'
-import { type AddHeaders, type Config, parseConfig } from '../src/config'
+import { type AddHeaders, type Config, HEADER_STYLES, parseConfig } from '../src/config'
 import type { Reply } from '../src/reply'
 import {
   decide,
@@ -395,6 +395,82 @@ describe('verdict', function () {
       assert.ok(v.edits.add.length >= 2)
       for (const h of v.edits.add)
         assert.doesNotMatch(unfold(h.value), /[\r\n\0]/, `${h.name}: ${JSON.stringify(h.value)}`)
+    })
+  })
+
+  describe('decide(): [spam_headers] styles', function () {
+    const ALL = { ...BASE, spamHeaders: { styles: HEADER_STYLES.slice(), ldaJson: true } }
+    const STYLE_NAMES = [
+      'X-Rspamd-Bar',
+      'X-Rspamd-Report',
+      'X-Rspamd-Score',
+      'X-Spam-Score',
+      'X-Spam-Report',
+      'X-Spamd-Result',
+      'X-Rspamd-Server',
+      'X-Rspamd-Queue-Id',
+      'X-Spam-Scanner',
+      'X-Spam',
+      'X-Spam-Action',
+      'X-Spam-Result',
+    ]
+    const style = {
+      scanner: 'haraka-plugin-rspamd 2.0.0',
+      rspamdHost: 'mx1.example.net',
+      queueId: 'Q1',
+      json: { action: 'add header', score: 7.3 },
+    }
+    for (const addHeaders of ['always', 'sometimes', 'never'] as AddHeaders[]) {
+      for (const action of ['add header', 'no action']) {
+        const written = addHeaders === 'always' || (addHeaders === 'sometimes' && action === 'add header')
+        it(`${written ? 'writes' : 'does not write'} every style for "${action}" with add_headers=${addHeaders}`, () => {
+          const v = accepted(
+            decide(replyFor(action), { ...ALL, addHeaders }, { authenticated: false, style }),
+          )
+          const added = v.edits.add.map((h) => h.name)
+          const removed = names(v.edits.remove)
+          for (const n of STYLE_NAMES) {
+            assert.equal(added.includes(n), written, `${n} added`)
+            // a forged verdict header of any style we write must not survive next to ours
+            assert.equal(removed.includes(n.toLowerCase()), written, `${n} removed first`)
+          }
+        })
+      }
+    }
+    it('writes each style header once, folded and single-valued', () => {
+      const v = accepted(
+        decide(replyFor('add header'), { ...ALL, addHeaders: 'always' }, { authenticated: false, style }),
+      )
+      for (const n of STYLE_NAMES) assert.equal(v.edits.add.filter((h) => h.name === n).length, 1, n)
+      const result = v.edits.add.find((h) => h.name === 'X-Spam-Result')?.value ?? ''
+      assert.deepEqual(
+        JSON.parse(Buffer.from(result.replace(/\s+/g, ''), 'base64').toString('utf8')),
+        style.json,
+      )
+      const spamd = v.edits.add.find((h) => h.name === 'X-Spamd-Result')?.value ?? ''
+      assert.equal(spamd, 'default: False [7.30 / 15.00];\n BAYES_SPAM(5.10)[99.00%];\n R_SPF_FAIL(2.20)[]')
+    })
+    it('only the rspamd style by default', () => {
+      const v = accepted(decide(replyFor('add header'), BASE, { authenticated: false, style }))
+      assert.deepEqual(
+        v.edits.add.map((h) => h.name),
+        ['X-Rspamd-Bar', 'X-Rspamd-Report', 'X-Rspamd-Score'],
+      )
+    })
+    it('reports a too-large X-Spam-Result as dropped instead of writing a cut one', () => {
+      const json = { pad: 'x'.repeat(300 * 1024) }
+      const v = accepted(
+        decide(
+          replyFor('add header'),
+          { ...ALL, addHeaders: 'always' },
+          { authenticated: false, style: { json } },
+        ),
+      )
+      assert.ok(!v.edits.add.some((h) => h.name === 'X-Spam-Result'))
+      assert.ok(
+        v.edits.dropped.some((d) => d.startsWith('X-Spam-Result:')),
+        v.edits.dropped.join('; '),
+      )
     })
   })
 

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { promisify } from 'node:util'
 import { join } from 'node:path'
 import { CORPUS, corpus, headerBlock, REPO } from '../support/harness'
+import { FakeRspamd } from '../support/fake-rspamd'
 import { Haraka } from './haraka'
 import { queuedId, sendMail, type SendResult } from './smtp'
 
@@ -268,6 +269,29 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
         assert.deepEqual(q.rspamd?.skip, [skip])
         assert.equal(q.rspamd?.action, undefined, `${skip}: not scanned`)
       }
+    } finally {
+      await reconfigure(BASE_INI)
+    }
+  })
+
+  it('fails over from a server that refuses to the real rspamd, then keeps to the live one', async () => {
+    const refusing = await FakeRspamd.unusedPort()
+    // `servers` replaces host/port; the BASE_INI [check] keys stay
+    const pool = `servers = 127.0.0.1:${refusing}, 127.0.0.1:${RSPAMD_PORT}\nconnect_timeout = 0.5\n${BASE_INI}`
+    try {
+      await reconfigure(pool)
+      const first = await send(corpus('gtube.eml'))
+      assert.equal(first.final.code, 550, 'the real rspamd scanned it after the failover')
+      assert.match(first.final.text, /Gtube pattern/)
+      await haraka.waitForLog(new RegExp(`failed over from http://127\\.0\\.0\\.1:${refusing}: connect: `))
+
+      // the refusing server failed lately: the next message goes straight to the live one
+      const second = await send(corpus('ham.eml'))
+      assert.equal(second.final.code, 250)
+      const q = haraka.queued(queuedId(second.final) ?? assert.fail(second.final.text))
+      assert.equal(q.rspamd?.server, `http://127.0.0.1:${RSPAMD_PORT}`)
+      assert.equal(q.rspamd?.failover, undefined, 'no failover for the second message')
+      assert.ok(bodyOf(q.message).equals(bodyOf(corpus('ham.eml'))))
     } finally {
       await reconfigure(BASE_INI)
     }

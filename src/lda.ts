@@ -1,0 +1,475 @@
+// The LDA command (rspamd-lda): a message on stdin → rspamd → the same message with X-Spam-*
+// headers on stdout or into a delivery agent (--exec), like `rspamc --mime --exec`. Reuses the
+// plugin's config, request, client, reply and header code; never loses the message.
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import {
+  createReadStream,
+  createWriteStream,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  closeSync,
+  rmSync,
+} from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable, type Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { parseArgs } from 'node:util'
+import iniReader from 'haraka-config/lib/readers/ini'
+import { RspamdClient, type ScanResult } from './client'
+import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
+import { ldaFailureStyle, prepareField, type RawField, rspamdHostName, styleHeaders } from './headers'
+import { buildRequestHeaders } from './request'
+import { packageVersion } from './version'
+
+/** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */
+export const EX_OK = 0
+export const EX_USAGE = 64
+export const EX_SOFTWARE = 70
+export const EX_IOERR = 74
+export const EX_TEMPFAIL = 75
+export const EX_CONFIG = 78
+
+export const COMMAND = 'rspamd-lda'
+/** Without a configured timeout: rspamd's own task timeout is 8 s, so this only bounds a hung server. */
+const DEFAULT_TIMEOUT_S = 30
+/** The header block is read into memory to drop forged headers; past this it is left as it is. */
+export const MAX_HEADER_BLOCK = 1024 * 1024
+
+const USAGE = `Usage: ${COMMAND} [options] [--exec "command args"] < message
+
+Scans the message on stdin with rspamd, adds X-Spam-Scanner, X-Spam: yes|no and X-Spam-Action
+at the top, and writes it to stdout or to the stdin of --exec's command (run by /bin/sh),
+exiting with that command's exit code. When rspamd cannot be asked, the message goes out
+unmodified except for an X-Spam-Scanner saying why, or with --tempfail not at all (exit 75).
+
+Options:
+  -c, --config FILE   rspamd.ini of haraka-plugin-rspamd (host, port, unix_socket, timeout,
+                      [tls], [auth], [request], [request_headers], [header], [spambar])
+  -s, --server ADDR   rspamd: host:port, [v6]:port, /path/to.sock or http(s)://host:port;
+                      a comma list for failover between servers
+  -t, --timeout SECS  total seconds for the scan (default: the ini's timeout, else ${DEFAULT_TIMEOUT_S})
+  -f, --from ADDR     envelope sender (rspamd From)
+  -r, --rcpt ADDR     envelope recipient (rspamd Rcpt); repeat for several
+  -i, --ip ADDR       IP address of the client that sent the message
+      --helo NAME     its HELO name
+  -u, --user NAME     authenticated user
+      --styles LIST   more header styles besides lda: rspamd, exim, extended
+  -j, --json          also add X-Spam-Result: rspamd's JSON reply, base64
+  -e, --exec CMD      deliver by piping the message into CMD instead of writing stdout
+      --tempfail      exit 75 without delivering when the scan fails, so the MTA retries
+  -h, --help          this text
+  -V, --version       the version
+
+Exit codes: CMD's own, or 0 when writing to stdout; 64 bad usage; 75 scan failed with
+--tempfail (or CMD killed by a signal); 74 reading stdin or writing stdout failed;
+78 bad rspamd.ini; 70 an internal error.
+`
+
+export interface LdaIo {
+  stdin: NodeJS.ReadableStream
+  stdout: Writable
+  stderr: Writable
+  env: NodeJS.ProcessEnv
+}
+
+class UsageError extends Error {}
+
+interface Options {
+  cfg: Config
+  timeoutMs: number
+  envelope: { ip?: string; helo?: string; mailFrom?: string; rcpts: string[]; user?: string }
+  exec?: string
+  tempfail: boolean
+}
+
+/** --server: one server or a comma list, checked entry by entry as `servers` in rspamd.ini is. */
+function checkServers(list: string): string {
+  const entries = list
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '')
+  if (entries.length === 0) throw new UsageError('--server needs an address')
+  for (const e of entries) {
+    const t = parseServer(e)
+    if (typeof t === 'string') throw new UsageError(`--server ${JSON.stringify(e)}: ${t}`)
+  }
+  return entries.join(', ')
+}
+
+function readIni(path: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError('--config', path, `cannot read: ${(err as Error).message}`)
+  }
+  const problems: string[] = []
+  const saved = iniReader.logger
+  iniReader.logger = (msg: string) => problems.push(msg)
+  try {
+    const ini = iniReader.parseIni(path, { booleans: INI_BOOLEANS }, text)
+    // Haraka only logs such lines; a command run by an MTA has no log, so they are errors here
+    if (problems.length > 0) throw new ConfigError('--config', path, problems.join('; '))
+    return ini as Record<string, unknown>
+  } finally {
+    iniReader.logger = saved
+  }
+}
+
+function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' | 'version' {
+  let values
+  try {
+    ;({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string', short: 'c' },
+        server: { type: 'string', short: 's' },
+        timeout: { type: 'string', short: 't' },
+        from: { type: 'string', short: 'f' },
+        rcpt: { type: 'string', short: 'r', multiple: true },
+        ip: { type: 'string', short: 'i' },
+        helo: { type: 'string' },
+        user: { type: 'string', short: 'u' },
+        styles: { type: 'string' },
+        json: { type: 'boolean', short: 'j' },
+        exec: { type: 'string', short: 'e' },
+        tempfail: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+    }))
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  if (values.help) return 'help'
+  if (values.version) return 'version'
+
+  const ini = values.config !== undefined ? readIni(values.config) : {}
+  const main = { ...((ini.main as Record<string, unknown> | undefined) ?? {}) }
+  if (values.server !== undefined) {
+    // --server replaces every address key of the ini
+    for (const k of ['host', 'port', 'unix_socket', 'scheme', 'servers']) delete main[k]
+    main.servers = checkServers(values.server)
+  }
+  if (values.timeout !== undefined) main.timeout = values.timeout
+  // the lda style always (this is rspamc --mime); others on request; X-Spam-Result with --json
+  const styles = values.styles !== undefined ? parseStyles('--styles', values.styles) : []
+  const spamHeaders = {
+    styles: ['lda', ...styles.filter((s) => s !== 'lda')].join(','),
+    lda_json: values.json === true,
+  }
+  const cfg = parseConfig({ ...ini, main, spam_headers: spamHeaders }, env)
+
+  if (values.exec !== undefined && values.exec.trim() === '') throw new UsageError('--exec needs a command')
+  return {
+    cfg,
+    timeoutMs: Math.round((cfg.timeout ?? DEFAULT_TIMEOUT_S) * 1000),
+    envelope: {
+      ip: values.ip,
+      helo: values.helo,
+      mailFrom: values.from,
+      rcpts: values.rcpt ?? [],
+      user: values.user,
+    },
+    exec: values.exec,
+    tempfail: values.tempfail === true,
+  }
+}
+
+/** Where the original header block ends and how the message writes its line ends. */
+interface Layout {
+  /** an mbox `From ` line (procmail, some fetchmail setups): our headers go after it */
+  fromLine: Buffer
+  /** the header block after fromLine, blank line excluded, as read */
+  head: Buffer
+  /** offset in the file where the rest (blank line and body) starts */
+  restAt: number
+  eol: '\r\n' | '\n'
+  /** the header block is longer than MAX_HEADER_BLOCK: nothing was removed from it */
+  oversized: boolean
+}
+
+function readLayout(file: string): Layout {
+  const fd = openSync(file, 'r')
+  let buf: Buffer
+  try {
+    const chunk = Buffer.alloc(MAX_HEADER_BLOCK + 2)
+    const n = readSync(fd, chunk, 0, chunk.length, 0)
+    buf = chunk.subarray(0, n)
+  } finally {
+    closeSync(fd)
+  }
+  const firstLf = buf.indexOf(0x0a)
+  const eol = firstLf > 0 && buf[firstLf - 1] === 0x0d ? '\r\n' : '\n'
+  let start = 0
+  if (buf.subarray(0, 5).toString('latin1') === 'From ' && firstLf !== -1) start = firstLf + 1
+  // the header block ends at the first empty line (RFC 5322 §2.1), or with the message
+  let end = -1
+  for (let i = start; i < buf.length;) {
+    const lf = buf.indexOf(0x0a, i)
+    const lineEnd = lf === -1 ? buf.length : lf
+    const line = buf.subarray(i, lineEnd)
+    if (line.length === 0 || (line.length === 1 && line[0] === 0x0d)) {
+      end = i
+      break
+    }
+    if (lf === -1) {
+      // the last line of a message without a body; past the cap it is only where reading stopped
+      if (buf.length <= MAX_HEADER_BLOCK) end = buf.length
+      break
+    }
+    i = lf + 1
+  }
+  if (end === -1 && buf.length <= MAX_HEADER_BLOCK) end = buf.length
+  if (end === -1) {
+    // no end of headers within the cap: add ours on top and leave the rest untouched
+    return { fromLine: buf.subarray(0, start), head: Buffer.alloc(0), restAt: start, eol, oversized: true }
+  }
+  return {
+    fromLine: buf.subarray(0, start),
+    head: buf.subarray(start, end),
+    restAt: end,
+    eol,
+    oversized: false,
+  }
+}
+
+/** The header block without the fields named in `drop` (continuation lines go with their field). */
+export function withoutFields(head: Buffer, drop: Set<string>): Buffer {
+  if (drop.size === 0 || head.length === 0) return head
+  const keep: Buffer[] = []
+  let dropping = false
+  for (let i = 0; i < head.length;) {
+    const lf = head.indexOf(0x0a, i)
+    const next = lf === -1 ? head.length : lf + 1
+    const line = head.subarray(i, next)
+    if (line[0] !== 0x20 && line[0] !== 0x09) {
+      const colon = line.indexOf(0x3a)
+      const name = colon > 0 ? line.subarray(0, colon).toString('latin1').trim().toLowerCase() : ''
+      dropping = drop.has(name)
+    }
+    if (!dropping) keep.push(line)
+    i = next
+  }
+  return Buffer.concat(keep)
+}
+
+function headerText(fields: RawField[], eol: string, stderr: Writable): { text: string; names: Set<string> } {
+  let text = ''
+  const names = new Set<string>()
+  for (const f of fields) {
+    const p = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal })
+    if (!p) {
+      stderr.write(`${COMMAND}: not writing header with invalid name ${JSON.stringify(f.name)}\n`)
+      continue
+    }
+    names.add(p.name.toLowerCase())
+    text += `${p.name}: ${p.value}${eol}`
+  }
+  return { text, names }
+}
+
+/** Copy stdin to a private temp file: the scan and the delivery each read it, and a failed scan still has the exact original. */
+async function spool(stdin: NodeJS.ReadableStream, file: string): Promise<number> {
+  const out = createWriteStream(file, { flags: 'wx', mode: 0o600 })
+  await pipeline(stdin, out)
+  return out.bytesWritten
+}
+
+async function scan(opts: Options, file: string): Promise<ScanResult> {
+  const client = new RspamdClient(opts.cfg, { connections: 1 })
+  let stream: ReturnType<typeof createReadStream> | undefined
+  try {
+    return await client.scan({
+      headers: buildRequestHeaders(opts.envelope, opts.cfg),
+      source: {
+        pipe(dest) {
+          stream = createReadStream(file)
+          stream.once('error', (err) => dest.destroy(err))
+          stream.pipe(dest)
+        },
+        unpipe() {
+          stream?.unpipe()
+          stream?.destroy()
+        },
+      },
+      timeoutMs: opts.timeoutMs,
+    })
+  } finally {
+    await client.destroy()
+  }
+}
+
+/** The delivered message: from line, our headers, the header block without replaced fields, the rest as it was. */
+function delivered(file: string, layout: Layout, fields: RawField[], stderr: Writable): Readable {
+  const { text, names } = headerText(fields, layout.eol, stderr)
+  const head = withoutFields(layout.head, names)
+  const prefix = Buffer.concat([layout.fromLine, Buffer.from(text, 'latin1'), head])
+  async function* parts() {
+    yield prefix
+    yield* createReadStream(file, { start: layout.restAt })
+  }
+  return Readable.from(parts(), { objectMode: false })
+}
+
+/** Pipe the message into `sh -c cmd`; its exit code, or 75 when a signal killed it (delivery not confirmed: the MTA should retry). */
+function execDeliver(
+  cmd: string,
+  message: Readable,
+  io: LdaIo,
+  started: (child: ChildProcess) => void,
+): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('/bin/sh', ['-c', cmd], { stdio: ['pipe', 'inherit', 'inherit'], env: io.env })
+    started(child)
+    let done = false
+    const finish = (code: number) => {
+      if (done) return
+      done = true
+      resolve(code)
+    }
+    child.once('error', (err) => {
+      io.stderr.write(`${COMMAND}: cannot run /bin/sh for --exec: ${err.message}\n`)
+      finish(EX_TEMPFAIL)
+    })
+    child.once('close', (code, signal) => {
+      if (signal) {
+        io.stderr.write(
+          `${COMMAND}: --exec command killed by ${signal}; exiting 75 so the message is retried\n`,
+        )
+        finish(EX_TEMPFAIL)
+      } else finish(code ?? EX_TEMPFAIL)
+    })
+    // a command that exits without reading all of stdin (EPIPE) is judged by its exit code alone
+    child.stdin.on('error', () => undefined)
+    message.on('error', (err) => {
+      io.stderr.write(`${COMMAND}: reading the spooled message: ${err.message}\n`)
+      child.stdin.destroy()
+    })
+    message.pipe(child.stdin)
+  })
+}
+
+/** Run the command; resolves to the exit code. */
+export async function run(argv: string[], io: LdaIo): Promise<number> {
+  let opts: ReturnType<typeof parseOptions>
+  try {
+    opts = parseOptions(argv, io.env)
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr.write(`${COMMAND}: ${err.message}\nTry '${COMMAND} --help'.\n`)
+      return EX_USAGE
+    }
+    if (err instanceof ConfigError) {
+      io.stderr.write(`${COMMAND}: ${err.message}\n`)
+      return err.key === '--styles' ? EX_USAGE : EX_CONFIG
+    }
+    throw err
+  }
+  if (opts === 'help') {
+    io.stdout.write(USAGE)
+    return EX_OK
+  }
+  if (opts !== 'version' && opts.cfg.ignored.length > 0) {
+    io.stderr.write(`${COMMAND}: warning: --config: not used: ${opts.cfg.ignored.join(', ')}\n`)
+  }
+  if (opts === 'version') {
+    io.stdout.write(`${COMMAND} (haraka-plugin-rspamd) ${packageVersion()}\n`)
+    return EX_OK
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), `${COMMAND}-`))
+  const cleanup = () => rmSync(dir, { recursive: true, force: true })
+  // a signal ends us before `finally` runs: remove the spool then, and ask the MTA to retry
+  let delivering: ChildProcess | undefined
+  const onSignal = (sig: NodeJS.Signals) => {
+    // the delivery agent may be half-way: it decides, and its exit status says what happened;
+    // leaving it running while we report a failure could deliver the message twice
+    if (delivering && delivering.exitCode === null && delivering.signalCode === null) {
+      delivering.kill(sig)
+      return
+    }
+    cleanup()
+    io.stderr.write(`${COMMAND}: ${sig}: message not delivered\n`)
+    process.exit(EX_TEMPFAIL)
+  }
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
+  for (const s of signals) process.once(s, onSignal)
+  process.once('exit', cleanup)
+  try {
+    const file = join(dir, 'message')
+    try {
+      await spool(io.stdin, file)
+    } catch (err) {
+      io.stderr.write(`${COMMAND}: reading the message from stdin: ${(err as Error).message}\n`)
+      return EX_IOERR
+    }
+
+    const result = await scan(opts, file)
+    const scanner = `${COMMAND} ${packageVersion()}`
+    let fields: RawField[]
+    if (result.ok) {
+      for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
+      const styled = styleHeaders(result.reply, opts.cfg, {
+        scanner,
+        rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
+        json: result.json,
+      })
+      for (const d of styled.dropped) io.stderr.write(`${COMMAND}: header left out: ${d}\n`)
+      fields = styled.fields
+    } else {
+      const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
+      if (opts.tempfail) {
+        io.stderr.write(`${COMMAND}: scan failed, not delivering (--tempfail): ${why}\n`)
+        return EX_TEMPFAIL
+      }
+      io.stderr.write(`${COMMAND}: scan failed, delivering unscanned: ${why}\n`)
+      fields = ldaFailureStyle(scanner, result.error)
+    }
+
+    const layout = readLayout(file)
+    if (layout.oversized) {
+      io.stderr.write(
+        `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: headers of the names we add are not removed from it\n`,
+      )
+    }
+    const message = delivered(file, layout, fields, io.stderr)
+    if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
+    try {
+      await pipeline(message, io.stdout, { end: false })
+    } catch (err) {
+      io.stderr.write(`${COMMAND}: writing the message to stdout: ${(err as Error).message}\n`)
+      return EX_IOERR
+    }
+    return EX_OK
+  } finally {
+    for (const s of signals) process.removeListener(s, onSignal)
+    process.removeListener('exit', cleanup)
+    cleanup()
+  }
+}
+
+/** The bin entry point. */
+export function main(): void {
+  run(process.argv.slice(2), {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+  })
+    .then((code) => {
+      process.exitCode = code
+    })
+    .catch((err: unknown) => {
+      process.stderr.write(
+        `${COMMAND}: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      )
+      process.exitCode = EX_SOFTWARE
+    })
+}
