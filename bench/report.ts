@@ -192,11 +192,14 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
     const limit = size === '5 KB' ? 0.1 : 0.05
     for (const r of rows.filter((x) => x.size === size)) {
       const over = cpuPer(r.v2) / cpuPer(r.ceiling) - 1
-      const ours = (cpuPer(r.v2) - (m.streamCpuMs[size] ?? 0)) / cpuPer(r.ceiling) - 1
+      // what is left of the plugin's CPU once Haraka's stream and the ceiling's own work are taken
+      // away, in ms (the stream is measured alone at concurrency 1: a rough split, not a ratio)
+      const rest = cpuPer(r.v2) - (m.streamCpuMs[size] ?? 0) - cpuPer(r.ceiling)
       targets.push([
         `CPU overhead over the ceiling, ${size} × ${r.concurrency} (≤ ${pct(limit)})`,
-        `${pct(over)} (${pct(ours)} without Haraka's message_stream)`,
-        over <= limit ? 'met' : ours <= limit ? 'missed (met without message_stream)' : 'missed',
+        `${pct(over)}: ${f2(cpuPer(r.v2) - cpuPer(r.ceiling))} ms/msg more, of which Haraka's message_stream ` +
+          `${f2(m.streamCpuMs[size] ?? NaN)} ms and the rest ${rest > 0 ? `${f2(rest)} ms` : '≈ 0 (within noise)'}`,
+        over <= limit ? 'met' : 'missed',
       ])
     }
   }

@@ -80,22 +80,22 @@ async function main(): Promise<void> {
     log('end to end (real Haraka + real rspamd) …')
     const e2e = await runE2e(RSPAMD_PORT, E2E, log)
     const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z')
-    const report = renderReport(
-      {
-        date,
-        command: `${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench`,
-        cpus: cpus().length,
-        cpuModel: cpuModel(),
-        node: process.version,
-        quick: QUICK,
-      },
-      micro,
-      e2e,
-    )
+    const machine = {
+      date,
+      command: `${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench`,
+      cpus: cpus().length,
+      cpuModel: cpuModel(),
+      node: process.version,
+      quick: QUICK,
+    }
+    const report = renderReport(machine, micro, e2e)
     const dir = join(REPO, 'bench', 'results')
     mkdirSync(dir, { recursive: true })
     writeFileSync(join(dir, 'latest.md'), report)
-    writeFileSync(join(dir, `${date.replace(/:/g, '')}.json`), JSON.stringify({ date, micro, e2e }, null, 1))
+    writeFileSync(
+      join(dir, `${date.replace(/:/g, '')}.json`),
+      JSON.stringify({ machine, micro, e2e }, null, 1),
+    )
     console.log(`\n${report}`)
     log(`(${((performance.now() - started) / 1000).toFixed(0)} s; written to bench/results/latest.md)`)
   } finally {
