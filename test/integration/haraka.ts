@@ -68,6 +68,13 @@ exports.hook_queue = function (next, connection) {
 exports.hook_queue_outbound = exports.hook_queue
 `
 
+// A benchmark-only queue: accept, keep nothing.
+const DISCARD_PLUGIN = `'use strict'
+exports.hook_queue = function (next, connection) {
+  next(OK, 'queued as ' + connection.transaction.uuid)
+}
+`
+
 export interface HarakaOptions {
   /** the operator's rspamd.ini */
   rspamdIni: string
@@ -77,6 +84,12 @@ export interface HarakaOptions {
   pluginTimeout?: number
   /** connection.ini spool_after: bytes Haraka keeps in memory before spooling a message to disk */
   spoolAfter?: number
+  /** false: do not install this package, so Haraka loads the haraka-plugin-rspamd it bundles (1.6.x) */
+  installPlugin?: boolean
+  /** false: no rspamd in config/plugins (Haraka without scanning, for benchmarks) */
+  scan?: boolean
+  /** true: the queue accepts without writing the message to disk (for benchmarks) */
+  discardQueue?: boolean
   /** more files for the config dir, by name (e.g. an auth plugin's ini) */
   extraConfig?: Record<string, string>
 }
@@ -105,21 +118,25 @@ export class Haraka {
   /** Set up a Haraka directory with the packed plugin installed into its node_modules, and start it. */
   static async start(opts: HarakaOptions): Promise<Haraka> {
     const dir = mkdtempSync(join(tmpdir(), 'haraka-it-'))
-    const tgz = await packPlugin()
-    writeFileSync(
-      join(dir, 'package.json'),
-      JSON.stringify({
-        name: 'haraka-it',
-        private: true,
-        dependencies: { 'haraka-plugin-rspamd': `file:${tgz}` },
-      }),
-    )
-    // the operator's step: npm install into the Haraka directory (dependencies come from the
-    // registry or npm's cache, so a missing dependency in package.json fails here)
-    await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts'], {
-      cwd: dir,
-      timeout: 180_000,
-    })
+    if (opts.installPlugin === false) {
+      writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'haraka-it', private: true }))
+    } else {
+      const tgz = await packPlugin()
+      writeFileSync(
+        join(dir, 'package.json'),
+        JSON.stringify({
+          name: 'haraka-it',
+          private: true,
+          dependencies: { 'haraka-plugin-rspamd': `file:${tgz}` },
+        }),
+      )
+      // the operator's step: npm install into the Haraka directory (dependencies come from the
+      // registry or npm's cache, so a missing dependency in package.json fails here)
+      await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts'], {
+        cwd: dir,
+        timeout: 180_000,
+      })
+    }
     const port = await freePort()
     const h = new Haraka(dir, port, undefined)
     h.writeConfig(opts)
@@ -140,8 +157,16 @@ export class Haraka {
     mkdirSync(join(this.dir, 'plugins'), { recursive: true })
     mkdirSync(this.queueDir, { recursive: true })
     writeFileSync(join(this.dir, 'plugins', 'test_accept.js'), ACCEPT_PLUGIN)
-    writeFileSync(join(this.dir, 'plugins', 'test_queue.js'), QUEUE_PLUGIN)
-    const plugins = [...(opts.pluginsBefore ?? []), 'test_accept', 'rspamd', 'test_queue']
+    writeFileSync(
+      join(this.dir, 'plugins', 'test_queue.js'),
+      opts.discardQueue ? DISCARD_PLUGIN : QUEUE_PLUGIN,
+    )
+    const plugins = [
+      ...(opts.pluginsBefore ?? []),
+      'test_accept',
+      ...(opts.scan === false ? [] : ['rspamd']),
+      'test_queue',
+    ]
     writeFileSync(join(cfg, 'plugins'), `${plugins.join('\n')}\n`)
     writeFileSync(join(cfg, 'smtp.ini'), `listen=127.0.0.1:${this.port}\nnodes=0\n`)
     writeFileSync(join(cfg, 'me'), 'haraka.test\n')

@@ -32,8 +32,15 @@ export const DENY = 902
 export const DENYSOFT = 903
 export const OK = 906
 
-/** A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults. */
-export function loadPlugin(ini: string, opts: { timeout?: number; register?: boolean } = {}): FixturePlugin {
+/**
+ * A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults.
+ * `packageDir` loads another package the same way (the benchmarks load 1.6.1 from node_modules/rspamd-v1).
+ */
+export function loadPlugin(
+  ini: string,
+  opts: { timeout?: number; register?: boolean; packageDir?: string } = {},
+): FixturePlugin {
+  const packageDir = opts.packageDir ?? REPO
   const dir = mkdtempSync(join(tmpdir(), 'rspamd-plugin-'))
   mkdirSync(join(dir, 'config'))
   writeFileSync(join(dir, 'config', 'rspamd.ini'), ini)
@@ -43,13 +50,13 @@ export function loadPlugin(ini: string, opts: { timeout?: number; register?: boo
   try {
     // by absolute path: given 'rspamd', the fixture looks for the package beside the real path of its own
     // node_modules, which is another checkout when node_modules is a symlink (git worktrees sharing one)
-    plugin = new fixtures.plugin(REPO)
+    plugin = new fixtures.plugin(packageDir)
   } finally {
     if (saved === undefined) delete process.env.HARAKA
     else process.env.HARAKA = saved
   }
-  if (plugin.plugin_path !== join(REPO, 'package.json')) {
-    throw new Error(`haraka-test-fixtures loaded ${String(plugin.plugin_path)}, not ${REPO}`)
+  if (plugin.plugin_path !== join(packageDir, 'package.json')) {
+    throw new Error(`haraka-test-fixtures loaded ${String(plugin.plugin_path)}, not ${packageDir}`)
   }
   // the name Haraka gives it from config/plugins: results and the hook registration go by it
   plugin.name = 'rspamd'
