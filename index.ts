@@ -7,6 +7,7 @@ import * as constants from 'haraka-constants'
 import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
 import { RspamdClient, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
+import { symbolsForLog } from './src/reply'
 import { Greylist } from './src/greylist'
 import { skipReason, type ScanFacts } from './src/policy'
 import {
@@ -358,21 +359,28 @@ function act(
   txn.notes.rspamd = result.json
   const symbols: Record<string, number> = {}
   for (const s of reply.symbols) symbols[s.name] = s.score
-  // the one info line per message (haraka-results logs it because of emit)
-  txn.results.add(plugin, {
+  const fields = {
     action: reply.action,
     score: reply.score,
     required_score: reply.requiredScore,
     is_skipped: reply.isSkipped,
-    time: result.timeMs / 1000,
+    // seconds, as 1.6.x; whole tenths of a ms (4.1 ms / 1000 would print 0.0040999999999999995)
+    time: Math.round(result.timeMs * 10) / 10_000,
     server: result.server,
     size: size ?? result.bytesSent,
     verdict: verdict.kind,
     ...(action === reply.action ? {} : { local_action: action }),
     ...(facts.greylist === undefined ? {} : { greylist: facts.greylist }),
-    symbols,
-    emit: true,
-  })
+  }
+  // the one info line per message (haraka-results logs it because of emit): the fields above as
+  // haraka-results would write them, then the symbols, which it leaves out of a line
+  const human = [
+    ...Object.entries(fields)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${k}: ${String(v)}`),
+    `symbols: ${symbolsForLog(reply.symbols)}`,
+  ].join(', ')
+  txn.results.add(plugin, { ...fields, symbols, human, emit: true })
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
   return toNext(verdict)
 }

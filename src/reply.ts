@@ -146,6 +146,25 @@ export function parseReply(json: unknown): ParseResult {
 }
 
 /**
+ * The symbols for the one log line: heaviest first (by |score|, then name), as `NAME(score)`.
+ * Names come from the reply, so they are escaped and cut like any field; past `max` symbols the
+ * rest is counted, not listed, so a hostile reply cannot make a megabyte log line.
+ */
+export function symbolsForLog(symbols: readonly RspamdSymbol[], max = 64): string {
+  const sorted = [...symbols].sort(
+    (a, b) => Math.abs(b.score) - Math.abs(a.score) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+  )
+  const shown = sorted.slice(0, max).map((s) => `${printable(s.name)}(${roundScore(s.score)})`)
+  if (sorted.length > max) shown.push(`… ${sorted.length - max} more`)
+  return shown.join(' ')
+}
+
+/** A score as rspamd would print it: at most 3 decimals, no float noise (0.30000000000000004). */
+export function roundScore(n: number): number {
+  return Math.round(n * 1000) / 1000
+}
+
+/**
  * A field path for a log line: its keys come from the reply, so CR/LF (which would forge log
  * lines) and other controls are escaped, and a huge key is cut.
  */

@@ -340,6 +340,63 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.equal(conn.transaction?.header.get('DKIM-Signature'), '')
     })
 
+    /** What the plugin logs at info level on this connection from now on. */
+    function infoLines(conn: FixtureConnection): string[] {
+      const c = conn as unknown as { loginfo: (plugin: unknown, msg: string) => void }
+      const lines: string[] = []
+      const original = c.loginfo.bind(conn)
+      c.loginfo = (p, msg) => {
+        lines.push(String(msg))
+        original(p, msg)
+      }
+      return lines
+    }
+
+    it('logs one info line per message: action, score, time, server, size, verdict, symbols heaviest first', async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(replyFor('add header'))
+      const conn = await connectionWith(corpus('ham.eml'))
+      const lines = infoLines(conn)
+      await dataPost(plugin, conn)
+      assert.equal(lines.length, 1, lines.join('\n'))
+      const line = lines[0]
+      assert.match(
+        line,
+        /^action: add header, score: [\d.]+, required_score: 15, is_skipped: false, time: [\d.]+, /,
+      )
+      assert.match(
+        line,
+        new RegExp(`server: http://127\\.0\\.0\\.1:${server.port}, size: \\d+, verdict: accept, symbols: `),
+      )
+      const time = /time: ([\d.e-]+),/.exec(line)?.[1] ?? ''
+      assert.ok(!/e|\d{5}/.test(time.replace(/^0\./, '')), `time without float noise: ${time}`)
+      // every symbol of the reply, by |score| descending
+      const reply = replyFor('add header')
+      const listed = [...(/symbols: (.*)$/.exec(line)?.[1] ?? '').matchAll(/(\w+)\((-?[\d.]+)\)/g)]
+      assert.deepEqual(listed.map((m) => m[1]).sort(), Object.keys(reply.symbols).sort())
+      const scores = listed.map((m) => Math.abs(Number(m[2])))
+      assert.deepEqual(
+        scores,
+        [...scores].sort((a, b) => b - a),
+      )
+    })
+
+    it('escapes symbol names in the log line and lists at most 64 of them', async () => {
+      plugin = loadPlugin(iniFor(server))
+      const symbols: Record<string, { name: string; score: number }> = {}
+      for (let i = 0; i < 500; i++) symbols[`S${i}`] = { name: `S${i}`, score: i / 100 }
+      symbols.evil = { name: 'EVIL\r\n[INFO] forged line', score: 100 }
+      server.setReply(replyFor('no action', { symbols } as never))
+      const conn = await connectionWith(corpus('ham.eml'))
+      const lines = infoLines(conn)
+      await dataPost(plugin, conn)
+      assert.equal(lines.length, 1)
+      assert.doesNotMatch(lines[0], /[\r\n]/)
+      assert.match(lines[0], /symbols: EVIL\\u000d\\u000a\[INFO\] forged line\(100\) S499\(4\.99\) /)
+      assert.match(lines[0], /… 437 more$/)
+      assert.ok(lines[0].length < 2000, `${lines[0].length} characters`)
+    })
+
     it('accepts an unknown action and logs a warning', async () => {
       plugin = loadPlugin(iniFor(server))
       server.setReply(replyFor('no action', { action: 'quarantine' }))

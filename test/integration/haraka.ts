@@ -183,7 +183,9 @@ export class Haraka {
 
   private async spawn(): Promise<void> {
     const bin = join(REPO, 'node_modules', 'Haraka', 'bin', 'haraka')
-    const proc = spawn(process.execPath, [bin, '-c', this.dir], {
+    // HARAKA_NODE_ARGS: node flags for profiling a run (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof)
+    const nodeArgs = (process.env.HARAKA_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const proc = spawn(process.execPath, [...nodeArgs, bin, '-c', this.dir], {
       cwd: this.dir,
       env: { ...process.env, HARAKA_TEST_QUEUE: this.queueDir },
       stdio: ['ignore', 'pipe', 'pipe'],
