@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
-import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
+import type { FixturePlugin } from 'haraka-test-fixtures'
 import { Greylist } from '../src/greylist'
 import { FakeRspamd } from './support/fake-rspamd'
 import { replyFor } from './support/replies'
@@ -15,6 +15,7 @@ import {
   corpus,
   dataPost,
   iniPathOf,
+  infoLines,
   loadPlugin,
   replyCode,
   replyText,
@@ -23,18 +24,6 @@ import {
 
 function iniFor(server: FakeRspamd, extra = ''): string {
   return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
-}
-
-/** The info lines the plugin logs on this connection from now on. */
-function infoLines(conn: FixtureConnection): string[] {
-  const c = conn as unknown as { loginfo: (plugin: unknown, msg: string) => void }
-  const lines: string[] = []
-  const original = c.loginfo.bind(conn)
-  c.loginfo = (plugin, msg) => {
-    lines.push(String(msg))
-    original(plugin, msg)
-  }
-  return lines
 }
 
 describe('plugin: sender and size policy, greylisting, thresholds, [ham] ok', function () {

@@ -18,6 +18,7 @@ import {
   corpus,
   dataPost,
   iniPathOf,
+  infoLines,
   loadPlugin,
   queuedMessage,
   replyCode,
@@ -339,18 +340,6 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.equal(conn.transaction?.header.get('X-Virus'), '')
       assert.equal(conn.transaction?.header.get('DKIM-Signature'), '')
     })
-
-    /** What the plugin logs at info level on this connection from now on. */
-    function infoLines(conn: FixtureConnection): string[] {
-      const c = conn as unknown as { loginfo: (plugin: unknown, msg: string) => void }
-      const lines: string[] = []
-      const original = c.loginfo.bind(conn)
-      c.loginfo = (p, msg) => {
-        lines.push(String(msg))
-        original(p, msg)
-      }
-      return lines
-    }
 
     it('logs one info line per message: action, score, time, server, size, verdict, symbols heaviest first', async () => {
       plugin = loadPlugin(iniFor(server))

@@ -223,3 +223,15 @@ export function captureLogs(conn: FixtureConnection): string[] {
   }
   return lines
 }
+
+/** What the plugin logs at info level on this connection from now on. */
+export function infoLines(conn: FixtureConnection): string[] {
+  const c = conn as unknown as { loginfo: (plugin: unknown, msg: string) => void }
+  const lines: string[] = []
+  const original = c.loginfo.bind(conn)
+  c.loginfo = (plugin, msg) => {
+    lines.push(String(msg))
+    original(plugin, msg)
+  }
+  return lines
+}
