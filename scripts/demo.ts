@@ -92,7 +92,7 @@ async function main(): Promise<void> {
       added = head
         .split('\r\n')
         .filter((l) => !sent.has(l) && /^(X-Rspamd|Subject|X-Spam)/i.test(l))
-        .map((l) => (l.length > 60 ? `${l.slice(0, 57)}...` : l))
+        .map((l) => cut(l, 60))
         .join('; ')
     } else {
       // rejected or deferred: what rspamd said is in Haraka's log line for this message
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
     }
     rows.push([
       m.label,
-      `${res.final.code} ${res.final.text.split('\n')[0]}`.slice(0, 48),
+      cut(`${res.final.code} ${res.final.text.split('\n')[0].replace(/ \(.*$/, '')}`, 64),
       action,
       score,
       added,
@@ -120,3 +120,8 @@ main()
     process.exitCode = 1
   })
   .finally(() => cleanup())
+
+/** At most n characters, marked when cut (a queue id must not look whole when it is not). */
+function cut(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n - 3)}...` : s
+}
