@@ -2,7 +2,7 @@
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
 import type { Config } from './config'
-import type { Reply, RspamdSymbol } from './reply'
+import { bySeverity, type Reply, type RspamdSymbol } from './reply'
 
 export interface HeaderField {
   name: string
@@ -383,13 +383,6 @@ export interface RawField {
 export const MAX_RESULT_BASE64 = 256 * 1024
 /** Base64 is folded into lines of this many characters (RFC 2045 §6.8's line length). */
 const BASE64_LINE = 76
-
-/** rspamd's x-spamd-result order: the heaviest symbols first (by |score|), then by name, so output is stable. */
-function bySeverity(symbols: readonly RspamdSymbol[]): RspamdSymbol[] {
-  return [...symbols].sort(
-    (a, b) => Math.abs(b.score) - Math.abs(a.score) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
-  )
-}
 
 /** Exim's $spam_score and $spam_bar: `7.2 (+++++++)`. */
 export function eximStyle(reply: Reply, cfg: Pick<Config, 'spambar'>): RawField[] {

@@ -145,22 +145,27 @@ export function parseReply(json: unknown): ParseResult {
   }
 }
 
-/**
- * The symbols for the one log line: heaviest first (by |score|, then name), as `NAME(score)`.
- * Names come from the reply, so they are escaped and cut like any field; past `max` symbols the
- * rest is counted, not listed, so a hostile reply cannot make a megabyte log line.
- */
-export function symbolsForLog(symbols: readonly RspamdSymbol[], max = 64): string {
-  const sorted = [...symbols].sort(
+/** The heaviest symbols first (by |score|), then by name, so that output is stable (rspamd's x-spamd-result order). */
+export function bySeverity(symbols: readonly RspamdSymbol[]): RspamdSymbol[] {
+  return [...symbols].sort(
     (a, b) => Math.abs(b.score) - Math.abs(a.score) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
   )
+}
+
+/**
+ * The symbols for the one log line: heaviest first, as `NAME(score)`. Names come from the reply,
+ * so they are escaped and cut like any field; past `max` symbols the rest is counted, not listed,
+ * so a hostile reply cannot make a megabyte log line.
+ */
+export function symbolsForLog(symbols: readonly RspamdSymbol[], max = 64): string {
+  const sorted = bySeverity(symbols)
   const shown = sorted.slice(0, max).map((s) => `${printable(s.name)}(${roundScore(s.score)})`)
   if (sorted.length > max) shown.push(`… ${sorted.length - max} more`)
   return shown.join(' ')
 }
 
 /** A score as rspamd would print it: at most 3 decimals, no float noise (0.30000000000000004). */
-export function roundScore(n: number): number {
+function roundScore(n: number): number {
   return Math.round(n * 1000) / 1000
 }
 
