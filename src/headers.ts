@@ -384,15 +384,26 @@ export const MAX_RESULT_BASE64 = 256 * 1024
 /** Base64 is folded into lines of this many characters (RFC 2045 §6.8's line length). */
 const BASE64_LINE = 76
 
+/**
+ * The fixed names each style writes (the rspamd style's come from [header]): the styles write
+ * them, and verdictHeaderNames() removes them all from a message, from this one list.
+ */
+const STYLE_NAMES = {
+  exim: { score: 'X-Spam-Score', report: 'X-Spam-Report' },
+  extended: { result: 'X-Spamd-Result', server: 'X-Rspamd-Server', queueId: 'X-Rspamd-Queue-Id' },
+  lda: { scanner: 'X-Spam-Scanner', spam: 'X-Spam', action: 'X-Spam-Action', result: 'X-Spam-Result' },
+} as const
+const { exim: EXIM, extended: EXTENDED, lda: LDA } = STYLE_NAMES
+
 /** Exim's $spam_score and $spam_bar: `7.2 (+++++++)`. */
 export function eximStyle(reply: Reply, cfg: Pick<Config, 'spambar'>): RawField[] {
   const report = [`Action: ${reply.action}`]
   for (const s of bySeverity(reply.symbols)) report.push(`Symbol: ${s.name}(${s.score.toFixed(2)})`)
   for (const [key, text] of Object.entries(reply.messages)) report.push(`Message: ${key}: ${text}`)
   return [
-    { name: 'X-Spam-Score', value: `${reply.score.toFixed(1)} (${spamBar(reply.score, cfg.spambar)})` },
+    { name: EXIM.score, value: `${reply.score.toFixed(1)} (${spamBar(reply.score, cfg.spambar)})` },
     // `;` ends every item but the last, so the unfolded value still splits into items
-    { name: 'X-Spam-Report', value: report.map((r, i) => (i < report.length - 1 ? `${r};` : r)) },
+    { name: EXIM.report, value: report.map((r, i) => (i < report.length - 1 ? `${r};` : r)) },
   ]
 }
 
@@ -410,10 +421,10 @@ export function extendedStyle(reply: Reply, facts: StyleFacts): RawField[] {
     ...bySeverity(reply.symbols).map((s) => `${s.name}(${s.score.toFixed(2)})[${s.options.join(',')}]`),
   ]
   const out: RawField[] = [
-    { name: 'X-Spamd-Result', value: items.map((r, i) => (i < items.length - 1 ? `${r};` : r)) },
+    { name: EXTENDED.result, value: items.map((r, i) => (i < items.length - 1 ? `${r};` : r)) },
   ]
-  if (facts.rspamdHost) out.push({ name: 'X-Rspamd-Server', value: facts.rspamdHost })
-  if (facts.queueId) out.push({ name: 'X-Rspamd-Queue-Id', value: facts.queueId })
+  if (facts.rspamdHost) out.push({ name: EXTENDED.server, value: facts.rspamdHost })
+  if (facts.queueId) out.push({ name: EXTENDED.queueId, value: facts.queueId })
   return out
 }
 
@@ -426,9 +437,9 @@ export function ldaStyle(
   withJson: boolean,
 ): { fields: RawField[]; dropped: string[] } {
   const fields: RawField[] = [
-    { name: 'X-Spam-Scanner', value: facts.scanner ?? DEFAULT_SCANNER },
-    { name: 'X-Spam', value: reply.action === 'reject' || reply.action === 'add header' ? 'yes' : 'no' },
-    { name: 'X-Spam-Action', value: reply.action },
+    { name: LDA.scanner, value: facts.scanner ?? DEFAULT_SCANNER },
+    { name: LDA.spam, value: reply.action === 'reject' || reply.action === 'add header' ? 'yes' : 'no' },
+    { name: LDA.action, value: reply.action },
   ]
   const dropped: string[] = []
   if (withJson && facts.json) {
@@ -440,7 +451,7 @@ export function ldaStyle(
     } else {
       const lines: string[] = []
       for (let i = 0; i < b64.length; i += BASE64_LINE) lines.push(b64.slice(i, i + BASE64_LINE))
-      fields.push({ name: 'X-Spam-Result', value: lines, maxTotal: Infinity })
+      fields.push({ name: LDA.result, value: lines, maxTotal: Infinity })
     }
   }
   return { fields, dropped }
@@ -448,7 +459,7 @@ export function ldaStyle(
 
 /** The lda style when the scan failed: only X-Spam-Scanner, saying so (rspamc --mime has no verdict either). */
 export function ldaFailureStyle(scanner: string, error: { kind: string; message: string }): RawField[] {
-  return [{ name: 'X-Spam-Scanner', value: `${scanner}; scan failed: ${error.kind}: ${error.message}` }]
+  return [{ name: LDA.scanner, value: `${scanner}; scan failed: ${error.kind}: ${error.message}` }]
 }
 
 /**
@@ -460,15 +471,7 @@ export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
     cfg.header.score,
     cfg.header.bar,
     cfg.header.report,
-    'X-Spam-Score',
-    'X-Spam-Report',
-    'X-Spamd-Result',
-    'X-Rspamd-Server',
-    'X-Rspamd-Queue-Id',
-    'X-Spam-Scanner',
-    'X-Spam',
-    'X-Spam-Action',
-    'X-Spam-Result',
+    ...Object.values(STYLE_NAMES).flatMap((style) => Object.values(style)),
   ].filter((n) => n !== '')
   return [...new Map(names.map((n) => [n.toLowerCase(), n])).values()]
 }
