@@ -21,6 +21,7 @@ import {
   corpus,
   dataPost,
   headerBlock,
+  iniFor,
   loadPlugin,
   queuedMessage,
   replyCode,
@@ -316,7 +317,7 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
     ini = '',
   ): Promise<{ queued: Buffer; logs: string[]; code: number | undefined }> {
     fake.setReply(reply)
-    plugin = loadPlugin(`host = 127.0.0.1\nport = ${fake.port}\n${ini}\n`)
+    plugin = loadPlugin(iniFor(fake, ini))
     const conn = await connectionWith(message)
     const logs = captureLogs(conn)
     const res = await dataPost(plugin, conn)

@@ -14,6 +14,7 @@ import {
   connectionWith,
   corpus,
   dataPost,
+  iniFor,
   iniPathOf,
   infoLines,
   loadPlugin,
@@ -21,10 +22,6 @@ import {
   replyText,
   unregister,
 } from './support/harness'
-
-function iniFor(server: FakeRspamd, extra = ''): string {
-  return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
-}
 
 describe('plugin: sender and size policy, greylisting, thresholds, [ham] ok', function () {
   let server: FakeRspamd

@@ -17,6 +17,7 @@ import {
   connectionWith,
   corpus,
   dataPost,
+  iniFor,
   iniPathOf,
   infoLines,
   loadPlugin,
@@ -36,10 +37,6 @@ const CORPUS_FILES = [
   'long-subject.eml',
   'leading-dots.eml',
 ]
-
-function iniFor(server: FakeRspamd, extra = ''): string {
-  return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
-}
 
 const version = packageVersion()
 

@@ -235,3 +235,8 @@ export function infoLines(conn: FixtureConnection): string[] {
   }
   return lines
 }
+
+/** An rspamd.ini pointing at a (fake) rspamd on 127.0.0.1, plus `extra` lines. */
+export function iniFor(server: { port: number }, extra = ''): string {
+  return `host = 127.0.0.1\nport = ${server.port}\n${extra}\n`
+}
