@@ -33,6 +33,7 @@ interface Results {
 
 interface Header {
   get(name: string): string
+  get_all?(name: string): readonly string[]
   get_decoded?(name: string): string
 }
 
@@ -207,6 +208,7 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
     source: messageSource(txn.message_stream),
     timeoutMs,
     signal: gone.signal,
+    sizeHint: txn.data_bytes,
   }
   client
     .scan(request)
@@ -295,6 +297,17 @@ function decodedSubject(header: Header): string | undefined {
   return raw.replace(/\r?\n[ \t]*/g, ' ').trim()
 }
 
+/** rspamd's host as the headers name it: worked out once per config (os.hostname() is a system call) */
+const rspamdHosts = new WeakMap<Config, string>()
+function rspamdHost(cfg: Config): string {
+  let host = rspamdHosts.get(cfg)
+  if (host === undefined) {
+    host = rspamdHostName(cfg.target, hostname())
+    rspamdHosts.set(cfg, host)
+  }
+  return host
+}
+
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
 function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {
   return new RspamdClient(cfg, {
@@ -344,7 +357,7 @@ function act(
     subject: decodedSubject(txn.header),
     style: {
       scanner: `${DEFAULT_SCANNER} ${packageVersion()}`,
-      rspamdHost: rspamdHostName(cfg.target, hostname()),
+      rspamdHost: rspamdHost(cfg),
       queueId: txn.uuid,
       json: result.json,
     },
@@ -392,7 +405,13 @@ function applyEdits(
   edits: HeaderEdits,
 ): void {
   for (const d of edits.dropped) connection.logwarn(plugin, `header edit refused: ${d}`)
-  for (const name of edits.remove) txn.remove_header(name)
+  const header = txn.header
+  for (const name of edits.remove) {
+    // most names are not in the message (remove_foreign lists every style's): Haraka's remove_header
+    // scans every header line per name, its get_all is a lookup
+    if (header.get_all && header.get_all(name).length === 0) continue
+    txn.remove_header(name)
+  }
   for (const f of edits.add) txn.add_header(f.name, f.value)
 }
 

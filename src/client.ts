@@ -2,8 +2,8 @@
 // health and failover, a streaming POST, one total timeout, and a capped read of the reply.
 // Failures come back as values, never thrown.
 
-import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream'
-import { Pool, errors as undiciErrors } from 'undici'
+import { Transform, Writable, type TransformCallback } from 'node:stream'
+import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import type { Config, Target, UpstreamConfig } from './config'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply } from './reply'
@@ -18,6 +18,11 @@ const MAX_ERROR_BODY = 64 * 1024
  * given; gathering them into 64 KiB writes cut the CPU cost of a 1 MB message ~12× (SPEC §1).
  */
 export const COALESCE_BYTES = 64 * 1024
+/**
+ * Messages up to this size are read whole and sent as one Buffer with a Content-Length: no stream
+ * plumbing and no chunked encoding for most mail, and no more memory than one coalesced batch.
+ */
+export const SMALL_MESSAGE_BYTES = COALESCE_BYTES
 
 /** Where the message comes from: something that can write it into a stream, and stop. */
 export interface MessageSource {
@@ -35,6 +40,14 @@ export interface ScanRequest {
   timeoutMs: number
   /** aborts the scan (the SMTP client went away) */
   signal?: AbortSignal
+  /** the message's size as the MTA counted it: at most SMALL_MESSAGE_BYTES, it is sent as a Buffer */
+  sizeHint?: number
+}
+
+/** Why a scan stopped early, and how to cancel what it is waiting for. */
+interface ScanStop {
+  reason: TimeoutReason | ClientGone | undefined
+  cancel: ((why: TimeoutReason | ClientGone) => void) | undefined
 }
 
 export type ScanResult =
@@ -107,6 +120,13 @@ class TimeoutReason extends Error {
   }
 }
 
+class ClientGone extends Error {
+  constructor() {
+    super('scan aborted: the SMTP client went away')
+    this.name = 'ClientGone'
+  }
+}
+
 /** One failed try of a scan that then moved to another server. */
 export interface Attempt {
   server: string
@@ -142,6 +162,7 @@ const HEALTH_ERRORS: ReadonlySet<ScanErrorKind> = new Set([
  */
 class Upstream {
   readonly server: string
+  readonly origin: string
   readonly pool: Pool
   inFlight = 0
   /** when the failures of the current error window happened (ms) */
@@ -155,8 +176,9 @@ class Upstream {
     opts: ClientOptions,
   ) {
     this.server = describeTarget(target)
+    this.origin = origin(target)
     const tls = cfg.tls
-    this.pool = new Pool(origin(target), {
+    this.pool = new Pool(this.origin, {
       connections: opts.connections ?? null,
       // rspamd closes idle keep-alive connections after a while; undici drops ours first
       keepAliveTimeout: 4_000,
@@ -165,6 +187,9 @@ class Upstream {
       headersTimeout: 0,
       bodyTimeout: 0,
       connect: {
+        // no TCP keep-alive probes (a setsockopt per connection): rspamd closes after each reply, and
+        // an idle pooled connection is dropped after keepAliveTimeout, long before a probe would go
+        keepAlive: false,
         ...(target.kind === 'unix' ? { socketPath: target.socketPath } : {}),
         timeout: Math.max(1, Math.round(cfg.connectTimeout * 1000)),
         ...(target.kind === 'tcp' && target.scheme === 'https'
@@ -273,24 +298,32 @@ export class RspamdClient {
   }
 
   /**
-   * Stream one message to rspamd and read its verdict. Never throws, never rejects.
+   * Send one message to rspamd and read its verdict. Never throws, never rejects.
    * A failure at connect, or a connection that breaks (or a server that stays silent) before
-   * rspamd answered, moves to the next server with the message piped again from the start;
+   * rspamd answered, moves to the next server with the message sent again from the start;
    * an answer of any kind is final.
    */
   async scan(req: ScanRequest): Promise<ScanOutcome> {
     const start = performance.now()
-    const total = new AbortController()
-    const timer = setTimeout(
-      () => total.abort(new TimeoutReason(req.timeoutMs, true, this.server)),
-      req.timeoutMs,
-    )
-    const onOuterAbort = () => total.abort(req.signal?.reason ?? new Error('scan aborted'))
+    // Plain callbacks, not AbortControllers: the timer or the SMTP client leaving stops the scan,
+    // which cancels the attempt in flight (a cost paid per message, so kept to a closure or two).
+    const stop: ScanStop = { reason: undefined, cancel: undefined }
+    const halt = (why: Error) => {
+      if (stop.reason) return
+      stop.reason = why
+      stop.cancel?.(why)
+    }
+    const timer = setTimeout(() => halt(new TimeoutReason(req.timeoutMs, true, this.server)), req.timeoutMs)
+    const onOuterAbort = () => halt(new ClientGone())
     if (req.signal?.aborted) onOuterAbort()
     else req.signal?.addEventListener('abort', onOuterAbort, { once: true })
 
     const tried = new Set<Upstream>()
     const attempts: Attempt[] = []
+    // a small message is read whole once and sent as a Buffer (with Content-Length) to each server
+    // tried; a larger one is streamed, piped again from the start for each server
+    const small = req.sizeHint !== undefined && req.sizeHint <= SMALL_MESSAGE_BYTES
+    let whole: Buffer | undefined
     try {
       for (;;) {
         const up = this.pick(tried)
@@ -302,10 +335,18 @@ export class RspamdClient {
         // leave half of what is left for the next server, in case this one never answers; the
         // last server has the rest of the total timeout
         const attemptMs = another ? Math.max(1, Math.floor(remaining / 2)) : undefined
-        const { result, retryable } = await this.attempt(up, req, total.signal, attemptMs)
+        if (small && whole === undefined) {
+          const read = await readWhole(req.source, stop)
+          if (read instanceof Error) {
+            const error = { kind: 'network' as const, message: `reading the message: ${read.message}` }
+            return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
+          }
+          whole = read
+        }
+        const { result, retryable } = await this.attempt(up, req, whole, stop, attemptMs)
         this.account(up, result)
-        const timeMs = Math.round((performance.now() - start) * 10) / 10
-        if (result.ok || !retryable || !another || total.signal.aborted) {
+        const timeMs = elapsed(start)
+        if (result.ok || !retryable || !another || stop.reason) {
           return { ...result, timeMs, attempts }
         }
         attempts.push({ server: up.server, error: result.error, timeMs: result.timeMs })
@@ -338,92 +379,144 @@ export class RspamdClient {
     }
   }
 
-  /** One try on one server; `retryable` when it failed before rspamd answered anything. */
-  private async attempt(
+  /**
+   * One try on one server; `retryable` when it failed before rspamd answered anything.
+   * undici's dispatch() with a handler of our own: no response stream, no async iteration, and a
+   * cancel that settles at once and destroys the socket (controller.abort) rather than leaving it
+   * to idle out. `whole` is the message read already (small messages), else it is streamed.
+   */
+  private attempt(
     up: Upstream,
     req: ScanRequest,
-    total: AbortSignal,
+    whole: Buffer | undefined,
+    stop: ScanStop,
     attemptMs: number | undefined,
   ): Promise<{ result: ScanResult; retryable: boolean }> {
-    const start = performance.now()
-    const elapsed = () => Math.round((performance.now() - start) * 10) / 10
-    const ctl = new AbortController()
-    const timer =
-      attemptMs === undefined
-        ? undefined
-        : setTimeout(() => ctl.abort(new TimeoutReason(attemptMs, false, up.server)), attemptMs)
-    const onTotal = () => ctl.abort(total.reason)
-    if (total.aborted) onTotal()
-    else total.addEventListener('abort', onTotal, { once: true })
+    const maxReplyBytes = this.maxReplyBytes
+    return new Promise((resolve) => {
+      const start = performance.now()
+      const stream = whole === undefined ? new Coalescer() : undefined
+      const sent = () => (stream ? stream.bytes : (whole?.length ?? 0))
+      let controller: Dispatcher.DispatchController | undefined
+      let settled = false
+      let answered = false
+      let status = 0
+      let cap = maxReplyBytes
+      const parts: Buffer[] = []
+      let size = 0
+      let overCap = false
 
-    const body = new Coalescer()
-    req.source.pipe(body)
-    let answered = false
-    up.inFlight++
+      const settle = (result: ScanResult, retryable: boolean) => {
+        if (settled) return
+        settled = true
+        up.inFlight--
+        clearTimeout(timer)
+        stop.cancel = undefined
+        if (stream) {
+          // stop the message stream before destroying its destination (haraka/message-stream#22);
+          // after this it can be piped again from the start for the next server
+          req.source.unpipe()
+          if (!stream.destroyed) stream.destroy()
+        }
+        resolve({ result, retryable })
+      }
+      const fail = (kind: ScanErrorKind, message: string, retryable = false) =>
+        settle(
+          {
+            ok: false,
+            error: { kind, message },
+            timeMs: elapsed(start),
+            server: up.server,
+            bytesSent: sent(),
+          },
+          retryable && !answered,
+        )
+      /** ends the attempt now: the socket goes at once, whatever undici was doing with it */
+      const cancel = (why: Error) => {
+        if (why instanceof TimeoutReason) fail('timeout', why.message, !why.total)
+        else if (why instanceof ClientGone) fail('aborted', why.message)
+        controller?.abort(why)
+      }
 
-    const fail = (kind: ScanErrorKind, message: string, retryable = false) => ({
-      result: {
-        ok: false as const,
-        error: { kind, message },
-        timeMs: elapsed(),
-        server: up.server,
-        bytesSent: body.bytes,
-      },
-      retryable: retryable && !answered,
-    })
+      const timer =
+        attemptMs === undefined
+          ? undefined
+          : setTimeout(() => cancel(new TimeoutReason(attemptMs, false, up.server)), attemptMs)
+      up.inFlight++
+      if (stop.reason) return cancel(stop.reason)
+      stop.cancel = cancel
+      if (stream) req.source.pipe(stream)
 
-    try {
-      const res = await up.pool.request({
-        method: 'POST',
-        path: this.path,
-        headers: req.headers,
-        body,
-        signal: ctl.signal,
-      })
-      answered = true
-      const length = Number(res.headers['content-length'])
-      if (res.statusCode !== 200) {
-        const text = await readCapped(res.body, MAX_ERROR_BODY, true)
-        return fail('http', `HTTP ${res.statusCode}${errorDetail(text)}`)
-      }
-      if (Number.isFinite(length) && length > this.maxReplyBytes) {
-        res.body.destroy()
-        return fail('too-large', `reply of ${length} bytes is over the ${this.maxReplyBytes} byte cap`)
-      }
-      const text = await readCapped(res.body, this.maxReplyBytes, false)
-      if (text === undefined) {
-        return fail('too-large', `reply is over the ${this.maxReplyBytes} byte cap`)
-      }
-      const parsed = parseReplyBody(text)
-      if (!parsed.ok) return fail('parse', parsed.error)
-      return {
-        result: {
-          ok: true,
-          reply: parsed.reply,
-          json: parsed.json,
-          warnings: parsed.warnings,
-          timeMs: elapsed(),
-          server: up.server,
-          bytesSent: body.bytes,
+      up.pool.dispatch(
+        { origin: up.origin, method: 'POST', path: this.path, headers: req.headers, body: whole ?? stream },
+        {
+          onRequestStart(c) {
+            controller = c
+            // cancelled while the request waited for a connection: drop it now
+            if (settled) c.abort(stop.reason ?? new Error('scan ended'))
+          },
+          onResponseStart(c, statusCode, headers) {
+            if (settled) return
+            answered = true
+            status = statusCode
+            if (statusCode !== 200) {
+              cap = MAX_ERROR_BODY
+              return
+            }
+            const length = Number(headers['content-length'])
+            if (Number.isFinite(length) && length > maxReplyBytes) {
+              fail('too-large', `reply of ${length} bytes is over the ${maxReplyBytes} byte cap`)
+              c.abort(new Error('reply over the cap'))
+            }
+          },
+          onResponseData(c, chunk) {
+            if (settled || overCap) return
+            if (size + chunk.length > cap) {
+              if (status !== 200) {
+                // an error reply: what fitted is enough to report it
+                parts.push(chunk.subarray(0, cap - size))
+                size = cap
+                overCap = true
+                finish()
+                return c.abort(new Error('error reply over the cap'))
+              }
+              fail('too-large', `reply is over the ${maxReplyBytes} byte cap`)
+              return c.abort(new Error('reply over the cap'))
+            }
+            parts.push(chunk)
+            size += chunk.length
+          },
+          onResponseEnd() {
+            if (!settled) finish()
+          },
+          onResponseError(_c, err) {
+            if (settled) return
+            const kind = classify(err)
+            // a connection that broke before rspamd answered: the message never reached a verdict
+            fail(kind, describeError(err), kind === 'connect' || kind === 'network')
+          },
         },
-        retryable: false,
+      )
+
+      function finish(): void {
+        const text = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size)).toString('utf8')
+        if (status !== 200) return fail('http', `HTTP ${status}${errorDetail(text)}`)
+        const parsed = parseReplyBody(text)
+        if (!parsed.ok) return fail('parse', parsed.error)
+        settle(
+          {
+            ok: true,
+            reply: parsed.reply,
+            json: parsed.json,
+            warnings: parsed.warnings,
+            timeMs: elapsed(start),
+            server: up.server,
+            bytesSent: sent(),
+          },
+          false,
+        )
       }
-    } catch (err) {
-      const reason: unknown = ctl.signal.aborted ? ctl.signal.reason : undefined
-      if (reason instanceof TimeoutReason) return fail('timeout', reason.message, !reason.total)
-      if (ctl.signal.aborted) return fail('aborted', 'scan aborted: the SMTP client went away')
-      const kind = classify(err)
-      // a connection that broke before rspamd answered: the message never reached a verdict
-      return fail(kind, describeError(err), kind === 'connect' || kind === 'network')
-    } finally {
-      up.inFlight--
-      clearTimeout(timer)
-      total.removeEventListener('abort', onTotal)
-      // stop the message stream before destroying its destination (haraka/message-stream#22);
-      // after this it can be piped again from the start for the next server
-      req.source.unpipe()
-      if (!body.destroyed) body.destroy()
-    }
+    })
   }
 
   /** Waits for scans in flight, then closes the connections. */
@@ -437,24 +530,42 @@ export class RspamdClient {
   }
 }
 
-/**
- * Read a reply body up to `cap` bytes. Over the cap: the rest is not read, the socket is
- * dropped, and the result is undefined (or, when `truncate`, what fitted).
- */
-async function readCapped(body: Readable, cap: number, truncate: boolean): Promise<string | undefined> {
-  const parts: Buffer[] = []
-  let size = 0
-  for await (const chunk of body) {
-    const buf = chunk as Buffer
-    if (size + buf.length > cap) {
-      if (truncate) parts.push(buf.subarray(0, cap - size))
-      body.destroy()
-      return truncate ? Buffer.concat(parts).toString('utf8') : undefined
+/** Reads a small message whole (CRLF line endings); stops early when the scan stops. */
+function readWhole(source: MessageSource, stop: ScanStop): Promise<Buffer | Error> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = []
+    let size = 0
+    const done = (out: Buffer | Error) => {
+      if (stop.cancel === onStop) stop.cancel = undefined
+      // also drops the source's error listener: a Haraka message_stream outlives the scan
+      source.unpipe()
+      resolve(out)
     }
-    parts.push(buf)
-    size += buf.length
-  }
-  return Buffer.concat(parts, size).toString('utf8')
+    const sink = new Writable({
+      write(chunk: Buffer | string, _enc, cb) {
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+        parts.push(buf)
+        size += buf.length
+        cb()
+      },
+      final(cb) {
+        done(Buffer.concat(parts, size))
+        cb()
+      },
+    })
+    sink.once('error', (err) => done(err))
+    const onStop = () => {
+      sink.destroy()
+      done(Buffer.concat(parts, size))
+    }
+    if (stop.reason) return onStop()
+    stop.cancel = onStop
+    source.pipe(sink)
+  })
+}
+
+function elapsed(start: number): number {
+  return Math.round((performance.now() - start) * 10) / 10
 }
 
 function errorDetail(text: string | undefined): string {

@@ -467,6 +467,18 @@ export function ldaFailureStyle(scanner: string, error: { kind: string; message:
  * must not carry from elsewhere, so that a filter or MUA reading any of them reads ours or none.
  */
 export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
+  // built once per config: remove_foreign asks for it on every accepted message
+  let known = namesByConfig.get(cfg)
+  if (known === undefined) {
+    known = Object.freeze(collectVerdictHeaderNames(cfg))
+    namesByConfig.set(cfg, known)
+  }
+  return [...known]
+}
+
+const namesByConfig = new WeakMap<object, readonly string[]>()
+
+function collectVerdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
   const names = [
     cfg.header.score,
     cfg.header.bar,
