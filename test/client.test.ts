@@ -10,7 +10,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, type Writable } from 'node:stream'
 import { parseConfig, type Config } from '../src/config'
-import { RspamdClient, type ClientEvent, type MessageSource, type ScanOutcome } from '../src/client'
+import {
+  RspamdClient,
+  SMALL_MESSAGE_BYTES,
+  type ClientEvent,
+  type MessageSource,
+  type ScanOutcome,
+} from '../src/client'
 import { FakeRspamd, makeSelfSignedCert } from './support/fake-rspamd'
 import { replyFor } from './support/replies'
 import { connectionWith, dataPost, loadPlugin, unregister } from './support/harness'
@@ -311,5 +317,133 @@ describe('plugin: failover with Haraka’s message_stream piped again', function
       await resetting.close()
       await good.close()
     }
+  })
+})
+
+describe('client: small messages as one Buffer, large ones streamed', function () {
+  this.timeout(30_000)
+  const servers: FakeRspamd[] = []
+  const clients: RspamdClient[] = []
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.destroy()))
+    await Promise.all(servers.splice(0).map((s) => s.close()))
+  })
+  const start = async (opts?: Parameters<typeof FakeRspamd.start>[0]) => {
+    const s = await FakeRspamd.start(opts)
+    servers.push(s)
+    return s
+  }
+  const client = (cfg: Config) => {
+    const c = new RspamdClient(cfg)
+    clients.push(c)
+    return c
+  }
+  const ok = (r: ScanOutcome) => assert.ok(r.ok, r.ok ? '' : `${r.error.kind}: ${r.error.message}`)
+
+  it('sends a message of at most SMALL_MESSAGE_BYTES with a Content-Length, byte-identical', async () => {
+    const s = await start()
+    const c = client(configFor(`127.0.0.1:${s.port}`))
+    const message = Buffer.concat([SMALL, Buffer.alloc(SMALL_MESSAGE_BYTES - SMALL.length, 'a')])
+    const r = await c.scan({
+      headers: {},
+      source: bufferSource(message),
+      timeoutMs: 10_000,
+      sizeHint: message.length,
+    })
+    ok(r)
+    const req = s.lastRequest
+    assert.equal(req?.headers['content-length'], String(message.length))
+    assert.equal(req?.headers['transfer-encoding'], undefined)
+    assert.ok(req?.body.equals(message), 'byte-identical')
+    assert.equal(r.bytesSent, message.length)
+  })
+
+  it('streams a message over SMALL_MESSAGE_BYTES (chunked), byte-identical', async () => {
+    const s = await start()
+    const c = client(configFor(`127.0.0.1:${s.port}`))
+    const message = Buffer.concat([SMALL, Buffer.alloc(SMALL_MESSAGE_BYTES, 'b')])
+    const r = await c.scan({
+      headers: {},
+      source: bufferSource(message),
+      timeoutMs: 10_000,
+      sizeHint: message.length,
+    })
+    ok(r)
+    const req = s.lastRequest
+    assert.equal(req?.headers['content-length'], undefined)
+    assert.equal(req?.headers['transfer-encoding'], 'chunked')
+    assert.ok(req?.body.equals(message), 'byte-identical')
+  })
+
+  it('reads a small message once and sends the same bytes to the next server after a failure', async () => {
+    const resetting = await start({ mode: 'reset-on-body:10' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${resetting.port}, 127.0.0.1:${good.port}`))
+    const source = bufferSource(SMALL)
+    const r = await c.scan({ headers: {}, source, timeoutMs: 10_000, sizeHint: SMALL.length })
+    ok(r)
+    assert.equal(r.server, good.url)
+    assert.equal(r.attempts.length, 1)
+    assert.equal(source.pipes, 1, 'read once, sent twice')
+    assert.ok(good.lastRequest?.body.equals(SMALL))
+  })
+
+  it('reports a message that cannot be read as a network error, without retrying', async () => {
+    const a = await start()
+    const b = await start()
+    const c = client(configFor(`127.0.0.1:${a.port}, 127.0.0.1:${b.port}`))
+    const source: MessageSource = {
+      pipe(dest: Writable) {
+        setImmediate(() => dest.destroy(new Error('spool file vanished')))
+      },
+      unpipe() {},
+    }
+    const r = await c.scan({ headers: {}, source, timeoutMs: 10_000, sizeHint: 100 })
+    assert.equal(r.ok ? '' : r.error.kind, 'network')
+    assert.match(r.ok ? '' : r.error.message, /reading the message: spool file vanished/)
+    assert.equal(a.requests.length + b.requests.length, 0)
+  })
+
+  // undici (nodejs/undici#5845, 7.x) re-queues an aborted request and opens a spare connection for
+  // it that no request uses; the next scan takes that one. What we own: the scan's own socket goes
+  // at once, and aborted scans do not pile up connections.
+  for (const small of [true, false]) {
+    it(`closes its socket to a hung server at once when the scan times out (${small ? 'small' : 'streamed'} message)`, async () => {
+      const hung = await start({ mode: 'hang' })
+      const c = client(configFor(`127.0.0.1:${hung.port}`))
+      const message = small ? SMALL : Buffer.concat([SMALL, Buffer.alloc(SMALL_MESSAGE_BYTES, 'c')])
+      for (let i = 0; i < 5; i++) {
+        const r = await c.scan({
+          headers: {},
+          source: bufferSource(message),
+          timeoutMs: 200,
+          sizeHint: message.length,
+        })
+        assert.equal(r.ok ? '' : r.error.kind, 'timeout')
+        const id = hung.requests[i]?.connectionId ?? -1
+        // an idle socket would stay for undici's keepAliveTimeout (4 s); an aborted one goes at once
+        await hung.waitForClosed(id, 2_000)
+      }
+      assert.equal(hung.requests.length, 5)
+      assert.ok(hung.openConnections <= 1, `${hung.openConnections} connections open after 5 timed-out scans`)
+    })
+  }
+
+  it('closes its socket to a hung server at once when the SMTP client goes away', async () => {
+    const hung = await start({ mode: 'hang' })
+    const c = client(configFor(`127.0.0.1:${hung.port}`))
+    const gone = new AbortController()
+    const pending = c.scan({
+      headers: {},
+      source: bufferSource(SMALL),
+      timeoutMs: 10_000,
+      signal: gone.signal,
+      sizeHint: SMALL.length,
+    })
+    const [req] = await hung.waitForRequests(1)
+    gone.abort()
+    const r = await pending
+    assert.equal(r.ok ? '' : r.error.kind, 'aborted')
+    await hung.waitForClosed(req?.connectionId ?? -1, 2_000)
   })
 })

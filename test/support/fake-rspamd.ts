@@ -190,6 +190,8 @@ export class FakeRspamd {
   openConnections = 0
   /** sockets accepted since start */
   totalConnections = 0
+  /** connection ids (RecordedRequest.connectionId) of the sockets closed so far */
+  readonly closedConnections = new Set<number>()
 
   private parsed: ParsedMode
   private replySpec: ReplySpec | undefined
@@ -307,6 +309,15 @@ export class FakeRspamd {
     )
   }
 
+  /** Resolves when the socket with this connection id (RecordedRequest.connectionId) has closed. */
+  waitForClosed(connectionId: number, timeoutMs = DEFAULT_WAIT_MS): Promise<void> {
+    return this.waitUntil(
+      () => this.closedConnections.has(connectionId),
+      () => `connection ${connectionId} to close`,
+      timeoutMs,
+    )
+  }
+
   /** Resolves when no socket is open (note: a keep-alive client pool holds one until closed). */
   waitForIdle(timeoutMs = DEFAULT_WAIT_MS): Promise<void> {
     return this.waitForConnections(0, timeoutMs)
@@ -354,8 +365,10 @@ export class FakeRspamd {
       this.totalConnections += 1
       this.openConnections += 1
       this.sockets.add(socket)
-      this.connectionIds.set(socket, this.totalConnections)
+      const id = this.totalConnections
+      this.connectionIds.set(socket, id)
       socket.once('close', () => {
+        this.closedConnections.add(id)
         this.sockets.delete(socket)
         this.openConnections -= 1
         this.changed()
