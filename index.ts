@@ -5,7 +5,7 @@ import { hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
-import { RspamdClient, type MessageSource, type ScanOutcome } from './src/client'
+import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
 import { Greylist } from './src/greylist'
@@ -190,7 +190,7 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
 
   // next() exactly once, whatever happens first: reply, timeout, error, client gone
   let called = false
-  const gone = new AbortController()
+  const gone = new ScanCancel()
   const onGone = () => gone.abort()
   // the client may have left before this hook ran: its 'close' has been emitted already
   if (connection.client?.destroyed === true) gone.abort()
@@ -207,7 +207,7 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
     headers: buildRequestHeaders(envelope(connection, txn), cfg),
     source: messageSource(txn.message_stream),
     timeoutMs,
-    signal: gone.signal,
+    cancel: gone,
     sizeHint: txn.data_bytes,
   }
   client

@@ -39,9 +39,31 @@ export interface ScanRequest {
   /** total time for connect + send + reply, in ms */
   timeoutMs: number
   /** aborts the scan (the SMTP client went away) */
-  signal?: AbortSignal
+  cancel?: ScanCancel
   /** the message's size as the MTA counted it: at most SMALL_MESSAGE_BYTES, it is sent as a Buffer */
   sizeHint?: number
+}
+
+/**
+ * Stops a scan from outside (the SMTP client went away). One per message, so lighter than an
+ * AbortController (an EventTarget and its event objects): a flag and at most one listener.
+ */
+export class ScanCancel {
+  aborted = false
+  private listener: (() => void) | undefined
+
+  abort(): void {
+    if (this.aborted) return
+    this.aborted = true
+    const listener = this.listener
+    this.listener = undefined
+    listener?.()
+  }
+
+  /** the scan's listener (one scan per ScanCancel); undefined to stop listening */
+  listen(fn: (() => void) | undefined): void {
+    this.listener = fn
+  }
 }
 
 /** Why a scan stopped early, and how to cancel what it is waiting for. */
@@ -315,8 +337,8 @@ export class RspamdClient {
     }
     const timer = setTimeout(() => halt(new TimeoutReason(req.timeoutMs, true, this.server)), req.timeoutMs)
     const onOuterAbort = () => halt(new ClientGone())
-    if (req.signal?.aborted) onOuterAbort()
-    else req.signal?.addEventListener('abort', onOuterAbort, { once: true })
+    if (req.cancel?.aborted) onOuterAbort()
+    else req.cancel?.listen(onOuterAbort)
 
     const tried = new Set<Upstream>()
     const attempts: Attempt[] = []
@@ -353,7 +375,7 @@ export class RspamdClient {
       }
     } finally {
       clearTimeout(timer)
-      req.signal?.removeEventListener('abort', onOuterAbort)
+      req.cancel?.listen(undefined)
     }
   }
 

@@ -12,6 +12,7 @@ import { Readable, type Writable } from 'node:stream'
 import { parseConfig, type Config } from '../src/config'
 import {
   RspamdClient,
+  ScanCancel,
   SMALL_MESSAGE_BYTES,
   type ClientEvent,
   type MessageSource,
@@ -276,12 +277,12 @@ describe('client: server pool, health and failover', function () {
     const hanging = await start({ mode: 'hang' })
     const good = await start()
     const c = client(configFor(`127.0.0.1:${hanging.port}, 127.0.0.1:${good.port}`))
-    const gone = new AbortController()
+    const gone = new ScanCancel()
     const pending = c.scan({
       headers: {},
       source: bufferSource(SMALL),
       timeoutMs: 10_000,
-      signal: gone.signal,
+      cancel: gone,
     })
     await hanging.waitForRequests(1)
     gone.abort()
@@ -432,12 +433,12 @@ describe('client: small messages as one Buffer, large ones streamed', function (
   it('closes its socket to a hung server at once when the SMTP client goes away', async () => {
     const hung = await start({ mode: 'hang' })
     const c = client(configFor(`127.0.0.1:${hung.port}`))
-    const gone = new AbortController()
+    const gone = new ScanCancel()
     const pending = c.scan({
       headers: {},
       source: bufferSource(SMALL),
       timeoutMs: 10_000,
-      signal: gone.signal,
+      cancel: gone,
       sizeHint: SMALL.length,
     })
     const [req] = await hung.waitForRequests(1)
