@@ -188,10 +188,10 @@ function isSection(v: unknown): v is Section {
 }
 
 /** One ini section; a missing one is empty, anything else is an error. */
-function section(ini: Section, name: string): Section {
+function section(ini: Section, name: string, file = 'rspamd.ini'): Section {
   const s = ini[name]
   if (s === undefined || s === null) return {}
-  if (!isSection(s)) throw new ConfigError(`[${name}]`, s, 'expected a section')
+  if (!isSection(s)) throw new ConfigError(`[${name}]`, s, 'expected a section', file)
   return s
 }
 
@@ -715,8 +715,8 @@ export interface RedisSettings {
 export function parseRedisIni(ini: unknown): RedisSettings {
   if (ini === undefined || ini === null) ini = {}
   if (!isSection(ini)) throw new ConfigError('redis.ini', ini, 'expected an ini file', 'redis.ini')
-  const opts = section(ini, 'opts')
-  const server = section(ini, 'server')
+  const opts = section(ini, 'opts', 'redis.ini')
+  const server = section(ini, 'server', 'redis.ini')
   // a key of [server] wins over the same key in [opts]; errors name the section the value came from
   const pick = (...keys: string[]): { key: string; value: unknown } | undefined => {
     for (const [name, s] of [

@@ -62,6 +62,8 @@ export interface RedisGreylistOptions {
   now?: () => number
   /** how long a passed triplet is remembered (and a pending one after its delay); 24 h by default */
   expireMs?: number
+  /** the caller's name for these settings, to tell whether a reload changed them */
+  identity?: string
 }
 
 /** Commands allowed in flight at once: past this (a Redis that stopped answering), checks fail at once. */
@@ -70,6 +72,7 @@ const MAX_QUEUED = 1000
 export class RedisGreylist {
   /** redis://host:port/db or unix:path/db, for the log (never the password) */
   readonly server: string
+  readonly identity: string | undefined
   private readonly client: ReturnType<typeof createClient>
   private readonly opts: RedisGreylistOptions
   private state: 'new' | 'open' | 'closed' = 'new'
@@ -79,6 +82,7 @@ export class RedisGreylist {
 
   constructor(opts: RedisGreylistOptions) {
     this.opts = opts
+    this.identity = opts.identity
     const s = opts.settings
     this.server = `${s.path === undefined ? `redis${s.tls ? 's' : ''}://${s.host}:${s.port}` : `unix:${s.path}`}/${s.database}`
     const socket =
@@ -157,18 +161,23 @@ export class RedisGreylist {
     })
     // a check during start-up waits for the first connection (within the bound); one while Redis is
     // known to be away fails at once (disableOfflineQueue)
-    const answer = this.settled.then(() => this.run(keys, args)).then(
-      (reply): StoreResult => {
-        if (typeof reply !== 'number' || !Number.isFinite(reply) || reply < 0) {
-          return { ok: false, error: { kind: 'error', message: `unexpected reply ${JSON.stringify(reply)}` } }
-        }
-        return { ok: true, outcome: reply > 0 ? { passed: false, retryInMs: reply } : { passed: true } }
-      },
-      (err: unknown): StoreResult => ({
-        ok: false,
-        error: { kind: 'error', message: err instanceof Error ? err.message : String(err) },
-      }),
-    )
+    const answer = this.settled
+      .then(() => this.run(keys, args))
+      .then(
+        (reply): StoreResult => {
+          if (typeof reply !== 'number' || !Number.isFinite(reply) || reply < 0) {
+            return {
+              ok: false,
+              error: { kind: 'error', message: `unexpected reply ${JSON.stringify(reply)}` },
+            }
+          }
+          return { ok: true, outcome: reply > 0 ? { passed: false, retryInMs: reply } : { passed: true } }
+        },
+        (err: unknown): StoreResult => ({
+          ok: false,
+          error: { kind: 'error', message: err instanceof Error ? err.message : String(err) },
+        }),
+      )
     try {
       return await Promise.race([answer, late])
     } finally {

@@ -95,7 +95,9 @@ export class Greylist {
 
 /** A triplet's fixed-size name: 28 characters whatever the addresses' length, and no addresses kept. */
 export function tripletDigest(ip: string, sender: string, rcpt: string): string {
-  return createHash('sha1').update(tripletKey(ip, sender, rcpt)).digest('base64')
+  return createHash('sha1')
+    .update(tripletKey(ip, sender, rcpt))
+    .digest('base64')
 }
 
 /** The key of one triplet: client network, sender and recipient, addresses case-folded (as postgrey). */

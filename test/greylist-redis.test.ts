@@ -151,7 +151,8 @@ describe('greylist in Redis (real redis-server)', function () {
     const rcpts = Array.from({ length: 50 }, (_, i) => [`r${i}@example.net`])
     const results = await Promise.all(rcpts.flatMap((r) => [one.check(r), two.check(r)]))
     // per triplet: one worker created it (waits the whole delay), the other found it (never longer)
-    for (const r of results) assert.ok(r.ok && !r.outcome.passed && r.outcome.retryInMs >= DELAY - 1, String(r))
+    for (const r of results)
+      assert.ok(r.ok && !r.outcome.passed && r.outcome.retryInMs >= DELAY - 1, String(r))
     assert.equal((await redis.keys(`${PREFIX}*`)).length, 50, 'one key per triplet')
     for (const [rcpt] of rcpts) {
       const firstSeen = Number(await redis.get(keyOf(rcpt)))
