@@ -16,6 +16,12 @@ export function corpus(name: string): Buffer {
   return readFileSync(join(CORPUS, name))
 }
 
+/** A corpus message with X-Test-* headers in front (the recipe of test/rspamd/README.md). */
+export function withTestHeaders(file: string, headers: Record<string, string>): Buffer {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
+  return Buffer.concat([Buffer.from(lines.join('')), corpus(file)])
+}
+
 type PathFinder = (this: { hasPackageJson: boolean }, name?: string) => string
 const fixturePlugin = fixtures.plugin.prototype as unknown as { _get_plugin_path: PathFinder }
 const findPlugin = fixturePlugin._get_plugin_path
