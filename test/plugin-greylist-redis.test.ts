@@ -3,6 +3,7 @@
 // haraka-plugin-redis reads it, and a Redis that is away or slow: mail flows per [defer], next() once.
 
 import assert from 'node:assert/strict'
+import { writeFileSync } from 'node:fs'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { parseRedisIni } from '../src/config'
 import { RedisGreylist } from '../src/greylist-redis'
@@ -15,6 +16,7 @@ import {
   dataPost,
   DENYSOFT,
   iniFor,
+  iniPathOf,
   loadPlugin,
   replyText,
 } from './support/harness'
@@ -181,6 +183,33 @@ describe('plugin: [greylist] store = redis (real redis-server)', function () {
     assert.equal(warnings('[greylist]\nenabled = true', 1).length, 0, 'one worker')
     assert.equal(warnings(REDIS_GREYLIST, 2).length, 0, 'store = redis')
     assert.equal(warnings('[greylist]\nenabled = false', 2).length, 0, 'greylisting off')
+  })
+
+  it('opens Redis when a reload switches store = memory to redis, and closes it when switched back', async () => {
+    const p = start('[greylist]\nenabled = true')
+    await new Promise<void>((done) => (p.rspamd_init_master as (n: () => void, s: unknown) => void)(done, {}))
+    assert.equal(p.greylistRedis, undefined)
+    const reload = async (ini: string) => {
+      const reloaded = new Promise<void>((done) => {
+        const original = p.loginfo as (msg: string) => void
+        p.loginfo = (msg: string) => {
+          original.call(p, msg)
+          if (/rspamd\.ini reloaded/.test(String(msg))) done()
+        }
+      })
+      writeFileSync(iniPathOf(p), iniFor(server, ini))
+      await reloaded
+    }
+    await reload(REDIS_GREYLIST)
+    const store = p.greylistRedis as RedisGreylist
+    // the plugin's class comes from dist/, this file's from src/: compare by what it is, not by class
+    assert.equal(store?.server, `redis://127.0.0.1:${REDIS_PORT}/0`)
+    assert.equal((await attempt(p)).res.code, DENYSOFT)
+    assert.equal((await redis.keys(`${PREFIX}*`)).length, 1, 'the triplet is in Redis')
+    await reload('[greylist]\nenabled = true')
+    assert.equal(p.greylistRedis, undefined)
+    const closed = await store.check('192.0.2.1', 'a@example.org', ['b@example.net'], 1000, 1000)
+    assert.equal(closed.ok, false, 'the old connection is closed')
   })
 
   it('refuses to start with a bad redis.ini value, naming the key', () => {
