@@ -71,6 +71,8 @@ describe('plugin: [greylist] store = redis (real redis-server)', function () {
     return p
   }
 
+  const storeOf = (p: FixturePlugin) => p.greylistRedis as RedisGreylist | undefined
+
   async function attempt(p: FixturePlugin) {
     const conn = await connectionWith(corpus('ham.eml'), GREY)
     const logs = captureLogs(conn)
@@ -188,7 +190,7 @@ describe('plugin: [greylist] store = redis (real redis-server)', function () {
   it('opens Redis when a reload switches store = memory to redis, and closes it when switched back', async () => {
     const p = start('[greylist]\nenabled = true')
     await new Promise<void>((done) => (p.rspamd_init_master as (n: () => void, s: unknown) => void)(done, {}))
-    assert.equal(p.greylistRedis, undefined)
+    assert.equal(storeOf(p), undefined)
     const reload = async (ini: string) => {
       const reloaded = new Promise<void>((done) => {
         const original = p.loginfo as (msg: string) => void
@@ -201,13 +203,14 @@ describe('plugin: [greylist] store = redis (real redis-server)', function () {
       await reloaded
     }
     await reload(REDIS_GREYLIST)
-    const store = p.greylistRedis as RedisGreylist
+    const store = storeOf(p)
     // the plugin's class comes from dist/, this file's from src/: compare by what it is, not by class
     assert.equal(store?.server, `redis://127.0.0.1:${REDIS_PORT}/0`)
     assert.equal((await attempt(p)).res.code, DENYSOFT)
     assert.equal((await redis.keys(`${PREFIX}*`)).length, 1, 'the triplet is in Redis')
     await reload('[greylist]\nenabled = true')
-    assert.equal(p.greylistRedis, undefined)
+    assert.equal(storeOf(p), undefined)
+    assert.ok(store)
     const closed = await store.check('192.0.2.1', 'a@example.org', ['b@example.net'], 1000, 1000)
     assert.equal(closed.ok, false, 'the old connection is closed')
   })
