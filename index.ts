@@ -1,20 +1,22 @@
 // The Haraka adapter: register(), the data_post hook, config reload. Wiring only — the only file
 // that knows Haraka's connection and transaction objects. Haraka copies these exports onto its plugin object.
 
-import { hostname } from 'node:os'
+import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
-import { ConfigError, INI_BOOLEANS, parseConfig, sameTarget, type Config } from './src/config'
+import { ConfigError, INI_BOOLEANS, parseConfig, parseRedisIni, sameTarget, type Config } from './src/config'
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
 import { Greylist } from './src/greylist'
+import { RedisGreylist, type StoreResult } from './src/greylist-redis'
 import { skipReason, type ScanFacts } from './src/policy'
 import {
   decide,
   finalAction,
   isKnownAction,
   onFailure,
+  onGreylistFailure,
   type HeaderEdits,
   type SenderFacts,
   type Verdict,
@@ -90,6 +92,16 @@ interface RspamdPlugin {
   client?: RspamdClient
   /** greylisting triplets: kept for the life of the process, across config reloads */
   greylist?: Greylist
+  /** [greylist] store = redis: the triplets' store, and the one Redis connection of this process */
+  greylistRedis?: RedisGreylist
+  /** an init_master/init_child hook ran: a process that handles mail, so Redis connects now */
+  started?: boolean
+}
+
+/** The part of Haraka's server object that init_master hands to plugins. */
+interface HarakaServer {
+  cluster?: unknown
+  cfg?: { main?: { nodes?: unknown } }
 }
 
 /** Haraka's respond() takes an object whose constructor is named DSN as (code, enhanced reply). */
@@ -106,9 +118,14 @@ export function register(this: RspamdPlugin): void {
   this.cfg = loadConfig(this)
   this.client = newClient(this, this.cfg)
   this.greylist ??= new Greylist()
-  // an explicit hook name (not hook_data_post) so that a plugin inheriting this one does not
-  // register it twice — as 1.6.x did (haraka/Haraka#3604)
-  if (this.name === 'rspamd') this.register_hook('data_post', 'rspamd_data_post')
+  syncGreylistStore(this)
+  // explicit hook names (not hook_data_post) so that a plugin inheriting this one does not
+  // register them twice — as 1.6.x did (haraka/Haraka#3604)
+  if (this.name === 'rspamd') {
+    this.register_hook('data_post', 'rspamd_data_post')
+    this.register_hook('init_master', 'rspamd_init_master')
+    this.register_hook('init_child', 'rspamd_init_child')
+  }
   // says which copy Haraka loaded: its own bundled 1.6.x or the operator's 2.x
   this.loginfo(`haraka-plugin-rspamd ${packageVersion()} from ${__dirname}, rspamd at ${this.client.server}`)
 }
@@ -139,6 +156,12 @@ function reload(plugin: RspamdPlugin): void {
   }
   const prev = plugin.cfg
   plugin.cfg = next
+  try {
+    syncGreylistStore(plugin)
+  } catch (err) {
+    // the rest of rspamd.ini applies; greylisting keeps the store it had
+    plugin.logerror(`greylist store unchanged: ${err instanceof ConfigError ? err.message : String(err)}`)
+  }
   if (!prev || !plugin.client || !sameTarget(prev, next)) {
     const old = plugin.client
     plugin.client = newClient(plugin, next)
@@ -167,8 +190,78 @@ export function scanTimeoutMs(cfg: Config, hookTimeout: number): number {
 
 export async function shutdown(this: RspamdPlugin): Promise<void> {
   const client = this.client
+  const redis = this.greylistRedis
   this.client = undefined
-  await client?.destroy()
+  this.greylistRedis = undefined
+  this.started = false
+  await Promise.all([client?.destroy(), redis?.close()])
+}
+
+/**
+ * Haraka's single process (nodes = 0), or the master of a cluster, which handles no mail itself: only
+ * the former connects to Redis. The master says once that memory greylisting is per worker.
+ */
+export function rspamd_init_master(this: RspamdPlugin, next: Next, server?: HarakaServer): void {
+  const g = this.cfg?.greylist
+  const nodes = server?.cfg?.main?.nodes
+  const workers = nodes === 'cpus' ? cpus().length : Number(nodes)
+  if (server?.cluster && g?.enabled && g.store === 'memory' && workers > 1) {
+    this.logwarn(
+      `[greylist] store = memory with ${workers} cluster workers (smtp.ini nodes = ${String(nodes)}): each ` +
+        'worker keeps its own triplets, so a retry that reaches another worker is greylisted afresh; ' +
+        'set [greylist] store = redis to share them',
+    )
+  }
+  if (!server?.cluster) startStores(this)
+  next()
+}
+
+/** A cluster worker: it handles mail, so it opens its own Redis connection. */
+export function rspamd_init_child(this: RspamdPlugin, next: Next): void {
+  startStores(this)
+  next()
+}
+
+function startStores(plugin: RspamdPlugin): void {
+  plugin.started = true
+  plugin.greylistRedis?.open()
+}
+
+/**
+ * [greylist] enabled with store = redis: a RedisGreylist for redis.ini's server (replaced when either file
+ * changes where it points); otherwise none. Throws a ConfigError for a bad redis.ini value.
+ */
+function syncGreylistStore(plugin: RspamdPlugin): void {
+  const g = plugin.cfg?.greylist
+  const old = plugin.greylistRedis
+  if (!g?.enabled || g.store !== 'redis') {
+    plugin.greylistRedis = undefined
+    old?.close().catch((err: unknown) => plugin.logerror(`closing the greylist store: ${String(err)}`))
+    return
+  }
+  // haraka-plugin-redis's file, read as it reads it (no declared booleans: the same cached copy)
+  const settings = parseRedisIni(plugin.config.get('redis.ini', () => redisIniChanged(plugin)))
+  const same = JSON.stringify({ settings, prefix: g.keyPrefix })
+  if (old?.identity === same) return
+  const store = new RedisGreylist({
+    settings,
+    keyPrefix: g.keyPrefix,
+    identity: same,
+    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+  })
+  if (plugin.started) store.open()
+  plugin.greylistRedis = store
+  plugin.loginfo(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`)
+  old?.close().catch((err: unknown) => plugin.logerror(`closing the old greylist store: ${String(err)}`))
+}
+
+function redisIniChanged(plugin: RspamdPlugin): void {
+  try {
+    syncGreylistStore(plugin)
+  } catch (err) {
+    const why = err instanceof ConfigError ? err.message : String(err)
+    plugin.logerror(`redis.ini reload refused, keeping the previous Redis connection: ${why}`)
+  }
 }
 
 // ---- the hook ----
@@ -203,6 +296,8 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   }
 
   const timeoutMs = scanTimeoutMs(cfg, this.timeout)
+  // what the greylist store may take after the scan: Haraka's plugin timeout must never fire first
+  const hookDeadline = this.timeout > 0 ? Date.now() + this.timeout * 1000 - 250 : Infinity
   const request = {
     headers: buildRequestHeaders(envelope(connection, txn), cfg),
     source: messageSource(txn.message_stream),
@@ -212,10 +307,11 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   }
   client
     .scan(request)
-    .then((result) => {
+    .then(async (result) => {
       // the client went away or the transaction was reset meanwhile: touch nothing
       if (connection.transaction !== txn) return once()
-      once(...act(this, connection, txn, cfg, result))
+      const answer = await act(this, connection, txn, cfg, result, hookDeadline)
+      once(...(answer ?? []))
     })
     .catch((err: unknown) => {
       // scan() does not reject; this is a bug of ours, and mail must still flow per [defer]
@@ -315,14 +411,18 @@ function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {
   })
 }
 
-/** A scan result → results, notes, header edits, and the arguments for next(). */
-function act(
+/**
+ * A scan result → results, notes, header edits, and the arguments for next(); undefined when the
+ * transaction ended while the greylist store was asked (then nothing is touched).
+ */
+async function act(
   plugin: RspamdPlugin,
   connection: Connection,
   txn: Transaction,
   cfg: Config,
   result: ScanOutcome,
-): [number?, unknown?] {
+  hookDeadline: number,
+): Promise<[number?, unknown?] | undefined> {
   const size = txn.data_bytes
   // a server that failed before the one that answered (or failed last): worth a warning each
   const failover = result.attempts.map(
@@ -362,12 +462,26 @@ function act(
       json: result.json,
     },
   }
-  if (action === 'greylist' && cfg.greylist.enabled && plugin.greylist) {
-    const env = envelope(connection, txn)
-    const grey = plugin.greylist.check(env.ip ?? '', env.mailFrom ?? '', env.rcpts, cfg.greylist.delay * 1000)
-    facts.greylist = grey.passed ? 'passed' : 'deferred'
+  let greylistFailure: Verdict | undefined
+  let greylistState: string | undefined
+  if (action === 'greylist' && cfg.greylist.enabled) {
+    const grey = await checkGreylist(plugin, connection, txn, cfg, hookDeadline)
+    if (connection.transaction !== txn) return undefined
+    if (grey.ok) {
+      facts.greylist = grey.outcome.passed ? 'passed' : 'deferred'
+      greylistState = facts.greylist
+    } else {
+      // Redis away or slow: the message is not held up, [defer] error says what happens to it
+      greylistFailure = onGreylistFailure(cfg)
+      greylistState = 'error'
+      connection.logwarn(
+        plugin,
+        `greylist store ${plugin.greylistRedis?.server ?? ''}: ${grey.error.kind}: ${grey.error.message}; ` +
+          `${greylistFailure ? 'deferring with 451' : 'accepting'} per [defer] error`,
+      )
+    }
   }
-  const verdict = decide(reply, cfg, facts)
+  const verdict = greylistFailure ?? decide(reply, cfg, facts)
 
   txn.notes.rspamd = result.json
   const symbols: Record<string, number> = {}
@@ -383,7 +497,7 @@ function act(
     size: size ?? result.bytesSent,
     verdict: verdict.kind,
     ...(action === reply.action ? {} : { local_action: action }),
-    ...(facts.greylist === undefined ? {} : { greylist: facts.greylist }),
+    ...(greylistState === undefined ? {} : { greylist: greylistState }),
   }
   // the one info line per message (haraka-results logs it because of emit): the fields above as
   // haraka-results would write them, then the symbols, which it leaves out of a line
@@ -396,6 +510,28 @@ function act(
   txn.results.add(plugin, { ...fields, symbols, human, emit: true })
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
   return toNext(verdict)
+}
+
+/** The message's triplets through the configured store; Redis gets what is left of the hook's time, at most redis_timeout. */
+async function checkGreylist(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  cfg: Config,
+  hookDeadline: number,
+): Promise<StoreResult> {
+  const env = envelope(connection, txn)
+  const args = [env.ip ?? '', env.mailFrom ?? '', env.rcpts, cfg.greylist.delay * 1000] as const
+  const redis = plugin.greylistRedis
+  if (cfg.greylist.store === 'memory' || !redis) {
+    plugin.greylist ??= new Greylist()
+    return { ok: true, outcome: plugin.greylist.check(...args) }
+  }
+  const boundMs = Math.min(cfg.greylist.redisTimeout * 1000, hookDeadline - Date.now())
+  if (boundMs <= 0) {
+    return { ok: false, error: { kind: 'timeout', message: "no time left within Haraka's plugin timeout" } }
+  }
+  return redis.check(...args, Math.round(boundMs))
 }
 
 function applyEdits(

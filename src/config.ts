@@ -93,8 +93,18 @@ export interface Config {
   }
   /** bytes; a larger message is not scanned. 0 = no limit */
   maxSize: number
-  /** delay in seconds */
-  greylist: { enabled: boolean; delay: number; message: string }
+  /**
+   * delay and redisTimeout in seconds; store: where triplets live (this process's memory, or Redis as
+   * redis.ini says, shared by every worker and host using that Redis); keyPrefix: of each Redis key
+   */
+  greylist: {
+    enabled: boolean
+    delay: number
+    message: string
+    store: GreylistStoreKind
+    keyPrefix: string
+    redisTimeout: number
+  }
   thresholds: Thresholds
   /** ok: a clean verdict calls next(OK); maxScore: and only up to this score */
   ham: { ok: boolean; maxScore?: number }
@@ -163,8 +173,8 @@ const FLAG_KEYS = [
 export class ConfigError extends Error {
   readonly key: string
   readonly value: unknown
-  constructor(key: string, value: unknown, why: string) {
-    super(`rspamd.ini: ${key} = ${JSON.stringify(value)}: ${why}`)
+  constructor(key: string, value: unknown, why: string, file = 'rspamd.ini') {
+    super(`${file}: ${key} = ${JSON.stringify(value)}: ${why}`)
     this.name = 'ConfigError'
     this.key = key
     this.value = value
@@ -178,10 +188,10 @@ function isSection(v: unknown): v is Section {
 }
 
 /** One ini section; a missing one is empty, anything else is an error. */
-function section(ini: Section, name: string): Section {
+function section(ini: Section, name: string, file = 'rspamd.ini'): Section {
   const s = ini[name]
   if (s === undefined || s === null) return {}
-  if (!isSection(s)) throw new ConfigError(`[${name}]`, s, 'expected a section')
+  if (!isSection(s)) throw new ConfigError(`[${name}]`, s, 'expected a section', file)
   return s
 }
 
@@ -662,11 +672,102 @@ function parseSize(r: Reader, key: string): number {
   return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()]
 }
 
+export const GREYLIST_STORES = ['memory', 'redis'] as const
+export type GreylistStoreKind = (typeof GREYLIST_STORES)[number]
+
 function parseGreylist(g: Reader): Config['greylist'] {
+  const store = (g.str('store') ?? 'memory').toLowerCase()
+  const kind = GREYLIST_STORES.find((k) => k === store)
+  if (kind === undefined) throw new ConfigError(g.name('store'), g.raw('store'), 'expected memory or redis')
+  const keyPrefix = g.str('key_prefix') ?? 'haraka-rspamd:greylist:'
+  if (!/^[\x21-\x7e]+$/.test(keyPrefix)) {
+    throw new ConfigError(g.name('key_prefix'), keyPrefix, 'expected printable ASCII without spaces')
+  }
   return {
     enabled: g.bool('enabled', false),
     delay: g.seconds('delay') ?? 300,
     message: smtpText(g, 'message', 'Try again later'),
+    store: kind,
+    keyPrefix,
+    redisTimeout: g.seconds('redis_timeout') ?? 0.2,
+  }
+}
+
+/** Where Redis is and how to log in: `[server]` of redis.ini over its `[opts]`, as haraka-plugin-redis reads them. */
+export interface RedisSettings {
+  /** a TCP host and port, or a Unix socket path (`path`) */
+  host: string
+  port: number
+  path?: string
+  database: number
+  username?: string
+  password?: string
+  tls: boolean
+  /** ms to open the connection */
+  connectTimeout?: number
+}
+
+/**
+ * haraka-config's parsed redis.ini → RedisSettings. The file is haraka-plugin-redis's: `[opts]` applies to
+ * every connection, `[server]` overrides it; `ip` is the old name of `host`, `db` of `database`. Keys other
+ * plugins use there (`[pubsub]`, node-redis options we do not need) are left alone.
+ */
+export function parseRedisIni(ini: unknown): RedisSettings {
+  if (ini === undefined || ini === null) ini = {}
+  if (!isSection(ini)) throw new ConfigError('redis.ini', ini, 'expected an ini file', 'redis.ini')
+  const opts = section(ini, 'opts', 'redis.ini')
+  const server = section(ini, 'server', 'redis.ini')
+  // a key of [server] wins over the same key in [opts]; errors name the section the value came from
+  const pick = (...keys: string[]): { key: string; value: unknown } | undefined => {
+    for (const [name, s] of [
+      ['server', server],
+      ['opts', opts],
+    ] as const) {
+      for (const key of keys) {
+        const value = s[key]
+        if (value !== undefined && value !== null && value !== '') return { key: `${name}.${key}`, value }
+      }
+    }
+    return undefined
+  }
+  const fail = (p: { key: string; value: unknown }, why: string): never => {
+    throw new ConfigError(p.key, p.value, why, 'redis.ini')
+  }
+  const text = (p: { key: string; value: unknown } | undefined): string | undefined => {
+    if (p === undefined) return undefined
+    if (typeof p.value !== 'string' && typeof p.value !== 'number') return fail(p, 'expected text')
+    return String(p.value).trim()
+  }
+  const whole = (p: { key: string; value: unknown } | undefined, min: number, max: number, why: string) => {
+    if (p === undefined) return undefined
+    const n = Number(typeof p.value === 'string' ? p.value.trim() : p.value)
+    if (!Number.isInteger(n) || n < min || n > max) return fail(p, why)
+    return n
+  }
+
+  const hostAt = pick('host', 'ip')
+  const host = text(hostAt) ?? '127.0.0.1'
+  if (hostAt && (host === '' || /[\s/]/.test(host))) fail(hostAt, 'expected a host name or IP address')
+  const pathAt = pick('path')
+  const path = text(pathAt)
+  if (pathAt && !path?.startsWith('/')) fail(pathAt, 'expected an absolute path to a Unix socket')
+  const tlsAt = pick('tls')
+  let tls = false
+  if (tlsAt) {
+    const t = typeof tlsAt.value === 'string' ? tlsAt.value.trim().toLowerCase() : tlsAt.value
+    if (t === true || t === 1 || t === 'true' || t === 'yes' || t === 'on' || t === '1') tls = true
+    else if (!(t === false || t === 0 || t === 'false' || t === 'no' || t === 'off' || t === '0'))
+      fail(tlsAt, 'expected true or false')
+  }
+  return {
+    host,
+    port: whole(pick('port'), 1, 65535, 'expected a TCP port, 1 to 65535') ?? 6379,
+    path,
+    database: whole(pick('database', 'db'), 0, 2 ** 31 - 1, 'expected a database number, 0 or more') ?? 0,
+    username: text(pick('username')),
+    password: text(pick('password')),
+    tls,
+    connectTimeout: whole(pick('connectTimeout'), 1, 2 ** 31 - 1, 'expected milliseconds, 1 or more'),
   }
 }
 

@@ -58,10 +58,7 @@ export class Greylist {
     this.forgetExpired(now)
     let wait = 0
     for (const rcpt of rcpts.length > 0 ? rcpts : ['']) {
-      // a fixed-size digest: 28 characters whatever the addresses' length, and no addresses kept in memory
-      const key = createHash('sha1')
-        .update(tripletKey(ip, sender, rcpt))
-        .digest('base64')
+      const key = tripletDigest(ip, sender, rcpt)
       let entry = this.entries.get(key)
       if (entry !== undefined && entry.expires <= now) entry = undefined
       if (entry === undefined) {
@@ -94,6 +91,13 @@ export class Greylist {
       this.entries.delete(key)
     }
   }
+}
+
+/** A triplet's fixed-size name: 28 characters whatever the addresses' length, and no addresses kept. */
+export function tripletDigest(ip: string, sender: string, rcpt: string): string {
+  return createHash('sha1')
+    .update(tripletKey(ip, sender, rcpt))
+    .digest('base64')
 }
 
 /** The key of one triplet: client network, sender and recipient, addresses case-folded (as postgrey). */

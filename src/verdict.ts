@@ -217,3 +217,19 @@ export function onFailure(error: ScanError, cfg: Config): Verdict {
     reason: error.kind,
   }
 }
+
+/**
+ * What a failed greylist store (Redis away, or slower than redis_timeout) means for a message rspamd
+ * greylisted, per [defer] error: undefined = carry on as if [greylist] were off (the message is accepted,
+ * as 1.6.x accepted greylist), or defer with 451. One key for both: the store failed, whatever the way.
+ */
+export function onGreylistFailure(cfg: Config): Verdict | undefined {
+  if (!cfg.defer.error) return undefined
+  return {
+    kind: 'defer',
+    code: 451,
+    status: '4.7.1',
+    message: cfg.greylist.message,
+    reason: 'greylist store',
+  }
+}

@@ -63,7 +63,13 @@ describe('package', function () {
   it('loads the way Haraka does: require the directory, copy the exports onto a plugin, register, hook', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const mod = require(REPO) as Record<string, unknown>
-    for (const name of ['register', 'rspamd_data_post', 'shutdown']) {
+    for (const name of [
+      'register',
+      'rspamd_data_post',
+      'rspamd_init_master',
+      'rspamd_init_child',
+      'shutdown',
+    ]) {
       assert.equal(typeof mod[name], 'function', `${name} is exported`)
     }
     const hooks: [string, string][] = []
@@ -79,7 +85,12 @@ describe('package', function () {
     }
     for (const [k, v] of Object.entries(mod)) plugin[k] = v
     ;(plugin.register as () => void).call(plugin)
-    assert.deepEqual(hooks, [['data_post', 'rspamd_data_post']])
+    assert.deepEqual(hooks, [
+      ['data_post', 'rspamd_data_post'],
+      // start-up: where a [greylist] store = redis connects (each cluster worker, or the single process)
+      ['init_master', 'rspamd_init_master'],
+      ['init_child', 'rspamd_init_child'],
+    ])
     // a plugin that inherits this one under another name does not get the hook twice
     const child: Record<string, unknown> = { ...plugin, name: 'rspamd_child' }
     hooks.length = 0

@@ -57,6 +57,7 @@ exports.hook_queue = function (next, connection) {
   ws.on('finish', () => {
     fs.writeFileSync(base + '.json', JSON.stringify({
       uuid: txn.uuid,
+      pid: process.pid,
       rspamd: txn.results.get('rspamd') || null,
       notes: txn.notes.rspamd || null,
     }))
@@ -92,10 +93,14 @@ export interface HarakaOptions {
   discardQueue?: boolean
   /** more files for the config dir, by name (e.g. an auth plugin's ini) */
   extraConfig?: Record<string, string>
+  /** smtp.ini nodes: 0 (default) = one process; n = Haraka's cluster mode with n workers */
+  nodes?: number
 }
 
 export interface Queued {
   uuid: string
+  /** the Haraka process (a cluster worker) that queued it */
+  pid: number
   message: Buffer
   rspamd: Record<string, unknown> | null
   notes: Record<string, unknown> | null
@@ -140,7 +145,7 @@ export class Haraka {
     const port = await freePort()
     const h = new Haraka(dir, port, undefined)
     h.writeConfig(opts)
-    await h.spawn()
+    await h.spawn(Math.max(1, opts.nodes ?? 0))
     return h
   }
 
@@ -168,7 +173,7 @@ export class Haraka {
       'test_queue',
     ]
     writeFileSync(join(cfg, 'plugins'), `${plugins.join('\n')}\n`)
-    writeFileSync(join(cfg, 'smtp.ini'), `listen=127.0.0.1:${this.port}\nnodes=0\n`)
+    writeFileSync(join(cfg, 'smtp.ini'), `listen=127.0.0.1:${this.port}\nnodes=${opts.nodes ?? 0}\n`)
     writeFileSync(join(cfg, 'me'), 'haraka.test\n')
     writeFileSync(join(cfg, 'log.ini'), '[main]\nlevel=info\ntimestamps=false\nformat=default\n')
     if (opts.pluginTimeout) writeFileSync(join(cfg, 'rspamd.timeout'), `${opts.pluginTimeout}\n`)
@@ -181,7 +186,8 @@ export class Haraka {
     writeFileSync(join(this.dir, 'config', 'rspamd.ini'), ini)
   }
 
-  private async spawn(): Promise<void> {
+  /** Start Haraka; resolves once `listeners` processes (each cluster worker) listen. */
+  private async spawn(listeners: number): Promise<void> {
     const bin = join(REPO, 'node_modules', 'Haraka', 'bin', 'haraka')
     // HARAKA_NODE_ARGS: node flags for profiling a run (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof)
     const nodeArgs = (process.env.HARAKA_NODE_ARGS ?? '').split(' ').filter(Boolean)
@@ -203,8 +209,10 @@ export class Haraka {
         clearTimeout(timer)
         reject(new Error(`${err.message}\n${this.log.slice(-30).join('\n')}`))
       }
+      let listening = 0
       const check = (b: Buffer) => {
-        if (/Listening on/i.test(b.toString('utf8'))) {
+        listening += b.toString('utf8').match(/Listening on/gi)?.length ?? 0
+        if (listening >= listeners) {
           clearTimeout(timer)
           proc.stdout?.off('data', check)
           resolve()
@@ -239,6 +247,25 @@ export class Haraka {
           this.proc?.stdout?.off('data', check)
           resolve(line)
         }
+      }
+      this.proc?.stdout?.on('data', check)
+    })
+  }
+
+  /** Resolves once Haraka has logged `count` lines matching `re` in all (or rejects after `ms`). */
+  waitForLogCount(re: RegExp, count: number, ms = 20_000): Promise<void> {
+    if (this.logged(re).length >= count) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proc?.stdout?.off('data', check)
+        reject(new Error(`Haraka logged ${re} ${this.logged(re).length} times, not ${count}`))
+      }, ms)
+      // this.log is appended by an earlier 'data' listener, so it is up to date here
+      const check = () => {
+        if (this.logged(re).length < count) return
+        clearTimeout(timer)
+        this.proc?.stdout?.off('data', check)
+        resolve()
       }
       this.proc?.stdout?.on('data', check)
     })

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { promisify } from 'node:util'
 import { join } from 'node:path'
-import { CORPUS, corpus, headerBlock, REPO } from '../support/harness'
+import { CORPUS, corpus, headerBlock, REPO, withTestHeaders } from '../support/harness'
 import { FakeRspamd } from '../support/fake-rspamd'
 import { Haraka } from './haraka'
 import { queuedId, sendMail, type SendResult } from './smtp'
@@ -21,12 +21,6 @@ async function rspamd(cmd: 'start' | 'stop'): Promise<void> {
     timeout: 300_000,
     env: { ...process.env, RSPAMD_PORT: String(RSPAMD_PORT) },
   })
-}
-
-/** A corpus message with X-Test-* headers in front (the recipe of test/rspamd/README.md). */
-function withTestHeaders(file: string, headers: Record<string, string>): Buffer {
-  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
-  return Buffer.concat([Buffer.from(lines.join('')), corpus(file)])
 }
 
 function bodyOf(message: Buffer): Buffer {

@@ -16,6 +16,12 @@ export function corpus(name: string): Buffer {
   return readFileSync(join(CORPUS, name))
 }
 
+/** A corpus message with X-Test-* headers in front (the recipe of test/rspamd/README.md). */
+export function withTestHeaders(file: string, headers: Record<string, string>): Buffer {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
+  return Buffer.concat([Buffer.from(lines.join('')), corpus(file)])
+}
+
 type PathFinder = (this: { hasPackageJson: boolean }, name?: string) => string
 const fixturePlugin = fixtures.plugin.prototype as unknown as { _get_plugin_path: PathFinder }
 const findPlugin = fixturePlugin._get_plugin_path
@@ -34,16 +40,18 @@ export const OK = 906
 
 /**
  * A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults.
- * `packageDir` loads another package the same way (the benchmarks load 1.6.1 from node_modules/rspamd-v1).
+ * `packageDir` loads another package the same way (the benchmarks load 1.6.1 from node_modules/rspamd-v1);
+ * `files`: more files for the config dir, by name (redis.ini).
  */
 export function loadPlugin(
   ini: string,
-  opts: { timeout?: number; register?: boolean; packageDir?: string } = {},
+  opts: { timeout?: number; register?: boolean; packageDir?: string; files?: Record<string, string> } = {},
 ): FixturePlugin {
   const packageDir = opts.packageDir ?? REPO
   const dir = mkdtempSync(join(tmpdir(), 'rspamd-plugin-'))
   mkdirSync(join(dir, 'config'))
   writeFileSync(join(dir, 'config', 'rspamd.ini'), ini)
+  for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, 'config', name), text)
   const saved = process.env.HARAKA
   process.env.HARAKA = dir
   let plugin: FixturePlugin
