@@ -341,40 +341,32 @@ describe('client: small messages as one Buffer, large ones streamed', function (
   }
   const ok = (r: ScanOutcome) => assert.ok(r.ok, r.ok ? '' : `${r.error.kind}: ${r.error.message}`)
 
-  it('sends a message of at most SMALL_MESSAGE_BYTES with a Content-Length, byte-identical', async () => {
-    const s = await start()
-    const c = client(configFor(`127.0.0.1:${s.port}`))
-    const message = Buffer.concat([SMALL, Buffer.alloc(SMALL_MESSAGE_BYTES - SMALL.length, 'a')])
-    const r = await c.scan({
-      headers: {},
-      source: bufferSource(message),
-      timeoutMs: 10_000,
-      sizeHint: message.length,
+  for (const row of [
+    {
+      what: 'sends a message of at most SMALL_MESSAGE_BYTES with a Content-Length',
+      extra: -SMALL.length,
+      whole: true,
+    },
+    { what: 'streams a message over SMALL_MESSAGE_BYTES, chunked', extra: 1, whole: false },
+  ]) {
+    it(`${row.what}, byte-identical`, async () => {
+      const s = await start()
+      const c = client(configFor(`127.0.0.1:${s.port}`))
+      const message = Buffer.concat([SMALL, Buffer.alloc(SMALL_MESSAGE_BYTES + row.extra, 'a')])
+      const r = await c.scan({
+        headers: {},
+        source: bufferSource(message),
+        timeoutMs: 10_000,
+        sizeHint: message.length,
+      })
+      ok(r)
+      const req = s.lastRequest
+      assert.equal(req?.headers['content-length'], row.whole ? String(message.length) : undefined)
+      assert.equal(req?.headers['transfer-encoding'], row.whole ? undefined : 'chunked')
+      assert.ok(req?.body.equals(message), 'byte-identical')
+      assert.equal(r.bytesSent, message.length)
     })
-    ok(r)
-    const req = s.lastRequest
-    assert.equal(req?.headers['content-length'], String(message.length))
-    assert.equal(req?.headers['transfer-encoding'], undefined)
-    assert.ok(req?.body.equals(message), 'byte-identical')
-    assert.equal(r.bytesSent, message.length)
-  })
-
-  it('streams a message over SMALL_MESSAGE_BYTES (chunked), byte-identical', async () => {
-    const s = await start()
-    const c = client(configFor(`127.0.0.1:${s.port}`))
-    const message = Buffer.concat([SMALL, Buffer.alloc(SMALL_MESSAGE_BYTES, 'b')])
-    const r = await c.scan({
-      headers: {},
-      source: bufferSource(message),
-      timeoutMs: 10_000,
-      sizeHint: message.length,
-    })
-    ok(r)
-    const req = s.lastRequest
-    assert.equal(req?.headers['content-length'], undefined)
-    assert.equal(req?.headers['transfer-encoding'], 'chunked')
-    assert.ok(req?.body.equals(message), 'byte-identical')
-  })
+  }
 
   it('reads a small message once and sends the same bytes to the next server after a failure', async () => {
     const resetting = await start({ mode: 'reset-on-body:10' })
