@@ -347,6 +347,7 @@ function act(
       rspamdHost: rspamdHostName(cfg.target, hostname()),
       queueId: txn.uuid,
       json: result.json,
+      scanTimeMs: result.timeMs,
     },
   }
   if (action === 'greylist' && cfg.greylist.enabled && plugin.greylist) {
