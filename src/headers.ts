@@ -1,7 +1,7 @@
 // Header styles, sanitising, RFC 2047 encoding and folding: every header the plugin writes,
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
-import type { Config } from './config'
+import { type Config, HEADER_STYLES, type HeaderStyle } from './config'
 import { bySeverity, type Reply, type RspamdSymbol } from './reply'
 
 export interface HeaderField {
@@ -456,7 +456,8 @@ export function printfFixed(x: number, digits: number): string {
   // toFixed() is exact: 22 more digits show whether the value is a tie or only close to one
   const tie = new RegExp(`^(\\d+\\.\\d{${digits}})50*$`).exec(abs.toFixed(digits + 22))
   const kept = tie?.[1]
-  if (kept !== undefined && Number(kept.slice(-1)) % 2 === 0) out = kept.replace(/\.$/, '')
+  const digitsKept = kept?.replace(/\.$/, '')
+  if (digitsKept !== undefined && Number(digitsKept.slice(-1)) % 2 === 0) out = digitsKept
   return x < 0 || Object.is(x, -0) ? `-${out}` : out
 }
 
@@ -549,20 +550,33 @@ export function ldaFailureStyle(
 }
 
 /**
+ * The names the given styles write, with the configured [header] names for the rspamd style: each
+ * is removed from a message the styles are written to, also when this reply leaves it out (the
+ * lda style's X-Spam for ham), so a forged one cannot stand in for ours.
+ */
+export function styleHeaderNames(styles: readonly HeaderStyle[], cfg: Pick<Config, 'header'>): string[] {
+  const names = styles
+    .flatMap((style): string[] =>
+      style === 'rspamd'
+        ? [cfg.header.score, cfg.header.bar, cfg.header.report]
+        : Object.values(STYLE_NAMES[style]),
+    )
+    .filter((n) => n !== '')
+  return [...new Map(names.map((n) => [n.toLowerCase(), n])).values()]
+}
+
+/**
  * The verdict headers of every style, with the configured [header] names: what a scanned message
  * must not carry from elsewhere, so that a filter or MUA reading any of them reads ours or none.
  */
 export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
-  const names = [
-    cfg.header.score,
-    cfg.header.bar,
-    cfg.header.report,
-    ...Object.values(STYLE_NAMES).flatMap((style) => Object.values(style)),
-  ].filter((n) => n !== '')
-  return [...new Map(names.map((n) => [n.toLowerCase(), n])).values()]
+  return styleHeaderNames(HEADER_STYLES, cfg)
 }
 
-/** Every configured style, in the configured order, as raw fields; what had to be left out, and why. */
+/**
+ * Every configured style, in the configured order, as raw fields (a name two styles write, from
+ * the first of them); what had to be left out, and why.
+ */
 export function styleHeaders(
   reply: Reply,
   cfg: Pick<Config, 'header' | 'spambar'> & {
@@ -572,15 +586,22 @@ export function styleHeaders(
 ): { fields: RawField[]; dropped: string[] } {
   const fields: RawField[] = []
   const dropped: string[] = []
+  const written = new Set<string>()
   for (const style of cfg.spamHeaders.styles) {
-    if (style === 'rspamd') fields.push(...rspamdStyle(reply, cfg))
-    else if (style === 'exim') fields.push(...eximStyle(reply, cfg))
-    else if (style === 'extended') fields.push(...extendedStyle(reply, facts))
+    let own: RawField[]
+    if (style === 'rspamd') own = rspamdStyle(reply, cfg)
+    else if (style === 'exim') own = eximStyle(reply, cfg)
+    else if (style === 'extended') own = extendedStyle(reply, facts)
     else {
       const lda = ldaStyle(reply, facts, cfg.spamHeaders.ldaJson)
-      fields.push(...lda.fields)
+      own = lda.fields
       dropped.push(...lda.dropped)
     }
+    // exim and lda both write X-Spam-Score, in their own formats: the style listed first writes it
+    // (two values of one name would leave a filter reading either)
+    const fresh = own.filter((f) => !written.has(f.name.toLowerCase()))
+    for (const f of own) written.add(f.name.toLowerCase())
+    fields.push(...fresh)
   }
   return { fields, dropped }
 }

@@ -27,6 +27,7 @@ import {
   ldaFailureStyle,
   type RawField,
   rspamdHostName,
+  styleHeaderNames,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
@@ -457,11 +458,12 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       const fromRspamd = rspamdEdits(result.reply, opts.cfg)
       raw = [...styled.fields, ...fromRspamd.add]
       dropped = [...styled.dropped, ...fromRspamd.dropped]
-      // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but ours
-      remove = [
-        ...(opts.cfg.spamHeaders.removeForeign ? verdictHeaderNames(opts.cfg) : []),
-        ...fromRspamd.remove,
-      ]
+      // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but
+      // ours; without it, still none of the names our styles write (X-Spam even for ham)
+      const ours = opts.cfg.spamHeaders.removeForeign
+        ? verdictHeaderNames(opts.cfg)
+        : styleHeaderNames(opts.cfg.spamHeaders.styles, opts.cfg)
+      remove = [...ours, ...fromRspamd.remove]
     } else {
       const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
       if (opts.tempfail) {

@@ -11,6 +11,7 @@ import {
   rewriteSubject,
   STACKED_HEADERS,
   type StyleFacts,
+  styleHeaderNames,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
@@ -196,14 +197,16 @@ export function prepareEdits(raw: RawField[], remove: string[], dropped: string[
     }
     add.push(ready)
   }
-  const out = [...remove]
-  const seen = new Set(out.map((n) => n.toLowerCase()))
-  for (const f of add) {
-    const lower = f.name.toLowerCase()
-    if (STACKED_HEADERS.has(lower) || seen.has(lower)) continue
+  const out: string[] = []
+  const seen = new Set<string>()
+  const removing = (name: string) => {
+    const lower = name.toLowerCase()
+    if (seen.has(lower)) return
     seen.add(lower)
-    out.push(f.name)
+    out.push(name)
   }
+  for (const n of remove) removing(n)
+  for (const f of add) if (!STACKED_HEADERS.has(f.name.toLowerCase())) removing(f.name)
   return { remove: out, add, dropped }
 }
 
@@ -222,6 +225,7 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
   raw.push(...fromRspamd.add)
   dropped.push(...fromRspamd.dropped)
   if (wantsSpamHeaders(reply, cfg)) {
+    remove.push(...styleHeaderNames(cfg.spamHeaders.styles, cfg))
     const styled = styleHeaders(reply, cfg, facts.style ?? {})
     raw.push(...styled.fields)
     dropped.push(...styled.dropped)
