@@ -29,7 +29,7 @@ describe('package', function () {
     assert.equal(pkg.main, 'dist/index.js')
     assert.equal(pkg.types, 'dist/index.d.ts')
     assert.ok(existsSync(join(REPO, pkg.main)), 'dist/index.js is built (npm test builds first)')
-    assert.deepEqual([...pkg.files].sort(), ['README.md', 'bin', 'config', 'dist'])
+    assert.deepEqual([...pkg.files].sort(), ['CHANGELOG.md', 'README.md', 'bin', 'config', 'dist', 'docs'])
     assert.equal(pkg.engines.node, '>=20.18.1')
   })
 
@@ -48,6 +48,12 @@ describe('package', function () {
       files.some((f) => f.path === 'dist/src/lda.js'),
       'dist/src/lda.js is packed',
     )
+    for (const doc of ['CHANGELOG.md', 'docs/README.md', 'docs/configuration.md']) {
+      assert.ok(
+        files.some((f) => f.path === doc),
+        `${doc} is packed (README.md links to it)`,
+      )
+    }
   })
 
   it('depends on undici 7, not 8 (which needs Node 22)', () => {
