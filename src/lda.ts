@@ -67,7 +67,7 @@ Options:
                       a comma list for failover between servers
   -h, --connect ADDR  the same, rspamc's spelling (-h is not help: use --help)
   -t, --timeout SECS  total seconds for the scan (default: the ini's timeout, else ${DEFAULT_TIMEOUT_S})
-  -F, --from ADDR     envelope sender (rspamd From)
+  -F, --from ADDR     envelope sender (rspamd From); -f ADDR too
   -r, --rcpt ADDR     envelope recipient (rspamd Rcpt); repeat for several
   -i, --ip ADDR       IP address of the client that sent the message
       --helo NAME     its HELO name
@@ -152,6 +152,8 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
         connect: { type: 'string', short: 'h' },
         timeout: { type: 'string', short: 't' },
         from: { type: 'string', short: 'F' },
+        // -f: the sender's option in 2.0.0 (and sendmail's); rspamc's -f is a fuzzy flag, never in an LDA line
+        f: { type: 'string' },
         rcpt: { type: 'string', short: 'r', multiple: true },
         ip: { type: 'string', short: 'i' },
         helo: { type: 'string' },
@@ -211,7 +213,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
     envelope: {
       ip: values.ip,
       helo: values.helo,
-      mailFrom: values.from,
+      mailFrom: values.from ?? values.f,
       rcpts: values.rcpt ?? [],
       user: values.user,
     },

@@ -289,6 +289,9 @@ describe('rspamd-lda with the fake rspamd', function () {
       const long = await lda(['--connect', `127.0.0.1:${server.port}`, '--from', 'a@example.org'], ham)
       assert.equal(long.code, 0, long.stderr)
       assert.equal(server.requests.at(-1)?.headers.from, 'a@example.org')
+      const f = await lda([...at(), '-f', 'b@example.org'], ham)
+      assert.equal(f.code, 0, f.stderr)
+      assert.equal(server.requests.at(-1)?.headers.from, 'b@example.org', '-f of 2.0.0 still works')
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
