@@ -148,7 +148,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
       options: {
         config: { type: 'string', short: 'c' },
         server: { type: 'string', short: 's' },
-        // rspamc's spelling of the server; rspamc has no short option for help either
+        // rspamc's spelling of the server: an mda line written for rspamc keeps working (help is --help, as there)
         connect: { type: 'string', short: 'h' },
         timeout: { type: 'string', short: 't' },
         from: { type: 'string', short: 'F' },
