@@ -447,6 +447,7 @@ async function act(
       rspamdHost: rspamdHostName(cfg.target, hostname()),
       queueId: txn.uuid,
       json: result.json,
+      scanTimeMs: result.timeMs,
     },
   }
   let greylistFailure: Verdict | undefined
