@@ -460,6 +460,7 @@ async function act(
       rspamdHost: rspamdHost(cfg),
       queueId: txn.uuid,
       json: result.json,
+      scanTimeMs: result.timeMs,
     },
   }
   let greylistFailure: Verdict | undefined

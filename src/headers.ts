@@ -1,7 +1,7 @@
 // Header styles, sanitising, RFC 2047 encoding and folding: every header the plugin writes,
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
-import type { Config } from './config'
+import { type Config, HEADER_STYLES, type HeaderStyle } from './config'
 import { bySeverity, type Reply, type RspamdSymbol } from './reply'
 
 export interface HeaderField {
@@ -299,13 +299,14 @@ function layout(list: Piece[], used: number, eol: string, limit: number): string
  * The value to hand to Haraka's add_header(name, value): sanitised, RFC 2047-encoded and folded
  * at whitespace so lines stay ≤ 78 where possible and never exceed 998; the whole value (folds
  * included) is at most maxTotal characters, ending in ` [truncated]` when cut.
- * A list of values is written one per line (each still folded when long), joined by a space.
+ * A list of values is written one per line (each still folded when long), each line after the
+ * first starting with a space, or `foldWith`.
  * undefined when `name` is not a valid field name.
  */
 export function prepareField(
   name: string,
   value: string | readonly string[],
-  opts: { eol?: string; maxTotal?: number } = {},
+  opts: { eol?: string; maxTotal?: number; foldWith?: ' ' | '\t' } = {},
 ): HeaderField | undefined {
   if (!isFieldName(name)) return undefined
   const eol = opts.eol ?? '\n'
@@ -317,7 +318,7 @@ export function prepareField(
     const first = partPieces[0]
     if (first === undefined) continue
     if (list.length > 0) {
-      first.ws = ' '
+      first.ws = opts.foldWith ?? ' '
       first.brk = true
     }
     list.push(...partPieces)
@@ -369,6 +370,8 @@ export interface StyleFacts {
   queueId?: string
   /** the reply JSON as rspamd sent it, for the lda style's X-Spam-Result */
   json?: Record<string, unknown>
+  /** how long the scan took, for the lda style's X-Spam-Scan-Time; omitted when unknown */
+  scanTimeMs?: number
 }
 
 /** A header before prepareField(): a list value is written one item per line. */
@@ -377,6 +380,8 @@ export interface RawField {
   value: string | string[]
   /** cap for this value instead of MAX_TOTAL (X-Spam-Result must never be cut: it is base64) */
   maxTotal?: number
+  /** the whitespace that starts each list item's line (rspamc folds X-Spam-Symbols with a tab) */
+  foldWith?: ' ' | '\t'
 }
 
 /** Base64 of the reply in X-Spam-Result above this is left out (and reported), not truncated. */
@@ -391,7 +396,17 @@ const BASE64_LINE = 76
 const STYLE_NAMES = {
   exim: { score: 'X-Spam-Score', report: 'X-Spam-Report' },
   extended: { result: 'X-Spamd-Result', server: 'X-Rspamd-Server', queueId: 'X-Rspamd-Queue-Id' },
-  lda: { scanner: 'X-Spam-Scanner', spam: 'X-Spam', action: 'X-Spam-Action', result: 'X-Spam-Result' },
+  lda: {
+    scanner: 'X-Spam-Scanner',
+    scanTime: 'X-Spam-Scan-Time',
+    spam: 'X-Spam',
+    action: 'X-Spam-Action',
+    score: 'X-Spam-Score',
+    level: 'X-Spam-Level',
+    symbols: 'X-Spam-Symbols',
+    result: 'X-Spam-Result',
+    error: 'X-Spam-Error',
+  },
 } as const
 const { exim: EXIM, extended: EXTENDED, lda: LDA } = STYLE_NAMES
 
@@ -430,17 +445,81 @@ export function extendedStyle(reply: Reply, facts: StyleFacts): RawField[] {
 
 export const DEFAULT_SCANNER = 'haraka-plugin-rspamd'
 
-/** rspamc --mime: X-Spam is yes for the two actions rspamd's docs call spam, reject and add header. */
+/**
+ * C's printf("%.Nf"), as rspamc formats scores: like toFixed() except that a value exactly halfway
+ * (0.125, a binary fraction) rounds to the even digit, and a negative value that rounds to zero
+ * keeps its sign (-0.00).
+ */
+export function printfFixed(x: number, digits: number): string {
+  const abs = Math.abs(x)
+  let out = abs.toFixed(digits)
+  // toFixed() is exact: 22 more digits show whether the value is a tie or only close to one
+  const tie = new RegExp(`^(\\d+\\.\\d{${digits}})50*$`).exec(abs.toFixed(digits + 22))
+  const kept = tie?.[1]
+  const digitsKept = kept?.replace(/\.$/, '')
+  if (digitsKept !== undefined && Number(digitsKept.slice(-1)) % 2 === 0) out = digitsKept
+  return x < 0 || Object.is(x, -0) ? `-${out}` : out
+}
+
+/** C++ fmt's `{:.3}` (printf's %g): `digits` significant digits, no trailing zeros, exponent form outside 1e-4…1e+digits. */
+export function printfGeneral(x: number, digits: number): string {
+  if (x === 0) return '0'
+  const [mantissa = '', exp = '0'] = x.toExponential(digits - 1).split('e')
+  const e = Number(exp)
+  const trim = (t: string) => (t.includes('.') ? t.replace(/0+$/, '').replace(/\.$/, '') : t)
+  if (e < -4 || e >= digits) {
+    return `${trim(mantissa)}e${e < 0 ? '-' : '+'}${String(Math.abs(e)).padStart(2, '0')}`
+  }
+  return trim(x.toFixed(digits - 1 - e))
+}
+
+/** rspamc's X-Spam-Level cap: SpamAssassin-style stars, at most this many. */
+export const MAX_STARS = 32
+
+/** rspamc's X-Spam-Level: one star per point or part of one (its loop adds a star while the score is > 0), at most 32. */
+export function spamLevel(score: number): string {
+  return score > 0 ? '*'.repeat(Math.ceil(Math.min(score, MAX_STARS))) : ''
+}
+
+/** The actions rspamc marks X-Spam: yes: every one more severe than greylist (underscored spellings too, as rspamc). */
+const SPAM_ACTIONS: ReadonlySet<string> = new Set(['reject', 'soft reject', 'rewrite subject', 'add header'])
+
+export function isSpamAction(action: string): boolean {
+  return SPAM_ACTIONS.has(action.toLowerCase().replace(/_/g, ' '))
+}
+
+/**
+ * rspamc --mime's symbol list: the names in the reply's order, comma-separated, one per line
+ * (rspamd_header_value_fold folds after every comma in rspamc 3.4).
+ */
+function symbolList(symbols: readonly RspamdSymbol[]): string[] {
+  return symbols.map((s, i) => (i < symbols.length - 1 ? `${s.name},` : s.name))
+}
+
+/**
+ * What `rspamc --mime` (rspamd 3.4) writes, in its order: scanner, scan time, X-Spam: yes for the
+ * actions above greylist (nothing for the others), action, `score / required` with two decimals,
+ * stars, symbols; X-Spam-Result (the reply, base64) when asked for.
+ */
 export function ldaStyle(
   reply: Reply,
   facts: StyleFacts,
   withJson: boolean,
 ): { fields: RawField[]; dropped: string[] } {
-  const fields: RawField[] = [
-    { name: LDA.scanner, value: facts.scanner ?? DEFAULT_SCANNER },
-    { name: LDA.spam, value: reply.action === 'reject' || reply.action === 'add header' ? 'yes' : 'no' },
+  const fields: RawField[] = [{ name: LDA.scanner, value: facts.scanner ?? DEFAULT_SCANNER }]
+  if (facts.scanTimeMs !== undefined) {
+    fields.push({ name: LDA.scanTime, value: printfGeneral(facts.scanTimeMs / 1000, 3) })
+  }
+  if (isSpamAction(reply.action)) fields.push({ name: LDA.spam, value: 'yes' })
+  fields.push(
     { name: LDA.action, value: reply.action },
-  ]
+    {
+      name: LDA.score,
+      value: `${printfFixed(reply.score, 2)} / ${printfFixed(reply.requiredScore ?? 0, 2)}`,
+    },
+    { name: LDA.level, value: spamLevel(reply.score) },
+    { name: LDA.symbols, value: symbolList(reply.symbols), foldWith: '\t' },
+  )
   const dropped: string[] = []
   if (withJson && facts.json) {
     const b64 = Buffer.from(JSON.stringify(facts.json), 'utf8').toString('base64')
@@ -457,9 +536,33 @@ export function ldaStyle(
   return { fields, dropped }
 }
 
-/** The lda style when the scan failed: only X-Spam-Scanner, saying so (rspamc --mime has no verdict either). */
-export function ldaFailureStyle(scanner: string, error: { kind: string; message: string }): RawField[] {
-  return [{ name: LDA.scanner, value: `${scanner}; scan failed: ${error.kind}: ${error.message}` }]
+/** The lda style when the scan failed, as rspamc --mime: scanner, scan time (`%.3f`), X-Spam-Error with the reason. */
+export function ldaFailureStyle(
+  scanner: string,
+  error: { kind: string; message: string },
+  scanTimeMs: number,
+): RawField[] {
+  return [
+    { name: LDA.scanner, value: scanner },
+    { name: LDA.scanTime, value: printfFixed(scanTimeMs / 1000, 3) },
+    { name: LDA.error, value: `${error.kind}: ${error.message}` },
+  ]
+}
+
+/**
+ * The names the given styles write, with the configured [header] names for the rspamd style: each
+ * is removed from a message the styles are written to, also when this reply leaves it out (the
+ * lda style's X-Spam for ham), so a forged one cannot stand in for ours.
+ */
+export function styleHeaderNames(styles: readonly HeaderStyle[], cfg: Pick<Config, 'header'>): string[] {
+  const names = styles
+    .flatMap((style): string[] =>
+      style === 'rspamd'
+        ? [cfg.header.score, cfg.header.bar, cfg.header.report]
+        : Object.values(STYLE_NAMES[style]),
+    )
+    .filter((n) => n !== '')
+  return [...new Map(names.map((n) => [n.toLowerCase(), n])).values()]
 }
 
 /**
@@ -470,7 +573,7 @@ export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
   // built once per config: remove_foreign asks for it on every accepted message
   let known = namesByConfig.get(cfg)
   if (known === undefined) {
-    known = Object.freeze(collectVerdictHeaderNames(cfg))
+    known = Object.freeze(styleHeaderNames(HEADER_STYLES, cfg))
     namesByConfig.set(cfg, known)
   }
   return [...known]
@@ -478,17 +581,10 @@ export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
 
 const namesByConfig = new WeakMap<object, readonly string[]>()
 
-function collectVerdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
-  const names = [
-    cfg.header.score,
-    cfg.header.bar,
-    cfg.header.report,
-    ...Object.values(STYLE_NAMES).flatMap((style) => Object.values(style)),
-  ].filter((n) => n !== '')
-  return [...new Map(names.map((n) => [n.toLowerCase(), n])).values()]
-}
-
-/** Every configured style, in the configured order, as raw fields; what had to be left out, and why. */
+/**
+ * Every configured style, in the configured order, as raw fields (a name two styles write, from
+ * the first of them); what had to be left out, and why.
+ */
 export function styleHeaders(
   reply: Reply,
   cfg: Pick<Config, 'header' | 'spambar'> & {
@@ -498,15 +594,22 @@ export function styleHeaders(
 ): { fields: RawField[]; dropped: string[] } {
   const fields: RawField[] = []
   const dropped: string[] = []
+  const written = new Set<string>()
   for (const style of cfg.spamHeaders.styles) {
-    if (style === 'rspamd') fields.push(...rspamdStyle(reply, cfg))
-    else if (style === 'exim') fields.push(...eximStyle(reply, cfg))
-    else if (style === 'extended') fields.push(...extendedStyle(reply, facts))
+    let own: RawField[]
+    if (style === 'rspamd') own = rspamdStyle(reply, cfg)
+    else if (style === 'exim') own = eximStyle(reply, cfg)
+    else if (style === 'extended') own = extendedStyle(reply, facts)
     else {
       const lda = ldaStyle(reply, facts, cfg.spamHeaders.ldaJson)
-      fields.push(...lda.fields)
+      own = lda.fields
       dropped.push(...lda.dropped)
     }
+    // exim and lda both write X-Spam-Score, in their own formats: the style listed first writes it
+    // (two values of one name would leave a filter reading either)
+    const fresh = own.filter((f) => !written.has(f.name.toLowerCase()))
+    for (const f of own) written.add(f.name.toLowerCase())
+    fields.push(...fresh)
   }
   return { fields, dropped }
 }

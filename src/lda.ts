@@ -1,6 +1,7 @@
-// The LDA command (rspamd-lda): a message on stdin → rspamd → the same message with X-Spam-*
-// headers on stdout or into a delivery agent (--exec), like `rspamc --mime --exec`. Reuses the
-// plugin's config, request, client, reply and header code; never loses the message.
+// The LDA command (rspamd-lda): a message on stdin → rspamd → the same message with the X-Spam-*
+// headers `rspamc --mime` writes (and rspamd's DKIM-Signature and milter headers) on stdout or
+// into a delivery agent (--exec), taking rspamc's options. Reuses the plugin's config, request,
+// client, reply, header and verdict code; never loses the message.
 
 import { type ChildProcess, spawn } from 'node:child_process'
 import {
@@ -22,14 +23,16 @@ import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanResult } from './client'
 import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
 import {
+  type HeaderField,
   ldaFailureStyle,
-  prepareField,
   type RawField,
   rspamdHostName,
+  styleHeaderNames,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
 import { buildRequestHeaders } from './request'
+import { prepareEdits, rspamdEdits } from './verdict'
 import { packageVersion } from './version'
 
 /** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */
@@ -48,18 +51,23 @@ export const MAX_HEADER_BLOCK = 1024 * 1024
 
 const USAGE = `Usage: ${COMMAND} [options] [--exec "command args"] < message
 
-Scans the message on stdin with rspamd, adds X-Spam-Scanner, X-Spam: yes|no and X-Spam-Action
-at the top, and writes it to stdout or to the stdin of --exec's command (run by /bin/sh),
-exiting with that command's exit code. When rspamd cannot be asked, the message goes out
-unmodified except for an X-Spam-Scanner saying why, or with --tempfail not at all (exit 75).
+Scans the message on stdin with rspamd and adds, at the end of its header block, what
+\`rspamc --mime\` adds: X-Spam-Scanner, X-Spam-Scan-Time, X-Spam: yes (for the actions above
+greylist), X-Spam-Action, X-Spam-Score, X-Spam-Level, X-Spam-Symbols; then rspamd's
+DKIM-Signature and milter headers. Writes the message to stdout or to the stdin of --exec's
+command (run by /bin/sh), exiting with that command's exit code. When rspamd cannot be asked,
+the message goes out with only X-Spam-Scanner, X-Spam-Scan-Time and X-Spam-Error, or with
+--tempfail not at all (exit 75). rspamc's spellings of these options work too.
 
 Options:
   -c, --config FILE   rspamd.ini of haraka-plugin-rspamd (host, port, unix_socket, timeout,
-                      [tls], [auth], [request], [request_headers], [header], [spambar])
+                      [tls], [auth], [request], [request_headers], [dkim], [rmilter_headers],
+                      [spam_headers], [header], [spambar])
   -s, --server ADDR   rspamd: host:port, [v6]:port, /path/to.sock or http(s)://host:port;
                       a comma list for failover between servers
+  -h, --connect ADDR  the same, rspamc's spelling (-h is not help: use --help)
   -t, --timeout SECS  total seconds for the scan (default: the ini's timeout, else ${DEFAULT_TIMEOUT_S})
-  -f, --from ADDR     envelope sender (rspamd From)
+  -F, --from ADDR     envelope sender (rspamd From); -f ADDR too
   -r, --rcpt ADDR     envelope recipient (rspamd Rcpt); repeat for several
   -i, --ip ADDR       IP address of the client that sent the message
       --helo NAME     its HELO name
@@ -67,8 +75,11 @@ Options:
       --styles LIST   more header styles besides lda: rspamd, exim, extended
   -j, --json          also add X-Spam-Result: rspamd's JSON reply, base64
   -e, --exec CMD      deliver by piping the message into CMD instead of writing stdout
+  -m, --mime          accepted for rspamc's sake: writing the message is all this command does
+      --no-rspamd-headers
+                      leave out rspamd's DKIM-Signature and milter add/remove headers
       --tempfail      exit 75 without delivering when the scan fails, so the MTA retries
-  -h, --help          this text
+      --help          this text
   -V, --version       the version
 
 Exit codes: CMD's own, or 0 when writing to stdout; 64 bad usage; 75 scan failed with
@@ -137,8 +148,12 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
       options: {
         config: { type: 'string', short: 'c' },
         server: { type: 'string', short: 's' },
+        // rspamc's spelling of the server: an mda line written for rspamc keeps working (help is --help, as there)
+        connect: { type: 'string', short: 'h' },
         timeout: { type: 'string', short: 't' },
-        from: { type: 'string', short: 'f' },
+        from: { type: 'string', short: 'F' },
+        // -f: the sender's option in 2.0.0 (and sendmail's); rspamc's -f is a fuzzy flag, never in an LDA line
+        f: { type: 'string' },
         rcpt: { type: 'string', short: 'r', multiple: true },
         ip: { type: 'string', short: 'i' },
         helo: { type: 'string' },
@@ -146,8 +161,10 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
         styles: { type: 'string' },
         json: { type: 'boolean', short: 'j' },
         exec: { type: 'string', short: 'e' },
+        mime: { type: 'boolean', short: 'm' },
+        'no-rspamd-headers': { type: 'boolean' },
         tempfail: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
+        help: { type: 'boolean' },
         version: { type: 'boolean', short: 'V' },
       },
     }))
@@ -157,13 +174,25 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
   if (values.help) return 'help'
   if (values.version) return 'version'
 
+  if (values.server !== undefined && values.connect !== undefined) {
+    throw new UsageError('--server and --connect (-h) are the same option: give one')
+  }
+  const server = values.server ?? values.connect
   const ini = values.config !== undefined ? readIni(values.config) : {}
   const main = { ...((ini.main as Record<string, unknown> | undefined) ?? {}) }
-  if (values.server !== undefined) {
+  if (server !== undefined) {
     // --server replaces every address key of the ini
     for (const k of ['host', 'port', 'unix_socket', 'scheme', 'servers']) delete main[k]
-    main.servers = checkServers(values.server)
+    main.servers = checkServers(server)
   }
+  // rspamd's own headers: on unless the ini's [dkim] / [rmilter_headers] or the flag say no
+  const section = (name: string) => (ini[name] as Record<string, unknown> | undefined) ?? {}
+  const rspamdHeaders = values['no-rspamd-headers']
+    ? {
+        dkim: { ...section('dkim'), enabled: false },
+        rmilter_headers: { ...section('rmilter_headers'), enabled: false },
+      }
+    : {}
   if (values.timeout !== undefined) main.timeout = values.timeout
   // the lda style always (this is rspamc --mime); others on request; X-Spam-Result with --json
   const styles = values.styles !== undefined ? parseStyles('--styles', values.styles) : []
@@ -172,7 +201,10 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
     lda_json: values.json === true,
   }
   const fromIni = (ini.spam_headers as Record<string, unknown> | undefined) ?? {}
-  const cfg = parseConfig({ ...ini, main, spam_headers: { ...fromIni, ...spamHeaders } }, env)
+  const cfg = parseConfig(
+    { ...ini, ...rspamdHeaders, main, spam_headers: { ...fromIni, ...spamHeaders } },
+    env,
+  )
 
   if (values.exec !== undefined && values.exec.trim() === '') throw new UsageError('--exec needs a command')
   return {
@@ -181,7 +213,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
     envelope: {
       ip: values.ip,
       helo: values.helo,
-      mailFrom: values.from,
+      mailFrom: values.from ?? values.f,
       rcpts: values.rcpt ?? [],
       user: values.user,
     },
@@ -268,21 +300,6 @@ export function withoutFields(head: Buffer, drop: Set<string>): Buffer {
   return Buffer.concat(keep)
 }
 
-function headerText(fields: RawField[], eol: string, stderr: Writable): { text: string; names: Set<string> } {
-  let text = ''
-  const names = new Set<string>()
-  for (const f of fields) {
-    const p = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal })
-    if (!p) {
-      stderr.write(`${COMMAND}: not writing header with invalid name ${JSON.stringify(f.name)}\n`)
-      continue
-    }
-    names.add(p.name.toLowerCase())
-    text += `${p.name}: ${p.value}${eol}`
-  }
-  return { text, names }
-}
-
 /** Copy stdin to a private temp file: the scan and the delivery each read it, and a failed scan still has the exact original. */
 async function spool(stdin: NodeJS.ReadableStream, file: string): Promise<number> {
   const out = createWriteStream(file, { flags: 'wx', mode: 0o600 })
@@ -314,18 +331,17 @@ async function scan(opts: Options, file: string): Promise<ScanResult> {
   }
 }
 
-/** The delivered message: from line, our headers, the header block without replaced fields, the rest as it was. */
-function delivered(
-  file: string,
-  layout: Layout,
-  fields: RawField[],
-  stderr: Writable,
-  alsoRemove: readonly string[],
-): Readable {
-  const { text, names } = headerText(fields, layout.eol, stderr)
-  for (const n of alsoRemove) names.add(n.toLowerCase())
-  const head = withoutFields(layout.head, names)
-  const prefix = Buffer.concat([layout.fromLine, Buffer.from(text, 'latin1'), head])
+/**
+ * The delivered message: the mbox From_ line, the header block without the removed fields, our
+ * headers at its end (where rspamc --mime puts them), then the rest as it was. A header block
+ * too long to read keeps everything and gets ours on top.
+ */
+function delivered(file: string, layout: Layout, add: HeaderField[], remove: readonly string[]): Readable {
+  const text = add.map((f) => `${f.name}: ${f.value}${layout.eol}`).join('')
+  const head = withoutFields(layout.head, new Set(remove.map((n) => n.toLowerCase())))
+  // a message that is all header block may end without a line end: ours start on a line of their own
+  const eol = head.length > 0 && head[head.length - 1] !== 0x0a && text !== '' ? layout.eol : ''
+  const prefix = Buffer.concat([layout.fromLine, head, Buffer.from(eol + text, 'latin1')])
   async function* parts() {
     yield prefix
     yield* createReadStream(file, { start: layout.restAt })
@@ -378,7 +394,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     opts = parseOptions(argv, io.env)
   } catch (err) {
     if (err instanceof UsageError) {
-      io.stderr.write(`${COMMAND}: ${err.message}\nTry '${COMMAND} --help'.\n`)
+      io.stderr.write(`${COMMAND}: ${err.message}\n\n${USAGE}`)
       return EX_USAGE
     }
     if (err instanceof ConfigError) {
@@ -428,18 +444,28 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
 
     const result = await scan(opts, file)
     const scanner = `${COMMAND} ${packageVersion()}`
-    let fields: RawField[]
-    // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but ours
-    const alsoRemove = result.ok && opts.cfg.spamHeaders.removeForeign ? verdictHeaderNames(opts.cfg) : []
+    const layout = readLayout(file)
+    let raw: RawField[]
+    let remove: string[] = []
+    let dropped: string[] = []
     if (result.ok) {
       for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
       const styled = styleHeaders(result.reply, opts.cfg, {
         scanner,
         rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
         json: result.json,
+        scanTimeMs: result.timeMs,
       })
-      for (const d of styled.dropped) io.stderr.write(`${COMMAND}: header left out: ${d}\n`)
-      fields = styled.fields
+      // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
+      const fromRspamd = rspamdEdits(result.reply, opts.cfg)
+      raw = [...styled.fields, ...fromRspamd.add]
+      dropped = [...styled.dropped, ...fromRspamd.dropped]
+      // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but
+      // ours; without it, still none of the names our styles write (X-Spam even for ham)
+      const ours = opts.cfg.spamHeaders.removeForeign
+        ? verdictHeaderNames(opts.cfg)
+        : styleHeaderNames(opts.cfg.spamHeaders.styles, opts.cfg)
+      remove = [...ours, ...fromRspamd.remove]
     } else {
       const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
       if (opts.tempfail) {
@@ -447,16 +473,17 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         return EX_TEMPFAIL
       }
       io.stderr.write(`${COMMAND}: scan failed, delivering unscanned: ${why}\n`)
-      fields = ldaFailureStyle(scanner, result.error)
+      raw = ldaFailureStyle(scanner, result.error, result.timeMs)
     }
+    const edits = prepareEdits(raw, remove, dropped, layout.eol)
+    for (const d of edits.dropped) io.stderr.write(`${COMMAND}: header left out: ${d}\n`)
 
-    const layout = readLayout(file)
     if (layout.oversized) {
       io.stderr.write(
-        `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: headers of the names we add are not removed from it\n`,
+        `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: ours go on top, and headers of the names we add are not removed from it\n`,
       )
     }
-    const message = delivered(file, layout, fields, io.stderr, alsoRemove)
+    const message = delivered(file, layout, edits.add, edits.remove)
     if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
     try {
       await pipeline(message, io.stdout, { end: false })

@@ -11,6 +11,7 @@ import {
   rewriteSubject,
   STACKED_HEADERS,
   type StyleFacts,
+  styleHeaderNames,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
@@ -158,6 +159,57 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
   return reply.action === 'add header' || reply.action === 'reject'
 }
 
+/**
+ * rspamd's own header changes: its DKIM-Signature ([dkim]) and its milter block
+ * ([rmilter_headers]), after milterEdits()' refusals. Used by the plugin and by rspamd-lda.
+ */
+export function rspamdEdits(
+  reply: Reply,
+  cfg: Pick<Config, 'dkim' | 'rmilterHeaders'>,
+): { remove: string[]; add: RawField[]; dropped: string[] } {
+  const add: RawField[] = []
+  const remove: string[] = []
+  const dropped: string[] = []
+  if (cfg.dkim.enabled) {
+    for (const sig of reply.dkimSignatures) add.push({ name: 'DKIM-Signature', value: sig })
+  }
+  if (cfg.rmilterHeaders.enabled) {
+    const m = milterEdits(reply.milter)
+    remove.push(...m.remove)
+    add.push(...m.add)
+    dropped.push(...m.dropped)
+  }
+  return { remove, add, dropped }
+}
+
+/**
+ * Raw fields → values ready to write (sanitised, encoded, folded with `eol`), and the removals: a
+ * header we write replaces any of that name already in the message (no spoofed verdicts), except
+ * signatures and trace headers, which stack (the message may carry earlier DKIM, ARC sets).
+ */
+export function prepareEdits(raw: RawField[], remove: string[], dropped: string[], eol = '\n'): HeaderEdits {
+  const add: HeaderField[] = []
+  for (const f of raw) {
+    const ready = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal, foldWith: f.foldWith })
+    if (ready === undefined) {
+      dropped.push(`invalid header name ${JSON.stringify(f.name)}`)
+      continue
+    }
+    add.push(ready)
+  }
+  const out: string[] = []
+  const seen = new Set<string>()
+  const removing = (name: string) => {
+    const lower = name.toLowerCase()
+    if (seen.has(lower)) return
+    seen.add(lower)
+    out.push(name)
+  }
+  for (const n of remove) removing(n)
+  for (const f of add) if (!STACKED_HEADERS.has(f.name.toLowerCase())) removing(f.name)
+  return { remove: out, add, dropped }
+}
+
 function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
   const raw: RawField[] = []
   // verdict headers of any style that came with the message are not ours: off before anything
@@ -168,40 +220,17 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
   if (cfg.rewriteSubject.enabled && reply.action === 'rewrite subject') {
     raw.push({ name: 'Subject', value: rewriteSubject(cfg.subject, facts.subject, reply.subject) })
   }
-  if (cfg.dkim.enabled) {
-    for (const sig of reply.dkimSignatures) raw.push({ name: 'DKIM-Signature', value: sig })
-  }
-  if (cfg.rmilterHeaders.enabled) {
-    const m = milterEdits(reply.milter)
-    remove.push(...m.remove)
-    raw.push(...m.add)
-    dropped.push(...m.dropped)
-  }
+  const fromRspamd = rspamdEdits(reply, cfg)
+  remove.push(...fromRspamd.remove)
+  raw.push(...fromRspamd.add)
+  dropped.push(...fromRspamd.dropped)
   if (wantsSpamHeaders(reply, cfg)) {
+    remove.push(...styleHeaderNames(cfg.spamHeaders.styles, cfg))
     const styled = styleHeaders(reply, cfg, facts.style ?? {})
     raw.push(...styled.fields)
     dropped.push(...styled.dropped)
   }
-
-  const add: HeaderField[] = []
-  for (const f of raw) {
-    const ready = prepareField(f.name, f.value, { maxTotal: f.maxTotal })
-    if (ready === undefined) {
-      dropped.push(`invalid header name ${JSON.stringify(f.name)}`)
-      continue
-    }
-    add.push(ready)
-  }
-  // a header we write replaces any of that name already in the message (no spoofed verdicts);
-  // signatures and trace headers stack: the message may carry earlier ones (DKIM, ARC sets)
-  const seen = new Set(remove.map((n) => n.toLowerCase()))
-  for (const f of add) {
-    const lower = f.name.toLowerCase()
-    if (STACKED_HEADERS.has(lower) || seen.has(lower)) continue
-    seen.add(lower)
-    remove.push(f.name)
-  }
-  return { remove, add, dropped }
+  return prepareEdits(raw, remove, dropped)
 }
 
 /** What a failed scan means, per [defer]: accept unchanged, or defer with 451. */

@@ -9,6 +9,11 @@ import {
   ldaFailureStyle,
   ldaStyle,
   MAX_RESULT_BASE64,
+  MAX_STARS,
+  MAX_TOTAL,
+  printfFixed,
+  printfGeneral,
+  spamLevel,
   rspamdHostName,
   styleHeaders,
   encodeValue,
@@ -922,27 +927,93 @@ describe('headers: styles', function () {
     })
   })
 
-  describe('ldaStyle()', function () {
-    const ACTIONS: Array<[action: string, spam: string]> = [
-      ['reject', 'yes'],
-      ['add header', 'yes'],
-      ['rewrite subject', 'no'],
-      ['soft reject', 'no'],
-      ['greylist', 'no'],
-      ['no action', 'no'],
-      ['some new action', 'no'],
+  describe('ldaStyle(): what rspamc --mime (rspamd 3.4) writes', function () {
+    const ACTIONS: Array<[action: string, spam: boolean]> = [
+      ['reject', true],
+      ['soft reject', true],
+      ['rewrite subject', true],
+      ['add header', true],
+      ['add_header', true],
+      ['greylist', false],
+      ['no action', false],
+      ['some new action', false],
     ]
     for (const [action, spam] of ACTIONS) {
-      it(`writes X-Spam: ${spam} and X-Spam-Action: ${action}`, () => {
+      it(`${spam ? 'writes X-Spam: yes' : 'writes no X-Spam'} for ${action}, as rspamc`, () => {
         const { fields, dropped } = ldaStyle(reply({ action }), { scanner: 'rspamd-lda 2.0.0' }, false)
-        assert.deepEqual(fields, [
-          { name: 'X-Spam-Scanner', value: 'rspamd-lda 2.0.0' },
-          { name: 'X-Spam', value: spam },
-          { name: 'X-Spam-Action', value: action },
-        ])
+        assert.deepEqual(
+          fields.filter((f) => f.name === 'X-Spam'),
+          spam ? [{ name: 'X-Spam', value: 'yes' }] : [],
+        )
+        assert.equal(valueOf(fields, 'X-Spam-Action'), action)
         assert.deepEqual(dropped, [])
       })
     }
+    it("writes rspamc's set in rspamc's order, the symbols in the reply's order", () => {
+      const r = reply({
+        score: 7,
+        requiredScore: 15,
+        symbols: [sym('TEST_ACTION', 5.1), sym('MIME_GOOD', -0.1)],
+      })
+      const { fields } = ldaStyle(r, { scanner: 'rspamd-lda 2.0.0', scanTimeMs: 32 }, false)
+      const lines = fields.map((f) => {
+        const p = prepareField(f.name, f.value, { foldWith: f.foldWith })
+        return `${p?.name}: ${p?.value}`
+      })
+      assert.deepEqual(lines, [
+        'X-Spam-Scanner: rspamd-lda 2.0.0',
+        'X-Spam-Scan-Time: 0.032',
+        'X-Spam: yes',
+        'X-Spam-Action: add header',
+        'X-Spam-Score: 7.00 / 15.00',
+        'X-Spam-Level: *******',
+        'X-Spam-Symbols: TEST_ACTION,\n\tMIME_GOOD',
+      ])
+    })
+    const SCORES: Array<[score: number, required: number | undefined, value: string, stars: number]> = [
+      [7, 15, '7.00 / 15.00', 7],
+      [7.3, 15, '7.30 / 15.00', 8],
+      [0.01, 15, '0.01 / 15.00', 1],
+      [31.2, 15, '31.20 / 15.00', 32],
+      [32, 15, '32.00 / 15.00', 32],
+      [1000.456, 15, '1000.46 / 15.00', 32],
+      [0, 15, '0.00 / 15.00', 0],
+      [-3.5, 15, '-3.50 / 15.00', 0],
+      [-0.001, 15, '-0.00 / 15.00', 0],
+      [5, undefined, '5.00 / 0.00', 5],
+    ]
+    for (const [score, requiredScore, value, stars] of SCORES) {
+      it(`writes X-Spam-Score: ${value} and ${stars} stars for score ${score}`, () => {
+        const { fields } = ldaStyle(reply({ score, requiredScore }), {}, false)
+        assert.equal(valueOf(fields, 'X-Spam-Score'), value)
+        assert.equal(valueOf(fields, 'X-Spam-Level'), '*'.repeat(stars))
+      })
+    }
+    it('writes an empty X-Spam-Symbols for a reply without symbols, as rspamc', () => {
+      const { fields } = ldaStyle(reply({ symbols: [] }), {}, false)
+      const f = fields.find((x) => x.name === 'X-Spam-Symbols')
+      assert.ok(f)
+      assert.deepEqual(prepareField(f.name, f.value, { foldWith: f.foldWith }), {
+        name: 'X-Spam-Symbols',
+        value: '',
+      })
+    })
+    it('folds a long symbol list after each comma, lines within 78 characters', () => {
+      const symbols = Array.from({ length: 60 }, (_, i) => sym(`SYMBOL_NUMBER_${i}_WITH_A_LONGISH_NAME`, i))
+      const { fields } = ldaStyle(reply({ symbols }), {}, false)
+      const f = fields.find((x) => x.name === 'X-Spam-Symbols')
+      assert.ok(f)
+      const p = prepareField(f.name, f.value, { eol: '\r\n', foldWith: f.foldWith })
+      assert.ok(p)
+      const lines = `${p.name}: ${p.value}`.split('\r\n')
+      assert.equal(lines.length, 60)
+      assert.ok(lines.every((l) => l.length <= SOFT_LINE))
+      assert.ok(lines.slice(1).every((l) => /^\tSYMBOL_NUMBER_\d+_WITH_A_LONGISH_NAME,?$/.test(l)))
+      assertWellFormed('X-Spam-Symbols', p.value, '\r\n', MAX_TOTAL, 'X-Spam-Symbols')
+    })
+    it('leaves X-Spam-Scan-Time out when the scan time is not known', () => {
+      assert.ok(!ldaStyle(reply(), {}, false).fields.some((f) => f.name === 'X-Spam-Scan-Time'))
+    })
     it('names haraka-plugin-rspamd as the scanner by default', () => {
       assert.equal(valueOf(ldaStyle(reply(), {}, false).fields, 'X-Spam-Scanner'), 'haraka-plugin-rspamd')
     })
@@ -952,7 +1023,7 @@ describe('headers: styles', function () {
         score: 7,
         symbols: { Ä: { score: 1, options: ['ü'.repeat(200)] } },
       }
-      assert.equal(ldaStyle(reply(), { json }, false).fields.length, 3)
+      assert.ok(!ldaStyle(reply(), { json }, false).fields.some((f) => f.name === 'X-Spam-Result'))
       const { fields } = ldaStyle(reply(), { json }, true)
       const raw = valueOf(fields, 'X-Spam-Result')
       assert.ok(Array.isArray(raw))
@@ -966,17 +1037,56 @@ describe('headers: styles', function () {
     it('leaves X-Spam-Result out, and says why, when the reply is too big to carry whole', () => {
       const json = { pad: 'x'.repeat((MAX_RESULT_BASE64 / 4) * 3) }
       const { fields, dropped } = ldaStyle(reply(), { json }, true)
-      assert.deepEqual(
-        fields.map((f) => f.name),
-        ['X-Spam-Scanner', 'X-Spam', 'X-Spam-Action'],
-      )
+      assert.ok(!fields.some((f) => f.name === 'X-Spam-Result'))
       assert.equal(dropped.length, 1)
       assert.match(dropped[0] ?? '', /X-Spam-Result: the reply is \d+ characters of base64, over 262144/)
     })
-    it('ldaFailureStyle() says the scan failed and why in X-Spam-Scanner', () => {
-      assert.deepEqual(ldaFailureStyle('rspamd-lda 2.0.0', { kind: 'connect', message: 'ECONNREFUSED' }), [
-        { name: 'X-Spam-Scanner', value: 'rspamd-lda 2.0.0; scan failed: connect: ECONNREFUSED' },
+    it('ldaFailureStyle() writes the scanner, the scan time (%.3f) and X-Spam-Error with the reason, as rspamc', () => {
+      assert.deepEqual(ldaFailureStyle('rspamd-lda 2.0.0', { kind: 'connect', message: 'ECONNREFUSED' }, 4), [
+        { name: 'X-Spam-Scanner', value: 'rspamd-lda 2.0.0' },
+        { name: 'X-Spam-Scan-Time', value: '0.004' },
+        { name: 'X-Spam-Error', value: 'connect: ECONNREFUSED' },
       ])
+    })
+  })
+
+  describe("printfFixed(), printfGeneral(), spamLevel(): rspamc's number formats", function () {
+    const FIXED: Array<[x: number, digits: number, expected: string]> = [
+      [7, 2, '7.00'],
+      [0.125, 2, '0.12'], // an exact tie rounds to even, as printf (toFixed says 0.13)
+      [0.375, 2, '0.38'],
+      [-0.125, 2, '-0.12'],
+      [2.675, 2, '2.67'], // the double is below the tie
+      [1.005, 2, '1.00'],
+      [0.135, 2, '0.14'], // the double is above the tie
+      [-0.001, 2, '-0.00'],
+      [-0, 2, '-0.00'],
+      [0.0005, 3, '0.001'], // not a tie in binary
+      [2.5, 0, '2'],
+      [3.5, 0, '4'],
+    ]
+    for (const [x, digits, expected] of FIXED) {
+      it(`formats ${Object.is(x, -0) ? '-0' : x} with %.${digits}f as ${expected}`, () =>
+        assert.equal(printfFixed(x, digits), expected))
+    }
+    const GENERAL: Array<[x: number, expected: string]> = [
+      [0, '0'],
+      [0.32, '0.32'],
+      [0.008, '0.008'],
+      [0.029812, '0.0298'],
+      [1.23456, '1.23'],
+      [12.345, '12.3'],
+      [100, '100'],
+      [1234.5, '1.23e+03'],
+      [0.00001234, '1.23e-05'],
+      [0.0001, '0.0001'],
+    ]
+    for (const [x, expected] of GENERAL) {
+      it(`formats ${x} with {:.3} as ${expected}`, () => assert.equal(printfGeneral(x, 3), expected))
+    }
+    it(`caps the stars at ${MAX_STARS}`, () => {
+      assert.equal(spamLevel(1e9), '*'.repeat(MAX_STARS))
+      assert.equal(spamLevel(Number.MAX_VALUE).length, MAX_STARS)
     })
   })
 
@@ -987,7 +1097,7 @@ describe('headers: styles', function () {
       rspamd: ['X-Rspamd-Bar', 'X-Rspamd-Report', 'X-Rspamd-Score'],
       exim: ['X-Spam-Score', 'X-Spam-Report'],
       extended: ['X-Spamd-Result', 'X-Rspamd-Server', 'X-Rspamd-Queue-Id'],
-      lda: ['X-Spam-Scanner', 'X-Spam', 'X-Spam-Action'],
+      lda: ['X-Spam-Scanner', 'X-Spam', 'X-Spam-Action', 'X-Spam-Score', 'X-Spam-Level', 'X-Spam-Symbols'],
     }
     // every non-empty subset, in both orders where it has two or more
     const subsets: HeaderStyle[][] = []
@@ -999,12 +1109,23 @@ describe('headers: styles', function () {
     for (const styles of subsets) {
       it(`writes ${styles.join(', ')} in that order`, () => {
         const { fields } = styleHeaders(r, styleCfg(styles), facts)
+        // exim and lda share X-Spam-Score: the style listed first writes it
         assert.deepEqual(
           fields.map((f) => f.name),
-          styles.flatMap((s) => NAMES_BY_STYLE[s]),
+          [...new Set(styles.flatMap((s) => NAMES_BY_STYLE[s]))],
         )
       })
     }
+    it('writes X-Spam-Score in the format of whichever of exim and lda is listed first', () => {
+      assert.equal(
+        valueOf(styleHeaders(r, styleCfg(['exim', 'lda']), facts).fields, 'X-Spam-Score'),
+        '7.0 (+++++++)',
+      )
+      assert.equal(
+        valueOf(styleHeaders(r, styleCfg(['lda', 'exim']), facts).fields, 'X-Spam-Score'),
+        '7.00 / 15.00',
+      )
+    })
     it('passes lda_json on to the lda style', () => {
       const { fields } = styleHeaders(r, styleCfg(['lda'], true), { ...facts, json: { action: 'x' } })
       assert.equal(fields[fields.length - 1]?.name, 'X-Spam-Result')
@@ -1039,6 +1160,7 @@ const GOLDEN_FACTS = {
   scanner: 'haraka-plugin-rspamd 2.0.0',
   rspamdHost: 'mx1.example.net',
   queueId: '4A1B2C3D',
+  scanTimeMs: 12.5,
 }
 
 function renderStyle(json: Record<string, unknown>, style: HeaderStyle): string {
@@ -1048,7 +1170,7 @@ function renderStyle(json: Record<string, unknown>, style: HeaderStyle): string 
   assert.deepEqual(dropped, [])
   return fields
     .map((f) => {
-      const p = prepareField(f.name, f.value, { maxTotal: f.maxTotal })
+      const p = prepareField(f.name, f.value, { maxTotal: f.maxTotal, foldWith: f.foldWith })
       if (!p) throw new Error(`invalid name ${f.name}`)
       return `${p.name}: ${p.value}\n`
     })
