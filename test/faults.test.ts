@@ -345,7 +345,13 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
       assert.equal(names.filter((n) => n === 'subject').length, 1)
       assert.deepEqual(valuesOf(queued, 'X-Inject'), ['a Bcc: victim@example.com'])
       assert.deepEqual(valuesOf(queued, 'X-Inject-Nul'), ['de body text'])
-      assert.ok(queued.includes('\r\n\r\nHi Bob'), 'the body still starts after the one blank line')
+      const ham = corpus('ham.eml')
+      const body = ham.subarray(ham.indexOf('\r\n\r\n'))
+      assert.equal(
+        queued.indexOf('\r\n\r\n'),
+        queued.length - body.length,
+        'the body still starts after the one blank line',
+      )
     })
 
     const badNames = [
@@ -464,7 +470,7 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
     it('an RFC 2047 subject stays encoded and decodes to the rewritten text', async () => {
       const { queued } = await scan(rewrite(), corpus('utf8-subject.eml'))
       assert.ok(/^[\x20-\x7e]*$/.test(valuesOf(queued, 'Subject')[0] ?? ''), 'written as ASCII')
-      assert.equal(await decoded(queued), '[SPAM] Été sale – 50% off')
+      assert.equal(await decoded(queued), '[SPAM] Menü der Woche – Crème brûlée & 抹茶')
     })
 
     it('a 1 000-character subject is folded, whole', async () => {

@@ -20,13 +20,12 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { FakeRspamd } from './support/fake-rspamd'
 import { CORPUS, corpus, REPO } from './support/harness'
+import { RealRspamd, RSPAMD_PORT } from './support/real-rspamd'
 import { DKIM_SIGNATURE_EXAMPLE, type RspamdAction, replyFor, withMilter } from './support/replies'
 import { withoutFields } from '../src/lda'
 
 const BIN = join(REPO, 'bin', 'rspamd-lda')
 const RSS_PRELOAD = join(REPO, 'test', 'support', 'report-rss.cjs')
-const RSPAMD_PORT = Number(process.env.RSPAMD_PORT ?? 11343)
-const SCRIPT = join(REPO, 'scripts', 'rspamd.sh')
 /** rspamc --mime writes X-Spam: yes for every action more severe than greylist, and no X-Spam otherwise. */
 const ACTIONS: Array<[RspamdAction, 'yes' | undefined]> = [
   ['no action', undefined],
@@ -380,8 +379,8 @@ describe('rspamd-lda with the fake rspamd', function () {
       const t2 = kept.stdout.toString('latin1')
       assert.equal(t2.match(/^X-Spam:/gim)?.length, 1, 'ours still replace theirs')
       // not ours in this style: left as they were
-      assert.match(t2, /^X-Spamd-Result: default: False \[-50\.00 \/ 15\.00\]\r$/m)
-      assert.match(t2, /^X-Rspamd-Score: -50\.0\r$/m)
+      assert.match(t2, /^X-Spamd-Result: default: False \[-42\.00 \/ 15\.00\]\r$/m)
+      assert.match(t2, /^X-Rspamd-Score: -42\.0\r$/m)
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
@@ -670,14 +669,12 @@ describe('rspamd-lda with real rspamd', function () {
   this.timeout(300_000)
   const at = ['--server', `127.0.0.1:${RSPAMD_PORT}`]
 
-  const rspamd = (cmd: 'start' | 'stop') =>
-    promisify(execFile)('bash', [SCRIPT, cmd], {
-      timeout: 300_000,
-      env: { ...process.env, RSPAMD_PORT: String(RSPAMD_PORT) },
-    })
   // never skipped: an rspamd that cannot start fails the suite
-  before(() => rspamd('start'))
-  after(() => rspamd('stop'))
+  let rspamd: RealRspamd | undefined
+  before(async () => {
+    rspamd = await RealRspamd.start()
+  })
+  after(() => rspamd?.restore())
 
   const REAL: Array<[header: string | undefined, file: string, action: string, spam: string | undefined]> = [
     [undefined, 'gtube.eml', 'reject', 'yes'],

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { loadPlugin, REPO, unregister } from './support/harness'
 
@@ -53,6 +53,30 @@ describe('package', function () {
         files.some((f) => f.path === doc),
         `${doc} is packed (README.md links to it)`,
       )
+    }
+  })
+
+  it('ships source maps that carry their sources (inlineSources): no map points at a file left out of the package', async () => {
+    const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO })
+    const packed = JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>
+    const paths = new Set((packed[0]?.files ?? []).map((f) => f.path))
+    const maps = [...paths].filter((p) => p.endsWith('.map'))
+    assert.ok(maps.includes('dist/index.js.map'), 'dist/index.js.map is packed')
+    for (const map of maps) {
+      assert.ok(paths.has(map.slice(0, -'.map'.length)), `${map}: the file it maps is packed`)
+      const json = JSON.parse(readFileSync(join(REPO, map), 'utf8')) as {
+        sources: string[]
+        sourcesContent?: Array<string | null>
+      }
+      assert.ok(json.sources.length > 0, `${map} names its sources`)
+      json.sources.forEach((source, i) => {
+        const inPackage = relative(REPO, resolve(REPO, dirname(map), source))
+        const content = json.sourcesContent?.[i]
+        if (paths.has(inPackage)) return
+        assert.equal(typeof content, 'string', `${map}: ${source} is neither packed nor inlined`)
+        // the inlined text is the current source, not a stale build
+        assert.equal(content, readFileSync(join(REPO, inPackage), 'utf8'), `${map}: ${source} is current`)
+      })
     }
   })
 

@@ -2,21 +2,20 @@
 // operator does it: `npm pack`, then `npm install` of the tarball into the Haraka directory.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { REPO } from '../support/harness'
+import { REPO, scratchDir } from '../support/harness'
 
 const run = promisify(execFile)
 
 let packed: Promise<string> | undefined
 
-/** `npm pack` of this repo (already built by npm test), once per test run. */
+/** `npm pack` of this repo (already built by npm test), once per test run; removed when the run ends. */
 export function packPlugin(): Promise<string> {
   packed ??= (async () => {
-    const dest = mkdtempSync(join(tmpdir(), 'rspamd-pack-'))
+    const dest = scratchDir('pack')
     const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], {
       cwd: REPO,
     })
@@ -122,7 +121,8 @@ export class Haraka {
 
   /** Set up a Haraka directory with the packed plugin installed into its node_modules, and start it. */
   static async start(opts: HarakaOptions): Promise<Haraka> {
-    const dir = mkdtempSync(join(tmpdir(), 'haraka-it-'))
+    // stop() removes it; under scratchDir so that a start that fails half-way leaves nothing either
+    const dir = scratchDir('haraka')
     if (opts.installPlugin === false) {
       writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'haraka-it', private: true }))
     } else {
@@ -281,6 +281,11 @@ export class Haraka {
     return readdirSync(this.queueDir)
       .filter((f) => f.endsWith('.eml'))
       .map((f) => f.slice(0, -4))
+  }
+
+  /** The node binary Haraka runs on (its /proc exe link). */
+  executable(): string {
+    return readlinkSync(`/proc/${this.proc?.pid}/exe`)
   }
 
   /** Haraka's resident memory now (VmRSS), in bytes. */

@@ -9,11 +9,26 @@ import * as fixtures from 'haraka-test-fixtures'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 
 export const REPO = resolve(__dirname, '..', '..')
-/** ../shared/corpus beside the repo (CI clones the repo with shared/ beside it) */
-export const CORPUS = resolve(REPO, '..', 'shared', 'corpus')
+/** The project's test messages, in the repository (test/fixtures/messages/README.md says what each exercises). */
+export const CORPUS = join(REPO, 'test', 'fixtures', 'messages')
 
+/** A test message from CORPUS, as the bytes on the wire (CRLF). */
 export function corpus(name: string): Buffer {
   return readFileSync(join(CORPUS, name))
+}
+
+let scratchRoot: string | undefined
+/**
+ * A new empty directory for a test's files, under one directory per process in os.tmpdir() that is
+ * removed when the process exits, also when tests fail or never reach their own clean-up.
+ */
+export function scratchDir(prefix: string): string {
+  if (!scratchRoot) {
+    const root = mkdtempSync(join(tmpdir(), `rspamd-test-${process.pid}-`))
+    scratchRoot = root
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }))
+  }
+  return mkdtempSync(join(scratchRoot, `${prefix}-`))
 }
 
 /** A corpus message with X-Test-* headers in front (the recipe of test/rspamd/README.md). */
@@ -48,7 +63,7 @@ export function loadPlugin(
   opts: { timeout?: number; register?: boolean; packageDir?: string; files?: Record<string, string> } = {},
 ): FixturePlugin {
   const packageDir = opts.packageDir ?? REPO
-  const dir = mkdtempSync(join(tmpdir(), 'rspamd-plugin-'))
+  const dir = scratchDir('plugin')
   mkdirSync(join(dir, 'config'))
   writeFileSync(join(dir, 'config', 'rspamd.ini'), ini)
   for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, 'config', name), text)
@@ -105,18 +120,12 @@ export interface Sender {
   tls?: { name: string; version: string }
 }
 
-let spoolRoot: string | undefined
 /**
  * A fresh spool directory per connection: the fixture transaction's uuid is a constant, so a big
  * message spooled to /tmp/<uuid>.eml collides with any other test (or test run) doing the same.
  */
 function spoolDir(): string {
-  if (!spoolRoot) {
-    const root = mkdtempSync(join(tmpdir(), 'rspamd-spool-'))
-    spoolRoot = root
-    process.once('exit', () => rmSync(root, { recursive: true, force: true }))
-  }
-  return mkdtempSync(join(spoolRoot, 'c-'))
+  return scratchDir('spool')
 }
 
 /** A connection whose transaction has received `message` as an SMTP client sends it (dot-stuffed lines). */
