@@ -282,6 +282,8 @@ async function main(): Promise<void> {
       : which === 'http'
         ? new HttpCandidate(port)
         : new PluginCandidate(which as 'v2' | 'v1', port)
+  // the driver is gone (killed, or stopped by a signal): nothing more to do
+  process.once('disconnect', () => process.exit(0))
   send({ type: 'ready', loaded: c.loaded } satisfies JobResult)
   process.on('message', (job: Job) => {
     // keep-alive sockets would keep the process up: exit explicitly

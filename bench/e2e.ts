@@ -16,6 +16,7 @@ import {
   rspamdStat,
   sendExpecting,
   startHaraka,
+  stopHaraka,
 } from './real'
 
 export const E2E_VARIANTS = ['rspamd', 'v2', 'v1', 'none'] as const
@@ -199,7 +200,7 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
     }
     return { loaded, cells, clkTck: CLK_TCK }
   } finally {
-    await Promise.all(harakas.map((b) => b.haraka.stop()))
+    await Promise.all(harakas.map((b) => stopHaraka(b)))
     await pool.close()
   }
 }

@@ -127,6 +127,22 @@ export interface BenchHaraka {
   loaded: string
 }
 
+/** every Haraka started here and not yet stopped: stopHarakas() stops them on a signal */
+const running = new Set<Haraka>()
+
+/** Stops a Haraka started by startHaraka() (and removes its directory). */
+export async function stopHaraka(b: BenchHaraka): Promise<void> {
+  running.delete(b.haraka)
+  await b.haraka.stop()
+}
+
+/** Stops every Haraka started here that is still running (Ctrl-C, or a run in the background killed). */
+export async function stopHarakas(): Promise<void> {
+  const all = [...running]
+  running.clear()
+  await Promise.all(all.map((h) => h.stop()))
+}
+
 /** Starts a Haraka of `variant` and checks that it loaded the plugin it should. */
 export async function startHaraka(variant: HarakaVariant): Promise<BenchHaraka> {
   // the load comes from 127.0.0.1, which [check] skips by default
@@ -139,6 +155,7 @@ export async function startHaraka(variant: HarakaVariant): Promise<BenchHaraka> 
         ? { ...common, installPlugin: false }
         : { ...common, installPlugin: false, scan: false },
   )
+  running.add(haraka)
   try {
     let loaded: string
     if (variant === 'v2') {
@@ -160,6 +177,7 @@ export async function startHaraka(variant: HarakaVariant): Promise<BenchHaraka> 
     }
     return { variant, haraka, loaded }
   } catch (err) {
+    running.delete(haraka)
     await haraka.stop()
     throw err
   }

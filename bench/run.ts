@@ -9,7 +9,7 @@ import { REPO } from '../test/support/harness'
 import { runE2e, type E2ePlan } from './e2e'
 import { runMicro, type MicroPlan } from './micro'
 import { cpuModel } from './proc'
-import { ensureRspamd, stopRspamd } from './real'
+import { ensureRspamd, stopHarakas, stopRspamd } from './real'
 import { renderReport } from './report'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -116,8 +116,11 @@ async function main(): Promise<void> {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     console.error(`\n${sig}: stopping`)
-    // child processes and Haraka get the signal from the terminal too; rspamd is stopped here
-    void stopRspamd().finally(() => process.exit(130))
+    // candidate processes get the signal from a terminal (and exit with their IPC channel); the
+    // Harakas and rspamd are stopped here, also for a run in the background
+    void stopHarakas()
+      .then(() => stopRspamd())
+      .finally(() => process.exit(130))
   })
 }
 

@@ -19,6 +19,7 @@ import {
   rspamdStat,
   sendExpecting,
   startHaraka,
+  stopHarakas,
   stopRspamd,
 } from './real'
 import { table } from './report'
@@ -237,7 +238,7 @@ let stopping = false
 async function stopAll(): Promise<void> {
   if (stopping) return
   stopping = true
-  await Promise.all(harakas.map((b) => b.haraka.stop()))
+  await stopHarakas()
   await stopRspamd()
 }
 
