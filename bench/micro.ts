@@ -36,8 +36,11 @@ export interface MicroResults {
   connectionsConcurrency: number
 }
 
-/** per size label: minimum messages and minimum ms of one candidate's turn, and rounds when not the plan's */
-type Turns = Record<string, { minMessages: number; minMs: number; rounds?: number }>
+/**
+ * per size label: minimum messages and minimum ms of one candidate's turn, rounds when not the plan's,
+ * and the concurrencies when not all of CONCURRENCY
+ */
+type Turns = Record<string, { minMessages: number; minMs: number; rounds?: number; concurrency?: number[] }>
 
 export interface MicroPlan {
   /** the candidates of the keep-alive part (and of the RSS and connection figures) */
@@ -244,8 +247,8 @@ export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promi
       log(
         `  ${size.label}: Haraka's message_stream alone ${streamCpuMs[size.label].toFixed(2)} ms CPU/message`,
       )
-      const { rounds = plan.rounds, ...turn } = plan.turn[size.label]
-      for (const concurrency of CONCURRENCY) {
+      const { rounds = plan.rounds, concurrency: only, ...turn } = plan.turn[size.label]
+      for (const concurrency of only ?? CONCURRENCY) {
         cells.push(...(await measure(procs, fake, size, concurrency, rounds, turn, log)))
       }
     }

@@ -27,7 +27,8 @@ const MICRO: MicroPlan = QUICK
         '5 KB': { minMessages: 50, minMs: 200 },
         '100 KB': { minMessages: 20, minMs: 200 },
         '1 MB': { minMessages: 8, minMs: 200 },
-        '25 MB': { minMessages: 1, minMs: 0 },
+        // × 8 and × 32 send 8 and 32 messages of 25 MB per candidate: most of a smoke run's time
+        '25 MB': { minMessages: 1, minMs: 0, concurrency: [1] },
       },
       connectionMessages: 1000,
       close: {
