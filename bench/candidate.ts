@@ -1,9 +1,11 @@
 // One benchmark candidate in its own process (its own heap, CPU time and peak RSS), driven over IPC by
-// bench/micro.ts: this plugin's dist, haraka-plugin-rspamd 1.6.1, or a bare undici client (the ceiling).
+// bench/micro.ts: this plugin's dist, haraka-plugin-rspamd 1.6.1, or a bare client (the ceilings): an
+// undici Pool, or node:http's request() with a keep-alive Agent.
 //
 //   fork('bench/candidate.ts', [candidate, port]) ; send Job ; receive JobResult
 
 import { readFileSync, writeFileSync } from 'node:fs'
+import * as http from 'node:http'
 import { Writable } from 'node:stream'
 import { join } from 'node:path'
 import { Pool } from 'undici'
@@ -11,7 +13,8 @@ import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 import { connectionWith, dataPost, loadPlugin, REPO } from '../test/support/harness'
 import { benchMessage } from './messages'
 
-export const CANDIDATES = ['ceiling', 'v2', 'v1'] as const
+/** ceiling: a bare undici Pool; http: a bare node:http client; v2: this package; v1: 1.6.1 */
+export const CANDIDATES = ['ceiling', 'http', 'v2', 'v1'] as const
 export type Candidate = (typeof CANDIDATES)[number]
 
 export type Job =
@@ -74,9 +77,12 @@ class PluginCandidate {
     // loadPlugin checks that the package loaded is the one asked for
     const packageDir = which === 'v2' ? REPO : join(REPO, 'node_modules', 'rspamd-v1')
     this.plugin = loadPlugin(ini(port), { timeout: 90, packageDir })
-    const path = String(this.plugin.plugin_path)
-    const pkg = JSON.parse(readFileSync(path, 'utf8')) as { name: string; version: string }
-    this.loaded = `${pkg.name} ${pkg.version} (${path})`
+    const pkg = JSON.parse(readFileSync(String(this.plugin.plugin_path), 'utf8')) as {
+      name: string
+      version: string
+    }
+    // a package and its version, not where it lies on this machine (the reports are published)
+    this.loaded = `${pkg.name} ${pkg.version} (${which === 'v2' ? "this package's dist/" : 'the devDependency rspamd-v1'})`
   }
 
   /** `n` connections whose transactions hold a message of `bytes` (built once, scanned again and again). */
@@ -126,6 +132,29 @@ class PluginCandidate {
   }
 }
 
+// rspamd's request headers for SENDER, as a bare client sends them
+const BARE_HEADERS = {
+  IP: SENDER.ip,
+  Hostname: SENDER.host,
+  Helo: SENDER.helo,
+  From: SENDER.mailFrom,
+  Rcpt: SENDER.rcpts[0],
+  'Deliver-To': SENDER.rcpts[0],
+  'Queue-Id': 'bench',
+}
+
+function checkReply(status: number | undefined, body: string): void {
+  const json = JSON.parse(body) as { action?: unknown }
+  if (status !== 200 || json.action !== 'add header') {
+    throw new Error(`scan failed: HTTP ${status}, action ${String(json.action)}`)
+  }
+}
+
+function version(pkg: string): string {
+  const path = join(REPO, 'node_modules', pkg, 'package.json')
+  return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version
+}
+
 class CeilingCandidate {
   private readonly pool: Pool
   private message: { bytes: number; data: Buffer } = { bytes: 0, data: Buffer.alloc(0) }
@@ -133,39 +162,69 @@ class CeilingCandidate {
 
   constructor(port: number) {
     this.pool = new Pool(`http://127.0.0.1:${port}`, { connections: null })
-    const pkg = JSON.parse(readFileSync(join(REPO, 'node_modules', 'undici', 'package.json'), 'utf8')) as {
-      version: string
-    }
-    this.loaded = `undici ${pkg.version} Pool, message from a Buffer`
+    this.loaded = `undici ${version('undici')} Pool, message from a Buffer`
   }
 
   async scanners(bytes: number, n: number): Promise<Scanner[]> {
     if (this.message.bytes !== bytes) this.message = { bytes, data: benchMessage(bytes) }
-    const headers = {
-      IP: SENDER.ip,
-      Hostname: SENDER.host,
-      Helo: SENDER.helo,
-      From: SENDER.mailFrom,
-      Rcpt: SENDER.rcpts[0],
-      'Deliver-To': SENDER.rcpts[0],
-      'Queue-Id': 'bench',
-    }
     const data = this.message.data
     const scan = async () => {
-      const res = await this.pool.request({ method: 'POST', path: '/checkv2', headers, body: data })
-      const json = JSON.parse(await res.body.text()) as { action?: unknown }
-      if (res.statusCode !== 200 || json.action !== 'add header') {
-        throw new Error(`scan failed: HTTP ${res.statusCode}, action ${String(json.action)}`)
-      }
+      const res = await this.pool.request({
+        method: 'POST',
+        path: '/checkv2',
+        headers: BARE_HEADERS,
+        body: data,
+      })
+      checkReply(res.statusCode, await res.body.text())
     }
     return Array.from({ length: n }, () => scan)
   }
 }
 
-async function run(
-  c: PluginCandidate | CeilingCandidate,
-  job: Extract<Job, { type: 'run' }>,
-): Promise<JobResult> {
+/** The other bare client: node:http's request() through a keep-alive Agent, the message from a Buffer. */
+class HttpCandidate {
+  private readonly agent = new http.Agent({ keepAlive: true })
+  private message: { bytes: number; data: Buffer } = { bytes: 0, data: Buffer.alloc(0) }
+  readonly loaded = `node:http ${process.version} request() with a keep-alive Agent, message from a Buffer`
+
+  constructor(private readonly port: number) {}
+
+  async scanners(bytes: number, n: number): Promise<Scanner[]> {
+    if (this.message.bytes !== bytes) this.message = { bytes, data: benchMessage(bytes) }
+    const data = this.message.data
+    const options: http.RequestOptions = {
+      host: '127.0.0.1',
+      port: this.port,
+      method: 'POST',
+      path: '/checkv2',
+      agent: this.agent,
+      headers: { ...BARE_HEADERS, 'Content-Length': data.length },
+    }
+    const scan = () =>
+      new Promise<void>((resolve, reject) => {
+        const req = http.request(options, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('error', reject)
+          res.on('end', () => {
+            try {
+              checkReply(res.statusCode, Buffer.concat(chunks).toString('utf8'))
+              resolve()
+            } catch (err) {
+              reject(err instanceof Error ? err : new Error(String(err)))
+            }
+          })
+        })
+        req.on('error', reject)
+        req.end(data)
+      })
+    return Array.from({ length: n }, () => scan)
+  }
+}
+
+type AnyCandidate = PluginCandidate | CeilingCandidate | HttpCandidate
+
+async function run(c: AnyCandidate, job: Extract<Job, { type: 'run' }>): Promise<JobResult> {
   const scanners = await c.scanners(job.bytes, job.concurrency)
   const start = performance.now()
   const cpu = process.cpuUsage()
@@ -188,7 +247,7 @@ async function run(
   }
 }
 
-async function rss(c: PluginCandidate | CeilingCandidate, bytes: number): Promise<JobResult> {
+async function rss(c: AnyCandidate, bytes: number): Promise<JobResult> {
   const gc = globalThis.gc
   if (!gc) throw new Error('run with --expose-gc')
   // load every code path first, so the measured scan pays only for the message
@@ -204,11 +263,7 @@ async function rss(c: PluginCandidate | CeilingCandidate, bytes: number): Promis
   return { type: 'rss', growthBytes: kb(/^VmHWM:\s+(\d+) kB/m) - base, baseBytes: base }
 }
 
-async function drain(
-  c: PluginCandidate | CeilingCandidate,
-  bytes: number,
-  messages: number,
-): Promise<JobResult> {
+async function drain(c: AnyCandidate, bytes: number, messages: number): Promise<JobResult> {
   if (!(c instanceof PluginCandidate)) throw new Error('drain needs a plugin candidate (Haraka objects)')
   return { type: 'drain', cpuMs: await c.drain(bytes, messages) }
 }
@@ -221,7 +276,14 @@ async function main(): Promise<void> {
   }
   const send = process.send?.bind(process)
   if (!send) throw new Error('candidate.ts runs as a child process with an IPC channel')
-  const c = which === 'ceiling' ? new CeilingCandidate(port) : new PluginCandidate(which as 'v2' | 'v1', port)
+  const c =
+    which === 'ceiling'
+      ? new CeilingCandidate(port)
+      : which === 'http'
+        ? new HttpCandidate(port)
+        : new PluginCandidate(which as 'v2' | 'v1', port)
+  // the driver is gone (killed, or stopped by a signal): nothing more to do
+  process.once('disconnect', () => process.exit(0))
   send({ type: 'ready', loaded: c.loaded } satisfies JobResult)
   process.on('message', (job: Job) => {
     // keep-alive sockets would keep the process up: exit explicitly

@@ -1,220 +1,206 @@
-// End to end: real Haraka (test/integration/haraka.ts) + real rspamd (scripts/rspamd.sh, the offline
-// config of test/rspamd) over SMTP with the corpus messages: Haraka + this plugin, Haraka + its bundled
-// 1.6.1, Haraka without scanning, and rspamd alone driven by a bare undici client (the ceiling).
+// End to end: real Haraka (test/integration/haraka.ts) + real rspamd (bench/real.ts) over SMTP, per
+// message size × concurrency: Haraka + this plugin, Haraka + its bundled 1.6.1, Haraka without scanning,
+// and rspamd alone driven by a bare undici client (the ceiling). Besides msg/s and latency, the CPU each
+// Haraka process (and rspamd) used per message, from /proc: the figure a busy shared machine hurts least.
 
-import { readdirSync, readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
 import { Pool } from 'undici'
-import { Haraka } from '../test/integration/haraka'
-import { sendMail } from '../test/integration/smtp'
-import { CORPUS, corpus, REPO } from '../test/support/harness'
+import { corpus } from '../test/support/harness'
+import { benchMessage, SIZES } from './messages'
+import { cpuMs, CLK_TCK, treeCpuMs } from './proc'
+import {
+  type BenchHaraka,
+  expectVerdicts,
+  proveScanning,
+  RSPAMD_PORT,
+  rspamdPid,
+  rspamdStat,
+  sendExpecting,
+  startHaraka,
+  stopHaraka,
+} from './real'
 
 export const E2E_VARIANTS = ['rspamd', 'v2', 'v1', 'none'] as const
 export type E2eVariant = (typeof E2E_VARIANTS)[number]
+export const E2E_SIZES = ['5 KB', '100 KB', '1 MB'] as const
 export const E2E_CONCURRENCY = [1, 8, 32] as const
 
 export interface E2eCell {
   variant: E2eVariant
+  size: string
   concurrency: number
   messages: number
   wallMs: number
   /** ms from the end of the message (SMTP: the final dot) to the verdict, per message */
   latencies: number[]
+  /** CPU ms (user + system) the Haraka process used during the turns; null for rspamd alone */
+  harakaCpuMs: number | null
+  /** CPU ms rspamd (main process and workers) used during the turns; null when its pid is unknown */
+  rspamdCpuMs: number | null
 }
 
 export interface E2eResults {
   loaded: Record<E2eVariant, string>
   cells: E2eCell[]
-  corpus: string[]
+  /** clock ticks per second of /proc/<pid>/stat: the resolution of the CPU figures */
+  clkTck: number
 }
 
 export interface E2ePlan {
   rounds: number
-  minMessages: number
-  minMs: number
+  /** per size label: one variant's turn lasts at least minMessages and minMs; rounds when not `rounds` */
+  turn: Record<string, { minMessages: number; minMs: number; rounds?: number }>
+  /** unmeasured messages per variant and size first (JIT, caches), at concurrency 4 */
+  warmupMessages: number
 }
 
-interface Message {
-  name: string
-  data: Buffer
-  /** rspamd rejects it (GTUBE): a scanning Haraka answers 550 */
-  spam: boolean
+/** Sends one message and resolves to its latency in ms; throws unless the verdict is the expected one. */
+type Sender = (data: Buffer) => Promise<number>
+
+function harakaSender(b: BenchHaraka): Sender {
+  // `add header`: every Haraka accepts; that rspamd scanned it is checked against rspamd's counters
+  return (data) => sendExpecting(b.haraka, data, 250, `Haraka (${b.variant})`)
 }
 
-type Sender = (m: Message) => Promise<number>
-
-function harakaSender(h: Haraka, scans: boolean): Sender {
-  return async (m) => {
-    const res = await sendMail({
-      port: h.port,
-      from: 'alice@example.org',
-      to: ['bob@example.net'],
-      data: m.data,
-    })
-    // the verdict proves the scan happened: GTUBE is refused only when rspamd was asked
-    const expected = scans && m.spam ? 550 : 250
-    if (res.final.code !== expected) {
-      throw new Error(`${m.name}: expected ${expected}, got ${res.final.code} ${res.final.text}`)
-    }
-    return res.dataMs
-  }
+const BARE_HEADERS = {
+  IP: '127.0.0.1',
+  Helo: 'client.example.org',
+  From: 'alice@example.org',
+  Rcpt: 'bob@example.net',
 }
 
-function rspamdSender(pool: Pool): Sender {
-  return async (m) => {
+function rspamdSender(pool: Pool, action: string): Sender {
+  return async (data) => {
     const start = performance.now()
-    const res = await pool.request({
-      method: 'POST',
-      path: '/checkv2',
-      headers: {
-        IP: '127.0.0.1',
-        Helo: 'client.example.org',
-        From: 'alice@example.org',
-        Rcpt: 'bob@example.net',
-      },
-      body: m.data,
-    })
+    const res = await pool.request({ method: 'POST', path: '/checkv2', headers: BARE_HEADERS, body: data })
     const json = JSON.parse(await res.body.text()) as { action?: unknown }
     const ms = performance.now() - start
-    if (res.statusCode !== 200 || (json.action === 'reject') !== m.spam) {
-      throw new Error(`${m.name}: HTTP ${res.statusCode}, action ${String(json.action)}`)
+    if (res.statusCode !== 200 || json.action !== action) {
+      throw new Error(`rspamd alone: HTTP ${res.statusCode}, action ${String(json.action)}, not ${action}`)
     }
     return ms
   }
 }
 
-/** The haraka-plugin-rspamd Haraka finds when the Haraka directory has none: the path search of its plugins.js. */
-function bundledPlugin(): string {
-  const prefix = join(REPO, 'node_modules', 'Haraka')
-  for (const p of [
-    join(prefix, 'node_modules', 'haraka-plugin-rspamd', 'package.json'),
-    join(dirname(prefix), 'haraka-plugin-rspamd', 'package.json'),
-  ]) {
-    try {
-      const pkg = JSON.parse(readFileSync(p, 'utf8')) as { version: string }
-      return `haraka-plugin-rspamd ${pkg.version} bundled with Haraka (${p})`
-    } catch {
-      // not at this place of Haraka's search path: the next one
-    }
-  }
-  throw new Error('Haraka bundles no haraka-plugin-rspamd')
-}
-
-function harakaVersion(): string {
-  const pkg = JSON.parse(readFileSync(join(REPO, 'node_modules', 'Haraka', 'package.json'), 'utf8')) as {
-    version: string
-  }
-  return pkg.version
+interface Turn {
+  messages: number
+  wallMs: number
+  latencies: number[]
 }
 
 async function load(
-  senders: Sender[],
-  plan: E2ePlan,
-  messages: Message[],
-): Promise<Omit<E2eCell, 'variant'>> {
+  send: Sender,
+  concurrency: number,
+  data: Buffer,
+  minMessages: number,
+  minMs: number,
+): Promise<Turn> {
   const latencies: number[] = []
   let started = 0
   const start = performance.now()
-  const more = () => started < plan.minMessages || performance.now() - start < plan.minMs
+  const more = () => started < minMessages || performance.now() - start < minMs
   await Promise.all(
-    senders.map(async (send) => {
+    Array.from({ length: concurrency }, async () => {
       while (more()) {
-        const m = messages[started++ % messages.length]
-        latencies.push(await send(m))
+        started++
+        latencies.push(await send(data))
       }
     }),
   )
-  return { concurrency: senders.length, messages: started, wallMs: performance.now() - start, latencies }
+  return { messages: started, wallMs: performance.now() - start, latencies }
 }
 
-export async function runE2e(
-  rspamdPort: number,
-  plan: E2ePlan,
-  log: (s: string) => void,
-): Promise<E2eResults> {
-  const messages: Message[] = readdirSync(CORPUS)
-    .filter((f) => f.endsWith('.eml'))
-    .sort()
-    .map((name) => ({ name, data: corpus(name), spam: name === 'gtube.eml' }))
-  if (!messages.some((m) => m.spam)) throw new Error(`no gtube.eml in ${CORPUS}: cannot prove scanning`)
-  // the load comes from 127.0.0.1, which [check] skips by default
-  const ini = `host = 127.0.0.1\nport = ${rspamdPort}\ntimeout = 20\n[check]\nlocal_ip = true\nprivate_ip = true\n`
-  const common = { rspamdIni: ini, discardQueue: true, pluginTimeout: 30 }
-  const harakas: Haraka[] = []
-  const pool = new Pool(`http://127.0.0.1:${rspamdPort}`, { connections: null })
+export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E2eResults> {
+  const harakas: BenchHaraka[] = []
+  const pool = new Pool(`http://127.0.0.1:${RSPAMD_PORT}`, { connections: null })
   try {
-    const [v2, v1, none] = await Promise.all([
-      Haraka.start(common),
-      Haraka.start({ ...common, installPlugin: false }),
-      Haraka.start({ ...common, installPlugin: false, scan: false }),
-    ])
-    harakas.push(v2, v1, none)
-    const line = await v2.waitForLog(/haraka-plugin-rspamd \S+ from /)
-    if (
-      !/haraka-plugin-rspamd 2\.\d+\.\d+ from /.test(line) ||
-      !line.includes(join(v2.dir, 'node_modules'))
-    ) {
-      throw new Error(`Haraka + this plugin loaded something else: ${line}`)
-    }
-    if (v1.logged(/haraka-plugin-rspamd 2\./).length > 0) throw new Error('Haraka + 1.6.1 loaded 2.x')
+    harakas.push(...(await Promise.all((['v2', 'v1', 'none'] as const).map((v) => startHaraka(v)))))
+    const [v2, v1, none] = harakas
+    const ping = await pool.request({ method: 'GET', path: '/ping' })
+    await ping.body.dump()
+    const server = ping.headers.server
+    const rspamdVersion = typeof server === 'string' ? server.replace(/^rspamd\//, '') : 'unknown'
     const loaded: Record<E2eVariant, string> = {
-      rspamd: `rspamd ${rspamdVersion(await pool.request({ method: 'GET', path: '/ping' }))}, undici Pool`,
-      v2: `Haraka ${harakaVersion()} + ${line.replace(/^.*(haraka-plugin-rspamd \S+ from [^,\s]+).*$/, '$1')}`,
-      v1: `Haraka ${harakaVersion()} + ${bundledPlugin()}`,
-      none: `Haraka ${harakaVersion()}, no rspamd plugin`,
+      rspamd: `rspamd ${rspamdVersion} alone, undici Pool, message from a Buffer`,
+      v2: v2.loaded,
+      v1: v1.loaded,
+      none: none.loaded,
     }
-    const senders: Record<E2eVariant, () => Sender> = {
-      rspamd: () => rspamdSender(pool),
-      v2: () => harakaSender(v2, true),
-      v1: () => harakaSender(v1, true),
-      none: () => harakaSender(none, false),
+    // proof that scanning happens where it should: GTUBE is refused only by the scanning Harakas
+    const gtube = corpus('gtube.eml')
+    for (const b of harakas) await proveScanning(b, gtube)
+    await rspamdSender(pool, 'reject')(gtube)
+    log(
+      '  GTUBE: 550 from Haraka + 2.x and Haraka + 1.6.1, 250 from Haraka without scanning, reject from rspamd',
+    )
+
+    const senders: Record<E2eVariant, Sender> = {
+      rspamd: rspamdSender(pool, 'add header'),
+      v2: harakaSender(v2),
+      v1: harakaSender(v1),
+      none: harakaSender(none),
     }
-    // warm-up: JIT and connections of each variant, unmeasured
-    for (const v of E2E_VARIANTS) {
-      await load(
-        Array.from({ length: 4 }, () => senders[v]()),
-        { rounds: 1, minMessages: messages.length * 4, minMs: 0 },
-        messages,
-      )
+    const pids: Record<E2eVariant, number | undefined> = {
+      rspamd: undefined,
+      v2: v2.haraka.pid,
+      v1: v1.haraka.pid,
+      none: none.haraka.pid,
     }
+    const rspamdMain = rspamdPid()
+    if (rspamdMain === undefined) log("  (rspamd's pid is unknown: no rspamd CPU figures)")
+
     const cells: E2eCell[] = []
-    for (const concurrency of E2E_CONCURRENCY) {
-      const sums = new Map<E2eVariant, E2eCell>()
-      for (let round = 0; round < plan.rounds; round++) {
-        const order = E2E_VARIANTS.map((_, i) => E2E_VARIANTS[(i + round) % E2E_VARIANTS.length])
-        for (const v of order) {
-          const r = await load(
-            Array.from({ length: concurrency }, () => senders[v]()),
-            plan,
-            messages,
-          )
-          const s = sums.get(v) ?? { variant: v, concurrency, messages: 0, wallMs: 0, latencies: [] }
-          s.messages += r.messages
-          s.wallMs += r.wallMs
-          s.latencies.push(...r.latencies)
-          sums.set(v, s)
+    for (const size of SIZES.filter((s) => (E2E_SIZES as readonly string[]).includes(s.label))) {
+      const data = benchMessage(size.bytes)
+      for (const v of E2E_VARIANTS) await load(senders[v], 4, data, plan.warmupMessages, 0)
+      const { rounds = plan.rounds, ...turn } = plan.turn[size.label]
+      for (const concurrency of E2E_CONCURRENCY) {
+        const sums = new Map<E2eVariant, E2eCell>()
+        for (let round = 0; round < rounds; round++) {
+          // A B C D, then B C D A …: machine noise and turn order hit every variant alike
+          const order = E2E_VARIANTS.map((_, i) => E2E_VARIANTS[(i + round) % E2E_VARIANTS.length])
+          for (const v of order) {
+            const pid = pids[v]
+            const stat = await rspamdStat()
+            const cpu0 = pid === undefined ? 0 : cpuMs(pid)
+            const rspamd0 = rspamdMain === undefined ? NaN : treeCpuMs(rspamdMain)
+            const r = await load(senders[v], concurrency, data, turn.minMessages, turn.minMs)
+            const harakaCpu = pid === undefined ? null : cpuMs(pid) - cpu0
+            const rspamdCpu = rspamdMain === undefined ? null : treeCpuMs(rspamdMain) - rspamd0
+            await expectVerdicts(stat, v === 'none' ? 0 : r.messages, `${v}, ${size.label} × ${concurrency}`)
+            const s = sums.get(v) ?? {
+              variant: v,
+              size: size.label,
+              concurrency,
+              messages: 0,
+              wallMs: 0,
+              latencies: [],
+              harakaCpuMs: harakaCpu === null ? null : 0,
+              rspamdCpuMs: rspamdCpu === null ? null : 0,
+            }
+            s.messages += r.messages
+            s.wallMs += r.wallMs
+            s.latencies.push(...r.latencies)
+            if (s.harakaCpuMs !== null && harakaCpu !== null) s.harakaCpuMs += harakaCpu
+            if (s.rspamdCpuMs !== null && rspamdCpu !== null) s.rspamdCpuMs += rspamdCpu
+            sums.set(v, s)
+          }
         }
+        log(
+          `  ${size.label} × ${concurrency}: ` +
+            [...sums.values()]
+              .map((s) => {
+                const cpu =
+                  s.harakaCpuMs === null ? '' : ` (${(s.harakaCpuMs / s.messages).toFixed(2)} ms CPU)`
+                return `${s.variant} ${((s.messages * 1000) / s.wallMs).toFixed(1)}/s${cpu}`
+              })
+              .join(', '),
+        )
+        cells.push(...sums.values())
       }
-      log(
-        `  end to end × ${concurrency}: ` +
-          [...sums.values()]
-            .map((s) => `${s.variant} ${((s.messages * 1000) / s.wallMs).toFixed(1)}/s`)
-            .join(', '),
-      )
-      cells.push(...sums.values())
     }
-    return { loaded, cells, corpus: messages.map((m) => m.name) }
+    return { loaded, cells, clkTck: CLK_TCK }
   } finally {
-    await Promise.all(harakas.map((h) => h.stop()))
+    await Promise.all(harakas.map((b) => stopHaraka(b)))
     await pool.close()
   }
-}
-
-function rspamdVersion(res: {
-  headers: Record<string, string | string[] | undefined>
-  body: { dump(): Promise<void> }
-}) {
-  void res.body.dump()
-  const server = res.headers.server
-  return typeof server === 'string' ? server.replace(/^rspamd\//, '') : 'unknown'
 }

@@ -1,17 +1,20 @@
 // The plugin micro-benchmark: each candidate (bench/candidate.ts, one process each) scans messages of
-// each size at each concurrency against the fast fake rspamd, interleaved round by round; then peak
-// RSS for one 25 MB message (a fresh process per candidate) and TCP connections per 1 000 messages.
+// each size at each concurrency against the fast fake rspamd, interleaved round by round, first over
+// keep-alive, then with a fake that closes every connection as rspamd 3.4 does; then peak RSS for one
+// 25 MB message (a fresh process per candidate) and TCP connections per 1 000 messages.
 
 import { type ChildProcess, fork } from 'node:child_process'
 import { join } from 'node:path'
-import { CANDIDATES, type Candidate, type Job, type JobResult } from './candidate'
-import { FastRspamd, type Counters } from './fast-rspamd'
+import { type Candidate, type Job, type JobResult } from './candidate'
+import { FastRspamd, type Counters, type ServerMode } from './fast-rspamd'
 import { SIZES } from './messages'
 import { REPO } from '../test/support/harness'
 
 export const CONCURRENCY = [1, 8, 32] as const
 
 export interface MicroCell {
+  /** the fake rspamd's connection handling */
+  mode: ServerMode
   candidate: Candidate
   size: string
   concurrency: number
@@ -21,19 +24,27 @@ export interface MicroCell {
 }
 
 export interface MicroResults {
-  loaded: Record<Candidate, string>
+  loaded: Partial<Record<Candidate, string>>
   cells: MicroCell[]
   /** CPU ms per message of reading Haraka's message_stream alone (a cost of every plugin), per size */
   streamCpuMs: Record<string, number>
   /** peak RSS growth during one 25 MB scan: the median of `rssRuns` fresh processes */
-  rss: Record<Candidate, number>
+  rss: Partial<Record<Candidate, number>>
   rssRuns: number
   /** TCP connections the fake rspamd accepted for 1 000 messages of 5 KB at concurrency 8 */
-  connections: Record<Candidate, number>
+  connections: Partial<Record<Candidate, number>>
   connectionsConcurrency: number
 }
 
+/**
+ * per size label: minimum messages and minimum ms of one candidate's turn, rounds when not the plan's,
+ * and the concurrencies when not all of CONCURRENCY
+ */
+type Turns = Record<string, { minMessages: number; minMs: number; rounds?: number; concurrency?: number[] }>
+
 export interface MicroPlan {
+  /** the candidates of the keep-alive part (and of the RSS and connection figures) */
+  candidates: readonly Candidate[]
   rounds: number
   /** an unmeasured turn per candidate and size first (JIT, connections, caches) */
   warmup: { minMessages: number; minMs: number }
@@ -42,8 +53,16 @@ export interface MicroPlan {
    * per size label: minimum messages and minimum ms of one candidate's turn (a turn also sends at
    * least one message per concurrent scan), and rounds when not `rounds`
    */
-  turn: Record<string, { minMessages: number; minMs: number; rounds?: number }>
+  turn: Turns
   connectionMessages: number
+  /** the fake that closes every connection (rspamd 3.4's way): every candidate, these sizes and concurrencies */
+  close: {
+    candidates: readonly Candidate[]
+    sizes: string[]
+    concurrency: number[]
+    rounds: number
+    turn: Turns
+  }
 }
 
 class CandidateProcess {
@@ -115,21 +134,98 @@ function delta(after: Counters, before: Counters): Counters {
   }
 }
 
-/** Checks what the fake rspamd saw against what the candidate says it did: no silent failures. */
-function verify(name: string, seen: Counters, messages: number, bytes: number): void {
-  if (seen.requests !== messages || seen.badRequests !== 0 || seen.bodyBytes !== messages * bytes) {
+/**
+ * Checks what the fake rspamd saw against what the candidate says it did: no silent failures. A fake
+ * that closes every connection must have seen one connection per message.
+ */
+function verify(name: string, seen: Counters, messages: number, bytes: number, mode: ServerMode): void {
+  if (
+    seen.requests !== messages ||
+    seen.badRequests !== 0 ||
+    seen.bodyBytes !== messages * bytes ||
+    (mode === 'close' && seen.connections !== messages)
+  ) {
     throw new Error(
-      `${name}: reported ${messages} scans of ${bytes} bytes, the fake rspamd saw ${seen.requests} ` +
-        `requests (${seen.badRequests} not POST /checkv2) and ${seen.bodyBytes} body bytes`,
+      `${name}: reported ${messages} scans of ${bytes} bytes, the fake rspamd (${mode}) saw ${seen.requests} ` +
+        `requests (${seen.badRequests} not POST /checkv2), ${seen.bodyBytes} body bytes and ` +
+        `${seen.connections} connections`,
     )
+  }
+}
+
+/** Every candidate's turns at one size and concurrency, in rotating order, summed per candidate. */
+async function measure(
+  procs: CandidateProcess[],
+  fake: FastRspamd,
+  size: { label: string; bytes: number },
+  concurrency: number,
+  rounds: number,
+  turn: { minMessages: number; minMs: number },
+  log: (s: string) => void,
+): Promise<MicroCell[]> {
+  const sums = new Map<Candidate, MicroCell>()
+  for (let round = 0; round < rounds; round++) {
+    // A, B, C then B, C, A …: machine noise and turn order hit every candidate alike
+    const order = procs.map((_, i) => procs[(i + round) % procs.length])
+    for (const p of order) {
+      const before = fake.snapshot()
+      const r = await p.do({ type: 'run', bytes: size.bytes, concurrency, ...turn })
+      if (r.type !== 'run') throw new Error(`${p.name}: unexpected ${r.type}`)
+      verify(p.name, delta(fake.snapshot(), before), r.messages, size.bytes, fake.mode)
+      const s = sums.get(p.name) ?? {
+        mode: fake.mode,
+        candidate: p.name,
+        size: size.label,
+        concurrency,
+        messages: 0,
+        wallMs: 0,
+        cpuMs: 0,
+      }
+      s.messages += r.messages
+      s.wallMs += r.wallMs
+      s.cpuMs += r.cpuMs
+      sums.set(p.name, s)
+    }
+  }
+  const line = [...sums.values()]
+    .map((s) => `${s.candidate} ${((s.messages * 1000) / s.wallMs).toFixed(1)}/s`)
+    .join(', ')
+  log(`  ${fake.mode === 'close' ? 'close: ' : ''}${size.label} × ${concurrency}: ${line}`)
+  return [...sums.values()]
+}
+
+/** The close-mode part: a fake rspamd that closes every connection after its reply, fresh candidate processes. */
+async function measureClose(
+  plan: MicroPlan,
+  log: (s: string) => void,
+): Promise<{ cells: MicroCell[]; loaded: Partial<Record<Candidate, string>> }> {
+  const fake = await FastRspamd.start('close')
+  const procs = plan.close.candidates.map((c) => new CandidateProcess(c, fake.port))
+  try {
+    const loaded: Partial<Record<Candidate, string>> = {}
+    for (const p of procs) loaded[p.name] = await p.ready
+    const cells: MicroCell[] = []
+    for (const size of SIZES.filter((s) => plan.close.sizes.includes(s.label))) {
+      for (const p of procs) {
+        await p.do({ type: 'run', bytes: size.bytes, concurrency: 1, ...plan.warmup })
+      }
+      const { rounds = plan.close.rounds, ...turn } = plan.close.turn[size.label]
+      for (const concurrency of plan.close.concurrency) {
+        cells.push(...(await measure(procs, fake, size, concurrency, rounds, turn, log)))
+      }
+    }
+    return { cells, loaded }
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()))
+    await fake.close()
   }
 }
 
 export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promise<MicroResults> {
   const fake = await FastRspamd.start()
-  const procs = CANDIDATES.map((c) => new CandidateProcess(c, fake.port))
+  const procs = plan.candidates.map((c) => new CandidateProcess(c, fake.port))
   try {
-    const loaded = {} as Record<Candidate, string>
+    const loaded: Partial<Record<Candidate, string>> = {}
     for (const p of procs) loaded[p.name] = await p.ready
     const cells: MicroCell[] = []
     const streamCpuMs: Record<string, number> = {}
@@ -151,40 +247,13 @@ export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promi
       log(
         `  ${size.label}: Haraka's message_stream alone ${streamCpuMs[size.label].toFixed(2)} ms CPU/message`,
       )
-      for (const concurrency of CONCURRENCY) {
-        const sums = new Map<Candidate, MicroCell>()
-        const { rounds = plan.rounds, ...turn } = plan.turn[size.label]
-        for (let round = 0; round < rounds; round++) {
-          // A, B, C then B, C, A …: machine noise and turn order hit every candidate alike
-          const order = procs.map((_, i) => procs[(i + round) % procs.length])
-          for (const p of order) {
-            const before = fake.snapshot()
-            const r = await p.do({ type: 'run', bytes: size.bytes, concurrency, ...turn })
-            if (r.type !== 'run') throw new Error(`${p.name}: unexpected ${r.type}`)
-            verify(p.name, delta(fake.snapshot(), before), r.messages, size.bytes)
-            const s = sums.get(p.name) ?? {
-              candidate: p.name,
-              size: size.label,
-              concurrency,
-              messages: 0,
-              wallMs: 0,
-              cpuMs: 0,
-            }
-            s.messages += r.messages
-            s.wallMs += r.wallMs
-            s.cpuMs += r.cpuMs
-            sums.set(p.name, s)
-          }
-        }
-        const line = [...sums.values()]
-          .map((s) => `${s.candidate} ${((s.messages * 1000) / s.wallMs).toFixed(1)}/s`)
-          .join(', ')
-        log(`  ${size.label} × ${concurrency}: ${line}`)
-        cells.push(...sums.values())
+      const { rounds = plan.rounds, concurrency: only, ...turn } = plan.turn[size.label]
+      for (const concurrency of only ?? CONCURRENCY) {
+        cells.push(...(await measure(procs, fake, size, concurrency, rounds, turn, log)))
       }
     }
 
-    const connections = {} as Record<Candidate, number>
+    const connections: Partial<Record<Candidate, number>> = {}
     const connectionsConcurrency = 8
     for (const p of procs) {
       // idle keep-alive sockets of earlier runs count as reuse: start from none
@@ -203,15 +272,15 @@ export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promi
       await fresh.stop()
       if (r.type !== 'run') throw new Error(`${p.name}: unexpected ${r.type}`)
       const seen = delta(fake.snapshot(), before)
-      verify(p.name, seen, r.messages, bytes)
+      verify(p.name, seen, r.messages, bytes, fake.mode)
       connections[p.name] = seen.connections
       log(`  connections for ${r.messages} messages: ${p.name} ${seen.connections}`)
     }
 
-    const runs = new Map<Candidate, number[]>(CANDIDATES.map((c) => [c, []]))
+    const runs = new Map<Candidate, number[]>(plan.candidates.map((c) => [c, []]))
     const big = SIZES[SIZES.length - 1]
     for (let i = 0; i < plan.rssRuns; i++) {
-      for (const name of CANDIDATES) {
+      for (const name of plan.candidates) {
         // a fresh process: the heap of earlier runs would hide (or add) growth
         const fresh = new CandidateProcess(name, fake.port)
         await fresh.ready
@@ -221,13 +290,18 @@ export async function runMicro(plan: MicroPlan, log: (s: string) => void): Promi
         runs.get(name)?.push(r.growthBytes)
       }
     }
-    const rss = {} as Record<Candidate, number>
+    const rss: Partial<Record<Candidate, number>> = {}
     for (const [name, list] of runs) {
       list.sort((a, b) => a - b)
       rss[name] = list[Math.floor(list.length / 2)]
       const mb = list.map((b) => (b / 1048576).toFixed(1)).join(', ')
       log(`  peak RSS growth, one ${big.label} message: ${name} ${mb} MB`)
     }
+
+    log('  the fake rspamd closes every connection (as rspamd 3.4 does) …')
+    const close = await measureClose(plan, log)
+    cells.push(...close.cells)
+    for (const [c, text] of Object.entries(close.loaded)) loaded[c as Candidate] ??= text
     return { loaded, cells, streamCpuMs, rss, rssRuns: plan.rssRuns, connections, connectionsConcurrency }
   } finally {
     await Promise.all(procs.map((p) => p.stop()))

@@ -1,6 +1,7 @@
 // Markdown tables from one run's figures: every figure next to its ratio to the ceiling and to 1.6.1,
 // and the issue's targets as measured, met or missed.
 
+import type { Candidate } from './candidate'
 import type { E2eCell, E2eResults } from './e2e'
 import type { MicroCell, MicroResults } from './micro'
 
@@ -15,11 +16,12 @@ export interface Machine {
 
 const f1 = (n: number) => n.toFixed(1)
 const f2 = (n: number) => n.toFixed(2)
-const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}×` : '–')
+const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}×` : '–')
 const pct = (n: number) => `${n >= 0 ? '+' : ''}${(n * 100).toFixed(0)} %`
-const mb = (b: number) => `${(b / 1048576).toFixed(1)} MB`
+const mb = (b: number | undefined) => (b === undefined ? '–' : `${(b / 1048576).toFixed(1)} MB`)
+const signed = (n: number) => `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(2)}`
 
-function table(head: string[], rows: string[][]): string {
+export function table(head: string[], rows: string[][]): string {
   return [
     `| ${head.join(' | ')} |`,
     `|${head.map(() => '---').join('|')}|`,
@@ -29,40 +31,51 @@ function table(head: string[], rows: string[][]): string {
 
 const rate = (c: { messages: number; wallMs: number }) => (c.messages * 1000) / c.wallMs
 const cpuPer = (c: MicroCell) => c.cpuMs / c.messages
+const harakaCpu = (c: E2eCell) => (c.harakaCpuMs === null ? NaN : c.harakaCpuMs / c.messages)
+const rspamdCpu = (c: E2eCell) => (c.rspamdCpuMs === null ? NaN : c.rspamdCpuMs / c.messages)
+const fCpu = (n: number) => (Number.isFinite(n) ? f2(n) : '–')
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
 }
 
-interface Row {
-  size: string
-  concurrency: number
-  ceiling: MicroCell
-  v2: MicroCell
-  v1: MicroCell
-}
+type Row = { size: string; concurrency: number } & Partial<Record<Candidate, MicroCell>> & { v2: MicroCell }
 
-function microRows(m: MicroResults): Row[] {
+function microRows(m: MicroResults, mode: MicroCell['mode']): Row[] {
   const rows: Row[] = []
-  for (const c of m.cells.filter((x) => x.candidate === 'v2')) {
-    const find = (name: string) => {
-      const hit = m.cells.find(
-        (x) => x.candidate === name && x.size === c.size && x.concurrency === c.concurrency,
-      )
-      if (!hit) throw new Error(`no ${name} cell for ${c.size} × ${c.concurrency}`)
-      return hit
+  for (const c of m.cells.filter((x) => x.candidate === 'v2' && x.mode === mode)) {
+    const row: Row = { size: c.size, concurrency: c.concurrency, v2: c }
+    for (const x of m.cells) {
+      if (x.mode === mode && x.size === c.size && x.concurrency === c.concurrency) row[x.candidate] = x
     }
-    rows.push({ size: c.size, concurrency: c.concurrency, ceiling: find('ceiling'), v2: c, v1: find('v1') })
+    rows.push(row)
   }
   return rows
 }
 
-function e2eCell(e: E2eResults, variant: string, concurrency: number): E2eCell {
-  const hit = e.cells.find((x) => x.variant === variant && x.concurrency === concurrency)
-  if (!hit) throw new Error(`no ${variant} cell at concurrency ${concurrency}`)
+function need(row: Row, name: Candidate): MicroCell {
+  const hit = row[name]
+  if (!hit) throw new Error(`no ${name} cell for ${row.size} × ${row.concurrency}`)
   return hit
 }
+
+/** The bare client that used the least CPU per message in this row (undici Pool or node:http). */
+function bestBare(row: Row): { name: string; cell: MicroCell } {
+  const bare = (['ceiling', 'http'] as const)
+    .map((n) => ({ name: n === 'ceiling' ? 'undici' : 'node:http', cell: row[n] }))
+    .filter((b): b is { name: string; cell: MicroCell } => b.cell !== undefined)
+  if (bare.length === 0) throw new Error(`no bare client for ${row.size} × ${row.concurrency}`)
+  return bare.reduce((a, b) => (cpuPer(b.cell) < cpuPer(a.cell) ? b : a))
+}
+
+function e2eCell(e: E2eResults, variant: string, size: string, concurrency: number): E2eCell {
+  const hit = e.cells.find((x) => x.variant === variant && x.size === size && x.concurrency === concurrency)
+  if (!hit) throw new Error(`no ${variant} cell at ${size} × ${concurrency}`)
+  return hit
+}
+
+const sortedLatencies = (c: E2eCell) => [...c.latencies].sort((a, b) => a - b)
 
 export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): string {
   const out: string[] = []
@@ -74,14 +87,17 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
   )
   out.push('')
   out.push('Candidates:')
-  out.push(`- ceiling: ${m.loaded.ceiling}`)
-  out.push(`- 2.x: ${m.loaded.v2}`)
-  out.push(`- 1.6.1: ${m.loaded.v1}`)
+  out.push(`- ceiling (undici): ${m.loaded.ceiling ?? '–'}`)
+  out.push(`- ceiling (node:http): ${m.loaded.http ?? '–'}`)
+  out.push(`- 2.x: ${m.loaded.v2 ?? '–'}`)
+  out.push(`- 1.6.1: ${m.loaded.v1 ?? '–'}`)
   out.push(`- end to end: ${e.loaded.v2}; ${e.loaded.v1}; ${e.loaded.none}; ${e.loaded.rspamd}`)
 
-  const rows = microRows(m)
+  const rows = microRows(m, 'keep-alive')
   out.push('')
   out.push('## Plugin micro-benchmark (no SMTP, fast fake rspamd on loopback, 38-symbol reply)')
+  out.push('')
+  out.push('### Keep-alive fake rspamd')
   out.push('')
   out.push(
     "Each plugin's data_post hook on haraka-test-fixtures transactions; the ceiling sends the same bytes " +
@@ -107,21 +123,25 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
         '2.x CPU ÷ ceiling',
         '2.x CPU ÷ 1.6.1',
       ],
-      rows.map((r) => [
-        r.size,
-        String(r.concurrency),
-        f1(rate(r.ceiling)),
-        f1(rate(r.v2)),
-        f1(rate(r.v1)),
-        ratio(rate(r.v2), rate(r.ceiling)),
-        ratio(rate(r.v2), rate(r.v1)),
-        f2(cpuPer(r.ceiling)),
-        f2(m.streamCpuMs[r.size] ?? NaN),
-        f2(cpuPer(r.v2)),
-        f2(cpuPer(r.v1)),
-        ratio(cpuPer(r.v2), cpuPer(r.ceiling)),
-        ratio(cpuPer(r.v2), cpuPer(r.v1)),
-      ]),
+      rows.map((r) => {
+        const ceiling = need(r, 'ceiling')
+        const v1 = need(r, 'v1')
+        return [
+          r.size,
+          String(r.concurrency),
+          f1(rate(ceiling)),
+          f1(rate(r.v2)),
+          f1(rate(v1)),
+          ratio(rate(r.v2), rate(ceiling)),
+          ratio(rate(r.v2), rate(v1)),
+          f2(cpuPer(ceiling)),
+          f2(m.streamCpuMs[r.size] ?? NaN),
+          f2(cpuPer(r.v2)),
+          f2(cpuPer(v1)),
+          ratio(cpuPer(r.v2), cpuPer(ceiling)),
+          ratio(cpuPer(r.v2), cpuPer(v1)),
+        ]
+      }),
     ),
   )
   out.push('')
@@ -134,16 +154,68 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
           mb(m.rss.ceiling),
           mb(m.rss.v2),
           mb(m.rss.v1),
-          ratio(m.rss.v2, m.rss.v1),
+          ratio(m.rss.v2 ?? NaN, m.rss.v1 ?? NaN),
         ],
         [
           `TCP connections for 1 000 messages (5 KB, concurrency ${m.connectionsConcurrency}, keep-alive server)`,
-          String(m.connections.ceiling),
-          String(m.connections.v2),
-          String(m.connections.v1),
-          ratio(m.connections.v2, m.connections.v1),
+          String(m.connections.ceiling ?? '–'),
+          String(m.connections.v2 ?? '–'),
+          String(m.connections.v1 ?? '–'),
+          ratio(m.connections.v2 ?? NaN, m.connections.v1 ?? NaN),
         ],
       ],
+    ),
+  )
+
+  const closeRows = microRows(m, 'close')
+  out.push('')
+  out.push('### Fake rspamd that closes every connection (as rspamd 3.4 does)')
+  out.push('')
+  out.push(
+    'The reply says `Connection: close` and the fake closes the connection after it, so every scan opens a ' +
+      'new TCP connection (checked: one connection per message). Two bare clients as ceilings: an undici ' +
+      'Pool and node:http `request()` with a keep-alive Agent, both sending the message from a Buffer. ' +
+      '"2.x − best bare" = the plugin\'s CPU per message minus that of the bare client that used less.',
+  )
+  out.push('')
+  out.push(
+    table(
+      [
+        'size',
+        'conc',
+        'undici msg/s',
+        'node:http msg/s',
+        '2.x msg/s',
+        '1.6.1 msg/s',
+        '2.x ÷ 1.6.1',
+        'undici CPU ms',
+        'node:http CPU ms',
+        'stream CPU ms',
+        '2.x CPU ms',
+        '1.6.1 CPU ms',
+        '2.x − best bare, ms',
+        '2.x CPU ÷ 1.6.1',
+      ],
+      closeRows.map((r) => {
+        const v1 = need(r, 'v1')
+        const best = bestBare(r)
+        return [
+          r.size,
+          String(r.concurrency),
+          f1(rate(need(r, 'ceiling'))),
+          f1(rate(need(r, 'http'))),
+          f1(rate(r.v2)),
+          f1(rate(v1)),
+          ratio(rate(r.v2), rate(v1)),
+          f2(cpuPer(need(r, 'ceiling'))),
+          f2(cpuPer(need(r, 'http'))),
+          f2(m.streamCpuMs[r.size] ?? NaN),
+          f2(cpuPer(r.v2)),
+          f2(cpuPer(v1)),
+          `${signed(cpuPer(r.v2) - cpuPer(best.cell))} (${best.name})`,
+          ratio(cpuPer(r.v2), cpuPer(v1)),
+        ]
+      }),
     ),
   )
 
@@ -151,37 +223,99 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
   out.push('## End to end (real Haraka + real rspamd over SMTP)')
   out.push('')
   out.push(
-    `Corpus messages in turn (${e.corpus.join(', ')}), one SMTP session per message, queue discards. ` +
-      'Latency = final dot to the reply (rspamd alone: request to reply). ' +
-      'rspamd 3.4 closes every connection after its reply (no keep-alive), so each scan is a new connection for every client.',
+    'The benchmark message of each size (the captured spam message with `X-Test-Action: add header`, padded ' +
+      'with a base64 attachment): rspamd answers `add header` and every Haraka 250. One SMTP session per ' +
+      'message, the queue discards. Before the figures, GTUBE got 550 from both scanning Harakas and 250 from ' +
+      "the one without scanning; after every turn, rspamd's own counters (controller `/stat`) must show one " +
+      '`add header` scan per message sent (none for Haraka without scanning). Latency = final dot to the ' +
+      'reply (rspamd alone: request to reply). CPU = utime+stime of the Haraka process (`/proc/<pid>/stat`, ' +
+      `${e.clkTck} ticks/s) over the turns ÷ messages, and the same for rspamd (main process and workers). ` +
+      'rspamd 3.4 closes every connection after its reply, so each scan is a new connection for every client.',
   )
   out.push('')
+  const summary: string[][] = []
+  const full: string[][] = []
   const names: Record<string, string> = {
     rspamd: 'rspamd alone (ceiling)',
     v2: 'Haraka + 2.x',
     v1: 'Haraka + 1.6.1',
     none: 'Haraka, no scanning',
   }
-  const e2eRows: string[][] = []
-  for (const c of e.cells) {
-    const ceiling = e2eCell(e, 'rspamd', c.concurrency)
-    const v1 = e2eCell(e, 'v1', c.concurrency)
-    const sorted = [...c.latencies].sort((a, b) => a - b)
-    const sortedV1 = [...v1.latencies].sort((a, b) => a - b)
-    e2eRows.push([
-      names[c.variant],
-      String(c.concurrency),
-      f1(rate(c)),
-      ratio(rate(c), rate(ceiling)),
-      ratio(rate(c), rate(v1)),
-      f1(percentile(sorted, 50)),
-      f1(percentile(sorted, 99)),
-      ratio(percentile(sorted, 50), percentile(sortedV1, 50)),
+  const keys = [...new Set(e.cells.map((c) => `${c.size}|${c.concurrency}`))]
+  for (const key of keys) {
+    const [size, conc] = key.split('|')
+    const concurrency = Number(conc)
+    const v2 = e2eCell(e, 'v2', size, concurrency)
+    const v1 = e2eCell(e, 'v1', size, concurrency)
+    const none = e2eCell(e, 'none', size, concurrency)
+    const ceiling = e2eCell(e, 'rspamd', size, concurrency)
+    const p50v1 = percentile(sortedLatencies(v1), 50)
+    summary.push([
+      size,
+      conc,
+      f1(rate(v2)),
+      f1(rate(v1)),
+      ratio(rate(v2), rate(v1)),
+      fCpu(harakaCpu(v2)),
+      fCpu(harakaCpu(v1)),
+      ratio(harakaCpu(v2), harakaCpu(v1)),
+      fCpu(harakaCpu(none)),
+      `${fCpu(harakaCpu(v2) - harakaCpu(none))} / ${fCpu(harakaCpu(v1) - harakaCpu(none))}`,
+      `${f1(percentile(sortedLatencies(v2), 50))} / ${f1(p50v1)}`,
     ])
+    for (const c of [ceiling, v2, v1, none]) {
+      const sorted = sortedLatencies(c)
+      full.push([
+        names[c.variant],
+        size,
+        conc,
+        f1(rate(c)),
+        ratio(rate(c), rate(ceiling)),
+        ratio(rate(c), rate(v1)),
+        f1(percentile(sorted, 50)),
+        f1(percentile(sorted, 99)),
+        ratio(percentile(sorted, 50), p50v1),
+        fCpu(harakaCpu(c)),
+        fCpu(rspamdCpu(c)),
+      ])
+    }
   }
-  e2eRows.sort((a, b) => Number(a[1]) - Number(b[1]))
   out.push(
-    table(['variant', 'conc', 'msg/s', '÷ ceiling', '÷ 1.6.1', 'p50 ms', 'p99 ms', 'p50 ÷ 1.6.1'], e2eRows),
+    table(
+      [
+        'size',
+        'conc',
+        '2.x msg/s',
+        '1.6.1 msg/s',
+        '2.x ÷ 1.6.1 msg/s',
+        '2.x Haraka CPU ms/msg',
+        '1.6.1 Haraka CPU ms/msg',
+        '2.x ÷ 1.6.1 CPU',
+        'no-scan Haraka CPU ms/msg',
+        'scanning adds, ms: 2.x / 1.6.1',
+        'p50 ms: 2.x / 1.6.1',
+      ],
+      summary,
+    ),
+  )
+  out.push('')
+  out.push(
+    table(
+      [
+        'variant',
+        'size',
+        'conc',
+        'msg/s',
+        '÷ ceiling',
+        '÷ 1.6.1',
+        'p50 ms',
+        'p99 ms',
+        'p50 ÷ 1.6.1',
+        'Haraka CPU ms/msg',
+        'rspamd CPU ms/msg',
+      ],
+      full,
+    ),
   )
 
   out.push('')
@@ -191,48 +325,67 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
   for (const size of ['5 KB', '1 MB']) {
     const limit = size === '5 KB' ? 0.1 : 0.05
     for (const r of rows.filter((x) => x.size === size)) {
-      const over = cpuPer(r.v2) / cpuPer(r.ceiling) - 1
+      const ceiling = need(r, 'ceiling')
+      const over = cpuPer(r.v2) / cpuPer(ceiling) - 1
       // what is left of the plugin's CPU once Haraka's stream and the ceiling's own work are taken
       // away, in ms (the stream is measured alone at concurrency 1: a rough split, not a ratio)
-      const rest = cpuPer(r.v2) - (m.streamCpuMs[size] ?? 0) - cpuPer(r.ceiling)
+      const rest = cpuPer(r.v2) - (m.streamCpuMs[size] ?? 0) - cpuPer(ceiling)
       targets.push([
-        `CPU overhead over the ceiling, ${size} × ${r.concurrency} (≤ ${pct(limit)})`,
-        `${pct(over)}: ${f2(cpuPer(r.v2) - cpuPer(r.ceiling))} ms/msg more, of which Haraka's message_stream ` +
+        `keep-alive: CPU overhead over the ceiling, ${size} × ${r.concurrency} (≤ ${pct(limit)})`,
+        `${pct(over)}: ${f2(cpuPer(r.v2) - cpuPer(ceiling))} ms/msg more, of which Haraka's message_stream ` +
           `${f2(m.streamCpuMs[size] ?? NaN)} ms and the rest ${rest > 0 ? `${f2(rest)} ms` : '≈ 0 (within noise)'}`,
         over <= limit ? 'met' : 'missed',
       ])
     }
   }
-  const slower = rows.filter((r) => rate(r.v2) < rate(r.v1))
+  for (const r of closeRows.filter((x) => x.size === '5 KB')) {
+    const best = bestBare(r)
+    const over = cpuPer(r.v2) - cpuPer(best.cell)
+    targets.push([
+      `connection closed after each reply: 2.x CPU per message within 0.1 ms of the best bare client, 5 KB × ${r.concurrency}`,
+      `${signed(over)} ms (2.x ${f2(cpuPer(r.v2))}, ${best.name} ${f2(cpuPer(best.cell))}; Haraka's message_stream alone ${f2(m.streamCpuMs[r.size] ?? NaN)})`,
+      over <= 0.1 ? 'met' : 'missed',
+    ])
+  }
+  const slower = [...rows, ...closeRows].filter((r) => rate(r.v2) < rate(need(r, 'v1')))
+  const all = rows.length + closeRows.length
   targets.push([
-    'hook alone: at least as fast as 1.6.1 (msg/s), every size × concurrency',
+    'hook alone: at least as fast as 1.6.1 (msg/s), every size × concurrency, both fakes',
     slower.length === 0
-      ? `${rows.length} of ${rows.length}`
-      : `slower in ${slower.map((r) => `${r.size} × ${r.concurrency} (${ratio(rate(r.v2), rate(r.v1))})`).join(', ')}`,
+      ? `${all} of ${all}`
+      : `slower in ${slower.map((r) => `${r.v2.mode} ${r.size} × ${r.concurrency} (${ratio(rate(r.v2), rate(need(r, 'v1')))})`).join(', ')}`,
     slower.length === 0 ? 'met' : 'missed',
   ])
   targets.push([
     'peak RSS growth for a 25 MB message < 5 MB',
     mb(m.rss.v2),
-    m.rss.v2 < 5 * 1048576 ? 'met' : 'missed',
+    m.rss.v2 !== undefined && m.rss.v2 < 5 * 1048576 ? 'met' : 'missed',
   ])
-  for (const c of e.cells.filter((x) => x.variant === 'v2')) {
-    const floor = Math.min(rate(e2eCell(e, 'none', c.concurrency)), rate(e2eCell(e, 'rspamd', c.concurrency)))
-    const share = rate(c) / floor
-    targets.push([
-      `end to end × ${c.concurrency}: Haraka + 2.x ≥ 90 % of min(no scanning, rspamd alone)`,
-      `${(share * 100).toFixed(0)} %`,
-      share >= 0.9 ? 'met' : 'missed',
-    ])
-  }
   const v2Cells = e.cells.filter((x) => x.variant === 'v2')
-  const e2eSlower = v2Cells.filter((c) => rate(c) < rate(e2eCell(e, 'v1', c.concurrency)))
+  const share = (c: E2eCell) =>
+    rate(c) /
+    Math.min(
+      rate(e2eCell(e, 'none', c.size, c.concurrency)),
+      rate(e2eCell(e, 'rspamd', c.size, c.concurrency)),
+    )
+  const shareMissed = v2Cells.filter((c) => share(c) < 0.9)
   targets.push([
-    'end to end: Haraka + 2.x at least as fast as Haraka + 1.6.1 (msg/s), every concurrency',
-    v2Cells
-      .map((c) => `× ${c.concurrency}: ${ratio(rate(c), rate(e2eCell(e, 'v1', c.concurrency)))}`)
-      .join(', '),
+    'end to end: Haraka + 2.x ≥ 90 % of min(no scanning, rspamd alone), every size × concurrency',
+    v2Cells.map((c) => `${c.size} × ${c.concurrency}: ${(share(c) * 100).toFixed(0)} %`).join(', '),
+    shareMissed.length === 0 ? 'met' : 'missed',
+  ])
+  const v1Of = (c: E2eCell) => e2eCell(e, 'v1', c.size, c.concurrency)
+  const e2eSlower = v2Cells.filter((c) => rate(c) < rate(v1Of(c)))
+  targets.push([
+    'end to end: Haraka + 2.x at least as fast as Haraka + 1.6.1 (msg/s), every size × concurrency',
+    v2Cells.map((c) => `${c.size} × ${c.concurrency}: ${ratio(rate(c), rate(v1Of(c)))}`).join(', '),
     e2eSlower.length === 0 ? 'met' : 'missed',
+  ])
+  const cpuWorse = v2Cells.filter((c) => !(harakaCpu(c) <= harakaCpu(v1Of(c))))
+  targets.push([
+    'end to end: Haraka + 2.x uses no more CPU per message than Haraka + 1.6.1, every size × concurrency',
+    v2Cells.map((c) => `${c.size} × ${c.concurrency}: ${ratio(harakaCpu(c), harakaCpu(v1Of(c)))}`).join(', '),
+    cpuWorse.length === 0 ? 'met' : 'missed',
   ])
   out.push(table(['target', 'measured', ''], targets))
   out.push('')

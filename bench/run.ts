@@ -2,25 +2,24 @@
 // and in bench/results/latest.md (figures as JSON beside it). Starts rspamd if it is not running and
 // stops what it started. BENCH_QUICK=1: short turns (a smoke run, rough figures).
 
-import { execFile } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { REPO } from '../test/support/harness'
-import { runE2e } from './e2e'
+import { runE2e, type E2ePlan } from './e2e'
 import { runMicro, type MicroPlan } from './micro'
+import { cpuModel } from './proc'
+import { ensureRspamd, stopHarakas, stopRspamd } from './real'
 import { renderReport } from './report'
 
-const run = promisify(execFile)
-const SCRIPT = join(REPO, 'scripts', 'rspamd.sh')
-const RSPAMD_PORT = Number(process.env.RSPAMD_PORT ?? 11343)
 const QUICK = process.env.BENCH_QUICK === '1'
 
-// Sized for < 10 minutes on 2 busy cores (~7 measured): each candidate's turn lasts ~minMs (or
-// minMessages, whichever is later), 2 rounds per cell, 3 candidates, 12 cells.
+// Sized for < 12 minutes on 2 busy cores: each candidate's turn lasts ~minMs (or minMessages, whichever
+// is later). Micro: 2 rounds per cell, 3 candidates × 12 cells over keep-alive, 4 candidates × 4 cells
+// with the closing fake; end to end: 2 rounds, 4 variants × 9 cells.
 const MICRO: MicroPlan = QUICK
   ? {
+      candidates: ['ceiling', 'v2', 'v1'],
       rounds: 1,
       rssRuns: 1,
       warmup: { minMessages: 8, minMs: 100 },
@@ -28,11 +27,20 @@ const MICRO: MicroPlan = QUICK
         '5 KB': { minMessages: 50, minMs: 200 },
         '100 KB': { minMessages: 20, minMs: 200 },
         '1 MB': { minMessages: 8, minMs: 200 },
-        '25 MB': { minMessages: 1, minMs: 0 },
+        // × 8 and × 32 send 8 and 32 messages of 25 MB per candidate: most of a smoke run's time
+        '25 MB': { minMessages: 1, minMs: 0, concurrency: [1] },
       },
       connectionMessages: 1000,
+      close: {
+        candidates: ['ceiling', 'http', 'v2', 'v1'],
+        sizes: ['5 KB', '100 KB'],
+        concurrency: [1, 8],
+        rounds: 1,
+        turn: { '5 KB': { minMessages: 50, minMs: 200 }, '100 KB': { minMessages: 20, minMs: 200 } },
+      },
     }
   : {
+      candidates: ['ceiling', 'v2', 'v1'],
       rounds: 2,
       rssRuns: 3,
       warmup: { minMessages: 16, minMs: 400 },
@@ -44,27 +52,34 @@ const MICRO: MicroPlan = QUICK
         '25 MB': { minMessages: 2, minMs: 2500, rounds: 1 },
       },
       connectionMessages: 1000,
+      close: {
+        candidates: ['ceiling', 'http', 'v2', 'v1'],
+        sizes: ['5 KB', '100 KB'],
+        concurrency: [1, 8],
+        rounds: 2,
+        turn: { '5 KB': { minMessages: 200, minMs: 1500 }, '100 KB': { minMessages: 100, minMs: 1500 } },
+      },
     }
-const E2E = QUICK ? { rounds: 1, minMessages: 40, minMs: 500 } : { rounds: 2, minMessages: 100, minMs: 3000 }
-
-function cpuModel(): string {
-  const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))
-  return m?.[1].trim() ?? cpus()[0]?.model ?? 'unknown CPU'
-}
-
-async function rspamd(cmd: 'start' | 'stop' | 'status'): Promise<boolean> {
-  const env = { ...process.env, RSPAMD_PORT: String(RSPAMD_PORT) }
-  return run('bash', [SCRIPT, cmd], { env, timeout: 600_000 }).then(
-    () => true,
-    (err: unknown) => {
-      if (cmd === 'status') return false
-      throw err
-    },
-  )
-}
-
-/** rspamd was not running and this run started it: stop it at the end (and only then) */
-let weStarted = false
+const E2E: E2ePlan = QUICK
+  ? {
+      rounds: 1,
+      warmupMessages: 8,
+      turn: {
+        '5 KB': { minMessages: 20, minMs: 300 },
+        '100 KB': { minMessages: 10, minMs: 300 },
+        '1 MB': { minMessages: 4, minMs: 300 },
+      },
+    }
+  : {
+      rounds: 2,
+      warmupMessages: 40,
+      turn: {
+        '5 KB': { minMessages: 100, minMs: 2500 },
+        '100 KB': { minMessages: 60, minMs: 2500 },
+        // ~30 msg/s here: a turn at × 32 sends at least 32 messages anyway
+        '1 MB': { minMessages: 16, minMs: 2000 },
+      },
+    }
 
 async function main(): Promise<void> {
   const started = performance.now()
@@ -72,13 +87,9 @@ async function main(): Promise<void> {
   try {
     log(`micro-benchmark${QUICK ? ' (quick)' : ''} …`)
     const micro = await runMicro(MICRO, log)
-    if (!(await rspamd('status'))) {
-      log('starting rspamd (scripts/rspamd.sh) …')
-      await rspamd('start')
-      weStarted = true
-    }
+    await ensureRspamd(log)
     log('end to end (real Haraka + real rspamd) …')
-    const e2e = await runE2e(RSPAMD_PORT, E2E, log)
+    const e2e = await runE2e(E2E, log)
     const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z')
     const machine = {
       date,
@@ -99,16 +110,18 @@ async function main(): Promise<void> {
     console.log(`\n${report}`)
     log(`(${((performance.now() - started) / 1000).toFixed(0)} s; written to bench/results/latest.md)`)
   } finally {
-    if (weStarted) await rspamd('stop')
+    await stopRspamd()
   }
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     console.error(`\n${sig}: stopping`)
-    // child processes and Haraka get the signal from the terminal too; rspamd is stopped here
-    const stop = weStarted ? rspamd('stop') : Promise.resolve(true)
-    void stop.finally(() => process.exit(130))
+    // candidate processes get the signal from a terminal (and exit with their IPC channel); the
+    // Harakas and rspamd are stopped here, also for a run in the background
+    void stopHarakas()
+      .then(() => stopRspamd())
+      .finally(() => process.exit(130))
   })
 }
 

@@ -115,6 +115,11 @@ export class Haraka {
     private proc: ChildProcess | undefined,
   ) {}
 
+  /** Haraka's process id while it runs (nodes=0: the one process that handles every connection). */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null ? this.proc.pid : undefined
+  }
+
   get queueDir(): string {
     return join(this.dir, 'test-queue')
   }
