@@ -3,9 +3,18 @@
 // src/client.ts, the only module that does network I/O.
 
 import { createHash } from 'node:crypto'
-import { createClient } from 'redis'
+import type { createClient } from 'redis'
 import type { RedisSettings } from './config'
 import { EXPIRE_MS, type GreylistOutcome, tripletDigest } from './greylist'
+
+/**
+ * The redis client package, loaded on first use: an operator without `store = redis` does not pay
+ * for it (its module tree is larger than the rest of the plugin together).
+ */
+function loadRedis(): typeof import('redis') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('redis') as typeof import('redis')
+}
 
 /**
  * One message's triplets, checked and recorded in one step: Redis runs a script alone, so two workers that
@@ -91,7 +100,7 @@ export class RedisGreylist {
           ? { host: s.host, port: s.port, tls: true as const, servername: s.host }
           : { host: s.host, port: s.port }
         : { path: s.path }
-    this.client = createClient({
+    this.client = loadRedis().createClient({
       socket: {
         ...socket,
         connectTimeout: s.connectTimeout ?? 2000,
