@@ -20,11 +20,9 @@ LOG_FILE="$STATE_DIR/redis.log"
 START_TIMEOUT=15 # seconds until PING must answer
 STOP_TIMEOUT=10  # seconds until the process must be gone
 
-log() { printf 'redis.sh: %s\n' "$*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
+NAME=redis.sh
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
 
 usage() {
   echo "usage: $0 start|stop|status|env" >&2
@@ -42,38 +40,21 @@ pinging() {
   [[ "$answer" == "+PONG"* ]]
 }
 
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
-}
 
-read_pid() {
-  local pid=""
-  [[ -s "$PID_FILE" ]] && pid="$(tr -dc '0-9' <"$PID_FILE")"
-  printf '%s' "$pid"
-}
 
 # The pid is alive, not a zombie, and a redis-server working in our state dir (it
 # rewrites its command line, so --dir, where it chdirs, is the marker).
 ours() {
-  [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 1
-  local stat exe
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0 # no procfs: trust kill -0
-  stat="${stat##*) }"
-  [[ "${stat:0:1}" != Z ]] || return 1
+  alive "$1" || return 1
+  [[ -d /proc/$1 ]] || return 0 # no procfs: trust kill -0
+  local exe
   exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
   [[ "${exe##*/}" == redis-server* || "${exe##*/}" == redis-check-rdb* ]] || return 1
   [[ "$(readlink "/proc/$1/cwd" 2>/dev/null)" == "$STATE_DIR" ]]
 }
 
 install_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  [[ "$(id -u)" -eq 0 ]] ||
-    die "redis-server is not installed and we are not root: run as root once, or: sudo apt-get install -y --no-install-recommends redis-server"
-  command -v apt-get >/dev/null 2>&1 || die "redis-server is not installed and apt-get is missing: install Redis (>= 5) by hand"
-  log "installing redis-server with apt-get"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
-  command -v redis-server >/dev/null 2>&1 || die "apt-get finished but there is no redis-server binary"
+  apt_install redis-server redis-server
   # The package starts the system service on 6379; ours is another port, so we leave it be.
 }
 
@@ -86,7 +67,7 @@ do_start() {
   fi
   if ! ours "$pid"; then
     install_redis
-    port_in_use && die "$HOST:$PORT is already in use by another process; set REDIS_PORT"
+    port_in_use "$PORT" && die "$HOST:$PORT is already in use by another process; set REDIS_PORT"
     mkdir -p "$STATE_DIR"
     rm -f "$PID_FILE"
     # Arguments, not a config file: the whole setup is visible here. daemonize: the

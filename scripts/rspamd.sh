@@ -28,8 +28,9 @@ START_TIMEOUT="${RSPAMD_START_TIMEOUT:-30}" # seconds until /ping must answer
 STOP_TIMEOUT=15                             # seconds until the processes must be gone
 RSPAMD_USER=_rspamd                         # created by the Debian package
 
-log() { printf 'rspamd.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+NAME=rspamd.sh
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
 
 usage() {
   echo "usage: $0 start|stop|status|env" >&2
@@ -59,10 +60,6 @@ http_get() {
   fi
 }
 
-# Something accepts TCP connections on 127.0.0.1:$1.
-port_in_use() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 pinging() {
   local body
@@ -70,31 +67,10 @@ pinging() {
   [[ "${body%%[[:space:]]*}" == pong ]]
 }
 
-read_pid() {
-  local pid=""
-  [[ -s "$PID_FILE" ]] && pid="$(tr -dc '0-9' <"$PID_FILE")"
-  printf '%s' "$pid"
-}
 
-# A process that exists and is not a zombie (a killed main process whose
-# parent is a non-reaping PID 1, as in some containers, stays a zombie).
-alive() {
-  [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 1
-  local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0 # no procfs: trust kill -0
-  stat="${stat##*) }"
-  [[ "${stat:0:1}" != Z ]]
-}
 
 install_rspamd() {
-  command -v rspamd >/dev/null 2>&1 && return 0
-  [[ "$(id -u)" -eq 0 ]] ||
-    die "rspamd is not installed and we are not root: run as root once, or: sudo apt-get install -y --no-install-recommends rspamd"
-  command -v apt-get >/dev/null 2>&1 || die "rspamd is not installed and apt-get is missing: install rspamd (>= 3.4) by hand"
-  log "installing rspamd with apt-get"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rspamd
-  command -v rspamd >/dev/null 2>&1 || die "apt-get finished but there is no rspamd binary"
+  apt_install rspamd rspamd
   # The package may start (and enable) the system service; it listens on
   # other ports (11332-11334), so it does not disturb ours and we leave it be.
 }
