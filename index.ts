@@ -4,7 +4,15 @@
 import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
-import { ConfigError, INI_BOOLEANS, parseConfig, parseRedisIni, sameTarget, type Config } from './src/config'
+import {
+  ConfigError,
+  INI_BOOLEANS,
+  oncePerConfig,
+  parseConfig,
+  parseRedisIni,
+  sameTarget,
+  type Config,
+} from './src/config'
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
@@ -394,15 +402,7 @@ function decodedSubject(header: Header): string | undefined {
 }
 
 /** rspamd's host as the headers name it: worked out once per config (os.hostname() is a system call) */
-const rspamdHosts = new WeakMap<Config, string>()
-function rspamdHost(cfg: Config): string {
-  let host = rspamdHosts.get(cfg)
-  if (host === undefined) {
-    host = rspamdHostName(cfg.target, hostname())
-    rspamdHosts.set(cfg, host)
-  }
-  return host
-}
+const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
 function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {

@@ -877,3 +877,17 @@ export function sameTarget(a: Config, b: Config): boolean {
     eq(sa.key, sb.key)
   )
 }
+
+/**
+ * `fn` worked out once per config object and then remembered (a parsed Config is never changed;
+ * a reload makes a new one): for values the hot path would otherwise rebuild for every message.
+ */
+export function oncePerConfig<C extends object, T>(fn: (cfg: C) => T): (cfg: C) => T {
+  const values = new WeakMap<C, T>()
+  return (cfg) => {
+    if (values.has(cfg)) return values.get(cfg) as T
+    const value = fn(cfg)
+    values.set(cfg, value)
+    return value
+  }
+}

@@ -1,7 +1,7 @@
 // Header styles, sanitising, RFC 2047 encoding and folding: every header the plugin writes,
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
-import { type Config, HEADER_STYLES, type HeaderStyle } from './config'
+import { type Config, HEADER_STYLES, type HeaderStyle, oncePerConfig } from './config'
 import { bySeverity, type Reply, type RspamdSymbol } from './reply'
 
 export interface HeaderField {
@@ -570,16 +570,14 @@ export function styleHeaderNames(styles: readonly HeaderStyle[], cfg: Pick<Confi
  * must not carry from elsewhere, so that a filter or MUA reading any of them reads ours or none.
  */
 export function verdictHeaderNames(cfg: Pick<Config, 'header'>): string[] {
-  // built once per config: remove_foreign asks for it on every accepted message
-  let known = namesByConfig.get(cfg)
-  if (known === undefined) {
-    known = Object.freeze(styleHeaderNames(HEADER_STYLES, cfg))
-    namesByConfig.set(cfg, known)
-  }
-  return [...known]
+  // a copy: callers add to it
+  return [...allVerdictHeaderNames(cfg)]
 }
 
-const namesByConfig = new WeakMap<object, readonly string[]>()
+// built once per config: remove_foreign asks for it on every accepted message
+const allVerdictHeaderNames = oncePerConfig((cfg: Pick<Config, 'header'>): readonly string[] =>
+  Object.freeze(styleHeaderNames(HEADER_STYLES, cfg)),
+)
 
 /**
  * Every configured style, in the configured order, as raw fields (a name two styles write, from
