@@ -1,12 +1,12 @@
-// The only module that does network I/O: an undici keep-alive pool per rspamd server, upstream
-// health and failover, a streaming POST, one total timeout, and a capped read of the reply.
-// Failures come back as values, never thrown.
+// A scan over the network: upstream health and failover across rspamd servers, a streaming POST (or
+// one Buffer for a small message), one total timeout, and a capped read of the reply. The bytes go
+// through a Transport (transport.ts). Failures come back as values, never thrown.
 
 import { Transform, Writable, type TransformCallback } from 'node:stream'
-import { buildConnector, Pool, errors as undiciErrors, type Dispatcher } from 'undici'
-import type { Config, Target, UpstreamConfig } from './config'
+import type { Config, Target, TransportKind, UpstreamConfig } from './config'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply } from './reply'
+import { describeTarget, isConnectTimeout, makeTransport, type Transport } from './transport'
 import type { ScanError, ScanErrorKind } from './verdict'
 
 /** rspamd replies are a few KiB; anything near this is broken or hostile. */
@@ -120,16 +120,6 @@ export class Coalescer extends Transform {
   }
 }
 
-function origin(target: Target): string {
-  if (target.kind === 'unix') return 'http://localhost'
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host
-  return `${target.scheme}://${host}:${target.port}`
-}
-
-export function describeTarget(target: Target): string {
-  return target.kind === 'unix' ? `unix:${target.socketPath}` : origin(target)
-}
-
 class TimeoutReason extends Error {
   constructor(
     ms: number,
@@ -158,46 +148,19 @@ export interface Attempt {
 
 export type ClientEvent = { level: 'warn' | 'info'; message: string }
 
+export { describeTarget }
+
 export interface ClientOptions {
   /** reply size cap (tests lower it) */
   maxReplyBytes?: number
-  /** undici Pool connections per server; null = unlimited */
+  /** connections per server; null = unlimited */
   connections?: number | null
+  /** overrides the config's `transport` */
+  transport?: TransportKind
   /** the clock for upstream health, in ms (tests move it) */
   now?: () => number
   /** servers marked dead and back again, for the plugin's log */
   onEvent?: (e: ClientEvent) => void
-}
-
-/**
- * undici's connector, with sockets that undici closes on purpose closed without an error.
- *
- * rspamd answers every scan with `Connection: close`, and undici then destroys the socket with an
- * InformationalError (code UND_ERR_INFO, 'reset'; 'aborted' when a scan is cancelled). Node's
- * stream destroy() formats that error's stack at once (lib/internal/streams/destroy.js, checkError),
- * which cost ~0.08 ms of CPU per message — more than all of our own reply handling. Closing without
- * the error is what undici's own close handler expects too: it takes UND_ERR_INFO as "nothing went
- * wrong". A side effect we want: a cancelled scan's request is then dropped instead of being queued
- * again, so undici opens no spare connection for it (nodejs/undici#5845). Real errors (resets,
- * timeouts, TLS) pass through unchanged.
- */
-function quietCloseConnector(opts: buildConnector.BuildOptions): buildConnector.connector {
-  const connect = buildConnector(opts)
-  return (options, callback) => {
-    connect(options, (err, socket) => {
-      if (socket) {
-        const destroy = socket.destroy
-        socket.destroy = function (this: typeof socket, error?: Error) {
-          return destroy.call(this, isInformational(error) ? undefined : error)
-        }
-      }
-      ;(callback as (e: Error | null, s: typeof socket) => void)(err, socket)
-    })
-  }
-}
-
-function isInformational(err: Error | undefined): boolean {
-  return err instanceof undiciErrors.InformationalError
 }
 
 /** Kinds of failure that count against a server's health (a client that went away does not). */
@@ -210,13 +173,12 @@ const HEALTH_ERRORS: ReadonlySet<ScanErrorKind> = new Set([
 ])
 
 /**
- * One rspamd server: its keep-alive pool and rmilter's health rules — `max_errors` failures
+ * One rspamd server: its transport and rmilter's health rules — `max_errors` failures
  * within `error_time` seconds mark it dead for `dead_time` seconds; a success clears the count.
  */
 class Upstream {
   readonly server: string
-  readonly origin: string
-  readonly pool: Pool
+  readonly transport: Transport
   inFlight = 0
   /** when the failures of the current error window happened (ms) */
   private failures: number[] = []
@@ -229,33 +191,7 @@ class Upstream {
     opts: ClientOptions,
   ) {
     this.server = describeTarget(target)
-    this.origin = origin(target)
-    const tls = cfg.tls
-    this.pool = new Pool(this.origin, {
-      connections: opts.connections ?? null,
-      // rspamd closes idle keep-alive connections after a while; undici drops ours first
-      keepAliveTimeout: 4_000,
-      keepAliveMaxTimeout: 30_000,
-      // our own timeouts govern; these only stop undici's 300 s defaults from mattering
-      headersTimeout: 0,
-      bodyTimeout: 0,
-      connect: quietCloseConnector({
-        // no TCP keep-alive probes (a setsockopt per connection): rspamd closes after each reply, and
-        // an idle pooled connection is dropped after keepAliveTimeout, long before a probe would go
-        keepAlive: false,
-        ...(target.kind === 'unix' ? { socketPath: target.socketPath } : {}),
-        timeout: Math.max(1, Math.round(cfg.connectTimeout * 1000)),
-        ...(target.kind === 'tcp' && target.scheme === 'https'
-          ? {
-              rejectUnauthorized: tls.rejectUnauthorized,
-              servername: tls.servername,
-              ca: tls.ca,
-              cert: tls.cert,
-              key: tls.key,
-            }
-          : {}),
-      }),
-    })
+    this.transport = makeTransport(target, cfg, { connections: opts.connections, kind: opts.transport })
   }
 
   isDead(now: number): boolean {
@@ -315,10 +251,15 @@ export class RspamdClient {
     this.onEvent = opts.onEvent ?? (() => undefined)
   }
 
-  /** The servers, each with whether it is now skipped as dead (for tests and status). */
-  health(): { server: string; dead: boolean; inFlight: number }[] {
+  /** The servers, each with whether it is now skipped as dead and its transport (for tests and status). */
+  health(): { server: string; dead: boolean; inFlight: number; transport: string }[] {
     const now = this.now()
-    return this.upstreams.map((u) => ({ server: u.server, dead: u.isDead(now), inFlight: u.inFlight }))
+    return this.upstreams.map((u) => ({
+      server: u.server,
+      dead: u.isDead(now),
+      inFlight: u.inFlight,
+      transport: u.transport.name,
+    }))
   }
 
   /**
@@ -371,6 +312,7 @@ export class RspamdClient {
     if (req.cancel?.aborted) onOuterAbort()
     else req.cancel?.listen(onOuterAbort)
 
+    const headers = wireHeaders(req.headers)
     const tried = new Set<Upstream>()
     const attempts: Attempt[] = []
     // a small message is read whole once and sent as a Buffer (with Content-Length) to each server
@@ -396,7 +338,7 @@ export class RspamdClient {
           }
           whole = read
         }
-        const { result, retryable } = await this.attempt(up, req, whole, stop, attemptMs)
+        const { result, retryable } = await this.attempt(up, req, headers, whole, stop, attemptMs)
         this.account(up, result)
         const timeMs = elapsed(start)
         if (result.ok || !retryable || !another || stop.reason) {
@@ -433,14 +375,14 @@ export class RspamdClient {
   }
 
   /**
-   * One try on one server; `retryable` when it failed before rspamd answered anything.
-   * undici's dispatch() with a handler of our own: no response stream, no async iteration, and a
-   * cancel that settles at once and destroys the socket (controller.abort) rather than leaving it
-   * to idle out. `whole` is the message read already (small messages), else it is streamed.
+   * One try on one server; `retryable` when it failed before rspamd answered anything. A cancel
+   * settles at once and destroys the socket rather than leaving it to idle out. `whole` is the
+   * message read already (small messages), else it is streamed.
    */
   private attempt(
     up: Upstream,
     req: ScanRequest,
+    headers: RequestHeaders,
     whole: Buffer | undefined,
     stop: ScanStop,
     attemptMs: number | undefined,
@@ -450,7 +392,7 @@ export class RspamdClient {
       const start = performance.now()
       const stream = whole === undefined ? new Coalescer() : undefined
       const sent = () => (stream ? stream.bytes : (whole?.length ?? 0))
-      let controller: Dispatcher.DispatchController | undefined
+      let abort: ((why: Error) => void) | undefined
       let settled = false
       let answered = false
       let status = 0
@@ -484,74 +426,13 @@ export class RspamdClient {
           },
           retryable && !answered,
         )
-      /** ends the attempt now: the socket goes at once, whatever undici was doing with it */
+      /** ends the attempt now: the socket goes at once, whatever the transport was doing with it */
       const cancel = (why: Error) => {
         if (why instanceof TimeoutReason) fail('timeout', why.message, !why.total)
         else if (why instanceof ClientGone) fail('aborted', why.message)
-        controller?.abort(why)
+        abort?.(why)
       }
-
-      const timer =
-        attemptMs === undefined
-          ? undefined
-          : setTimeout(() => cancel(new TimeoutReason(attemptMs, false, up.server)), attemptMs)
-      up.inFlight++
-      if (stop.reason) return cancel(stop.reason)
-      stop.cancel = cancel
-      if (stream) req.source.pipe(stream)
-
-      up.pool.dispatch(
-        { origin: up.origin, method: 'POST', path: this.path, headers: req.headers, body: whole ?? stream },
-        {
-          onRequestStart(c) {
-            controller = c
-            // cancelled while the request waited for a connection: drop it now
-            if (settled) c.abort(stop.reason ?? new Error('scan ended'))
-          },
-          onResponseStart(c, statusCode, headers) {
-            if (settled) return
-            answered = true
-            status = statusCode
-            if (statusCode !== 200) {
-              cap = MAX_ERROR_BODY
-              return
-            }
-            const length = Number(headers['content-length'])
-            if (Number.isFinite(length) && length > maxReplyBytes) {
-              fail('too-large', `reply of ${length} bytes is over the ${maxReplyBytes} byte cap`)
-              c.abort(new Error('reply over the cap'))
-            }
-          },
-          onResponseData(c, chunk) {
-            if (settled || overCap) return
-            if (size + chunk.length > cap) {
-              if (status !== 200) {
-                // an error reply: what fitted is enough to report it
-                parts.push(chunk.subarray(0, cap - size))
-                size = cap
-                overCap = true
-                finish()
-                return c.abort(new Error('error reply over the cap'))
-              }
-              fail('too-large', `reply is over the ${maxReplyBytes} byte cap`)
-              return c.abort(new Error('reply over the cap'))
-            }
-            parts.push(chunk)
-            size += chunk.length
-          },
-          onResponseEnd() {
-            if (!settled) finish()
-          },
-          onResponseError(_c, err) {
-            if (settled) return
-            const kind = classify(err)
-            // a connection that broke before rspamd answered: the message never reached a verdict
-            fail(kind, describeError(err), kind === 'connect' || kind === 'network')
-          },
-        },
-      )
-
-      function finish(): void {
+      const finish = () => {
         const text = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size)).toString('utf8')
         if (status !== 200) return fail('http', `HTTP ${status}${errorDetail(text)}`)
         const parsed = parseReplyBody(text)
@@ -569,19 +450,99 @@ export class RspamdClient {
           false,
         )
       }
+
+      const timer =
+        attemptMs === undefined
+          ? undefined
+          : setTimeout(() => cancel(new TimeoutReason(attemptMs, false, up.server)), attemptMs)
+      up.inFlight++
+      if (stop.reason) return cancel(stop.reason)
+      stop.cancel = cancel
+      if (stream) req.source.pipe(stream)
+
+      up.transport.send(this.path, headers, whole ?? (stream as Coalescer), {
+        started(fn) {
+          abort = fn
+          // cancelled while the request waited for a connection: drop it now
+          if (settled) fn(stop.reason ?? new Error('scan ended'))
+        },
+        response(statusCode, contentLength) {
+          if (settled) return
+          answered = true
+          status = statusCode
+          if (statusCode !== 200) {
+            cap = MAX_ERROR_BODY
+            return
+          }
+          const length = Number(contentLength)
+          if (contentLength !== undefined && Number.isFinite(length) && length > maxReplyBytes) {
+            fail('too-large', `reply of ${length} bytes is over the ${maxReplyBytes} byte cap`)
+            abort?.(new Error('reply over the cap'))
+          }
+        },
+        data(chunk) {
+          if (settled || overCap) return
+          if (size + chunk.length > cap) {
+            if (status !== 200) {
+              // an error reply: what fitted is enough to report it
+              parts.push(chunk.subarray(0, cap - size))
+              size = cap
+              overCap = true
+              finish()
+              return abort?.(new Error('error reply over the cap'))
+            }
+            fail('too-large', `reply is over the ${maxReplyBytes} byte cap`)
+            return abort?.(new Error('reply over the cap'))
+          }
+          parts.push(chunk)
+          size += chunk.length
+        },
+        end() {
+          if (!settled) finish()
+        },
+        error(err) {
+          if (settled) return
+          const kind = classify(err)
+          // a connection that broke before rspamd answered: the message never reached a verdict; a
+          // request the HTTP client refused to write would be refused for every server alike
+          const retryable = (kind === 'connect' || kind === 'network') && !UNSENDABLE.has(errCode(err) ?? '')
+          fail(kind, describeError(err), retryable)
+        },
+      })
     })
   }
 
   /** Waits for scans in flight, then closes the connections. */
   async close(): Promise<void> {
-    await Promise.all(this.upstreams.map((u) => u.pool.close()))
+    await Promise.all(this.upstreams.map((u) => u.transport.close()))
   }
 
   /** Closes at once, failing scans in flight. */
   async destroy(): Promise<void> {
-    await Promise.all(this.upstreams.map((u) => u.pool.destroy()))
+    await Promise.all(this.upstreams.map((u) => u.transport.destroy()))
   }
 }
+
+const BEYOND_ASCII = /[^\t\x20-\x7e]/
+
+/**
+ * Header values as they go on the wire. node:http and undici write a header string one byte per
+ * character (latin1), and refuse characters above U+00FF: an SMTPUTF8 address such as
+ * `用户@例子.广告` would fail the scan, and `jörg@…` would reach rspamd as invalid UTF-8. rspamd reads
+ * header bytes as UTF-8, so a non-ASCII value is handed over as its UTF-8 bytes.
+ */
+export function wireHeaders(headers: RequestHeaders): RequestHeaders {
+  let out: RequestHeaders | undefined
+  for (const name in headers) {
+    const v = headers[name] as string | string[]
+    if (typeof v === 'string' ? !BEYOND_ASCII.test(v) : !v.some((x) => BEYOND_ASCII.test(x))) continue
+    out ??= { ...headers }
+    out[name] = typeof v === 'string' ? utf8Bytes(v) : v.map(utf8Bytes)
+  }
+  return out ?? headers
+}
+
+const utf8Bytes = (v: string) => Buffer.from(v, 'utf8').toString('latin1')
 
 /** Reads a small message whole (CRLF line endings); stops early when the scan stops. */
 function readWhole(source: MessageSource, stop: ScanStop): Promise<Buffer | Error> {
@@ -639,6 +600,7 @@ function errorDetail(text: string | undefined): string {
   return one ? `: ${one.slice(0, 120)}` : ''
 }
 
+/** errno and undici codes of a connection that was never made (a ConnectTimeout is one too) */
 const CONNECT_CODES = new Set([
   'ECONNREFUSED',
   'ENOENT',
@@ -651,6 +613,14 @@ const CONNECT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ])
 
+/** codes of a request the HTTP client will not send at all (node:http, undici) */
+const UNSENDABLE = new Set([
+  'ERR_INVALID_CHAR',
+  'ERR_INVALID_HTTP_TOKEN',
+  'ERR_HTTP_INVALID_HEADER_VALUE',
+  'UND_ERR_INVALID_ARG',
+])
+
 function errCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
     return err.code
@@ -659,7 +629,7 @@ function errCode(err: unknown): string | undefined {
 
 function classify(err: unknown): ScanErrorKind {
   const code = errCode(err)
-  if (err instanceof undiciErrors.ConnectTimeoutError || (code && CONNECT_CODES.has(code))) return 'connect'
+  if (isConnectTimeout(err) || (code && CONNECT_CODES.has(code))) return 'connect'
   if (code?.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code?.includes('CERT')) {
     return 'connect'
   }

@@ -13,6 +13,10 @@ export type HeaderStyle = (typeof HEADER_STYLES)[number]
 export type Target =
   { kind: 'tcp'; scheme: 'http' | 'https'; host: string; port: number } | { kind: 'unix'; socketPath: string }
 
+/** How requests reach rspamd: auto = node:http for http:// and unix sockets, undici for https:// */
+export const TRANSPORTS = ['auto', 'node', 'undici'] as const
+export type TransportKind = (typeof TRANSPORTS)[number]
+
 export interface TlsConfig {
   rejectUnauthorized: boolean
   servername?: string
@@ -69,6 +73,8 @@ export interface Config {
   targets: Target[]
   /** seconds for the connect phase of one attempt (TCP + TLS), apart from `timeout` */
   connectTimeout: number
+  /** the HTTP client: node:http or undici (auto picks per server) */
+  transport: TransportKind
   upstream: UpstreamConfig
   path: string
   /** total seconds for one scan; undefined = Haraka's plugin timeout − 1 s */
@@ -357,6 +363,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     target: targets[0] ?? parseTarget(main),
     targets,
     connectTimeout: main.seconds('connect_timeout') ?? 1,
+    transport: parseTransport(main),
     upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
     path: parsePath(main),
     timeout: main.seconds('timeout'),
@@ -499,6 +506,14 @@ function parseUpstream(up: Reader): UpstreamConfig {
     deadTime: up.seconds('dead_time') ?? 300,
     maxErrors: max,
   }
+}
+
+function parseTransport(main: Reader): TransportKind {
+  const v = main.str('transport')
+  if (v === undefined) return 'auto'
+  const kind = TRANSPORTS.find((t) => t === v.toLowerCase())
+  if (kind === undefined) throw new ConfigError('transport', v, `expected ${TRANSPORTS.join(', ')}`)
+  return kind
 }
 
 function parsePath(main: Reader): string {
@@ -861,7 +876,7 @@ function parseSpamHeaders(r: Reader): Config['spamHeaders'] {
 export function sameTarget(a: Config, b: Config): boolean {
   if (a.targets.length !== b.targets.length) return false
   if (a.targets.some((t, i) => describeTargetKey(t) !== describeTargetKey(b.targets[i] ?? t))) return false
-  if (a.connectTimeout !== b.connectTimeout) return false
+  if (a.connectTimeout !== b.connectTimeout || a.transport !== b.transport) return false
   const ua = a.upstream
   const ub = b.upstream
   if (ua.errorTime !== ub.errorTime || ua.deadTime !== ub.deadTime || ua.maxErrors !== ub.maxErrors)

@@ -142,8 +142,9 @@ describe('config: servers, connect_timeout, [upstream]', function () {
       assert.ok(!sameTarget(base, servers('a:1, c:2')))
       assert.ok(!sameTarget(base, servers('a:1')))
     })
-    it('is false when connect_timeout or [upstream] changes (the pools carry them)', () => {
+    it('is false when connect_timeout, transport or [upstream] changes (the pools carry them)', () => {
       assert.ok(!sameTarget(base, servers('a:1, b:2', { connect_timeout: 2 })))
+      assert.ok(!sameTarget(base, servers('a:1, b:2', { transport: 'undici' })))
       assert.ok(
         !sameTarget(base, parseConfig({ main: { servers: 'a:1, b:2' }, upstream: { dead_time: 10 } })),
       )

@@ -87,6 +87,8 @@ export interface StartOptions {
    * complete the socket closes at once, and any socket still open is one the client failed to close.
    */
   keepAliveMs?: number
+  /** answer with `Connection: close` and close the socket after every reply, as rspamd 3.4 does */
+  closeEach?: boolean
 }
 
 export interface TlsStartOptions extends StartOptions {
@@ -245,6 +247,11 @@ export class FakeRspamd {
     // hang modes must hang until the test says so, not until node's 300 s request timeout
     server.requestTimeout = 0
     if (opts.keepAliveMs !== undefined) server.keepAliveTimeout = opts.keepAliveMs
+    if (opts.closeEach) {
+      server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+        res.shouldKeepAlive = false
+      })
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(0, '127.0.0.1', () => {
