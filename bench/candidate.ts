@@ -13,8 +13,11 @@ import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 import { connectionWith, dataPost, loadPlugin, REPO } from '../test/support/harness'
 import { benchMessage } from './messages'
 
-/** ceiling: a bare undici Pool; http: a bare node:http client; v2: this package; v1: 1.6.1 */
-export const CANDIDATES = ['ceiling', 'http', 'v2', 'v1'] as const
+/**
+ * ceiling: a bare undici Pool; http: a bare node:http client; v2: this package (transport = auto);
+ * v2-undici: this package with transport = undici; v1: 1.6.1
+ */
+export const CANDIDATES = ['ceiling', 'http', 'v2', 'v2-undici', 'v1'] as const
 export type Candidate = (typeof CANDIDATES)[number]
 
 export type Job =
@@ -57,9 +60,9 @@ const ADDED = [
   'X-Test-Ordered',
 ]
 
-function ini(port: number): string {
+function ini(port: number, extra = ''): string {
   // timeout: both plugins read it the same way; no [check] skip applies to the sender above
-  return `host = 127.0.0.1\nport = ${port}\ntimeout = 60\n`
+  return `host = 127.0.0.1\nport = ${port}\ntimeout = 60\n${extra}`
 }
 
 function kb(re: RegExp): number {
@@ -73,16 +76,18 @@ class PluginCandidate {
   private conns: { bytes: number; list: FixtureConnection[] } = { bytes: 0, list: [] }
   readonly loaded: string
 
-  constructor(which: 'v2' | 'v1', port: number) {
+  constructor(which: 'v2' | 'v2-undici' | 'v1', port: number) {
     // loadPlugin checks that the package loaded is the one asked for
-    const packageDir = which === 'v2' ? REPO : join(REPO, 'node_modules', 'rspamd-v1')
-    this.plugin = loadPlugin(ini(port), { timeout: 90, packageDir })
+    const packageDir = which === 'v1' ? join(REPO, 'node_modules', 'rspamd-v1') : REPO
+    const extra = which === 'v2-undici' ? 'transport = undici\n' : ''
+    this.plugin = loadPlugin(ini(port, extra), { timeout: 90, packageDir })
     const pkg = JSON.parse(readFileSync(String(this.plugin.plugin_path), 'utf8')) as {
       name: string
       version: string
     }
     // a package and its version, not where it lies on this machine (the reports are published)
-    this.loaded = `${pkg.name} ${pkg.version} (${which === 'v2' ? "this package's dist/" : 'the devDependency rspamd-v1'})`
+    const from = which === 'v1' ? 'the devDependency rspamd-v1' : "this package's dist/"
+    this.loaded = `${pkg.name} ${pkg.version} (${from}${extra ? `, ${extra.trim()}` : ''})`
   }
 
   /** `n` connections whose transactions hold a message of `bytes` (built once, scanned again and again). */
@@ -281,7 +286,7 @@ async function main(): Promise<void> {
       ? new CeilingCandidate(port)
       : which === 'http'
         ? new HttpCandidate(port)
-        : new PluginCandidate(which as 'v2' | 'v1', port)
+        : new PluginCandidate(which as 'v2' | 'v2-undici' | 'v1', port)
   // the driver is gone (killed, or stopped by a signal): nothing more to do
   process.once('disconnect', () => process.exit(0))
   send({ type: 'ready', loaded: c.loaded } satisfies JobResult)

@@ -51,6 +51,9 @@ export interface E2ePlan {
   turn: Record<string, { minMessages: number; minMs: number; rounds?: number }>
   /** unmeasured messages per variant and size first (JIT, caches), at concurrency 4 */
   warmupMessages: number
+  /** only these sizes and concurrencies (default: E2E_SIZES, E2E_CONCURRENCY) */
+  sizes?: readonly string[]
+  concurrency?: readonly number[]
 }
 
 /** Sends one message and resolves to its latency in ms; throws unless the verdict is the expected one. */
@@ -149,11 +152,12 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
     if (rspamdMain === undefined) log("  (rspamd's pid is unknown: no rspamd CPU figures)")
 
     const cells: E2eCell[] = []
-    for (const size of SIZES.filter((s) => (E2E_SIZES as readonly string[]).includes(s.label))) {
+    const sizes: readonly string[] = plan.sizes ?? E2E_SIZES
+    for (const size of SIZES.filter((s) => sizes.includes(s.label))) {
       const data = benchMessage(size.bytes)
       for (const v of E2E_VARIANTS) await load(senders[v], 4, data, plan.warmupMessages, 0)
       const { rounds = plan.rounds, ...turn } = plan.turn[size.label]
-      for (const concurrency of E2E_CONCURRENCY) {
+      for (const concurrency of plan.concurrency ?? E2E_CONCURRENCY) {
         const sums = new Map<E2eVariant, E2eCell>()
         for (let round = 0; round < rounds; round++) {
           // A B C D, then B C D A …: machine noise and turn order hit every variant alike

@@ -77,7 +77,13 @@ class CandidateProcess {
   ) {
     this.proc = fork(join(__dirname, 'candidate.ts'), [name, String(port)], {
       cwd: REPO,
-      execArgv: ['--import', 'tsx', '--expose-gc'],
+      // BENCH_NODE_ARGS: node flags for each candidate process (e.g. --cpu-prof --cpu-prof-dir=…)
+      execArgv: [
+        '--import',
+        'tsx',
+        '--expose-gc',
+        ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+      ],
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     })
     const forward = (b: Buffer) => {
@@ -195,7 +201,7 @@ async function measure(
 }
 
 /** The close-mode part: a fake rspamd that closes every connection after its reply, fresh candidate processes. */
-async function measureClose(
+export async function measureClose(
   plan: MicroPlan,
   log: (s: string) => void,
 ): Promise<{ cells: MicroCell[]; loaded: Partial<Record<Candidate, string>> }> {

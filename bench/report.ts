@@ -90,6 +90,7 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
   out.push(`- ceiling (undici): ${m.loaded.ceiling ?? '–'}`)
   out.push(`- ceiling (node:http): ${m.loaded.http ?? '–'}`)
   out.push(`- 2.x: ${m.loaded.v2 ?? '–'}`)
+  if (m.loaded['v2-undici']) out.push(`- 2.x over undici: ${m.loaded['v2-undici']}`)
   out.push(`- 1.6.1: ${m.loaded.v1 ?? '–'}`)
   out.push(`- end to end: ${e.loaded.v2}; ${e.loaded.v1}; ${e.loaded.none}; ${e.loaded.rspamd}`)
 
@@ -218,6 +219,41 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
       }),
     ),
   )
+
+  const both = closeRows.filter((r) => r['v2-undici'] !== undefined)
+  if (both.length > 0) {
+    out.push('')
+    out.push(
+      '2.x over each of its transports against the same closing fake: `transport = auto` (node:http for ' +
+        'http://) and `transport = undici`, in the same rounds.',
+    )
+    out.push('')
+    out.push(
+      table(
+        [
+          'size',
+          'conc',
+          'node:http msg/s',
+          'undici msg/s',
+          'node:http CPU ms',
+          'undici CPU ms',
+          'CPU node:http ÷ undici',
+        ],
+        both.map((r) => {
+          const u = need(r, 'v2-undici')
+          return [
+            r.size,
+            String(r.concurrency),
+            f1(rate(r.v2)),
+            f1(rate(u)),
+            f2(cpuPer(r.v2)),
+            f2(cpuPer(u)),
+            ratio(cpuPer(r.v2), cpuPer(u)),
+          ]
+        }),
+      ),
+    )
+  }
 
   out.push('')
   out.push('## End to end (real Haraka + real rspamd over SMTP)')

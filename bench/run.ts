@@ -32,7 +32,7 @@ const MICRO: MicroPlan = QUICK
       },
       connectionMessages: 1000,
       close: {
-        candidates: ['ceiling', 'http', 'v2', 'v1'],
+        candidates: ['ceiling', 'http', 'v2', 'v2-undici', 'v1'],
         sizes: ['5 KB', '100 KB'],
         concurrency: [1, 8],
         rounds: 1,
@@ -53,7 +53,7 @@ const MICRO: MicroPlan = QUICK
       },
       connectionMessages: 1000,
       close: {
-        candidates: ['ceiling', 'http', 'v2', 'v1'],
+        candidates: ['ceiling', 'http', 'v2', 'v2-undici', 'v1'],
         sizes: ['5 KB', '100 KB'],
         concurrency: [1, 8],
         rounds: 2,
