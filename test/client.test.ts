@@ -501,6 +501,14 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       await s.waitForIdle(2_000)
     })
 
+    it('waits for a verdict slower than the 4 s idle timeout of pooled connections', async () => {
+      const s = await start({ mode: 'delay:4500' })
+      const c = client(configFor(`127.0.0.1:${s.port}`))
+      ok(
+        await c.scan({ headers: {}, source: bufferSource(SMALL), timeoutMs: 10_000, sizeHint: SMALL.length }),
+      )
+    })
+
     it('close() lets a scan in flight finish, then closes', async () => {
       const s = await start({ mode: 'delay:300' })
       const c = client(configFor(`127.0.0.1:${s.port}`))
