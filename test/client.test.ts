@@ -528,30 +528,6 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       await s.waitForIdle(2_000)
     })
 
-    it(`${transport === 'node' ? 'opens the connection while' : 'connects once'} a small message is read, and sends it whole with its Content-Length`, async () => {
-      const s = await start()
-      const c = client(configFor(`127.0.0.1:${s.port}`))
-      // a source that holds back its last part until the test lets it go
-      let release: () => void = () => undefined
-      const held = new Promise<void>((r) => (release = r))
-      const source: MessageSource = {
-        pipe(dest: Writable) {
-          dest.write(SMALL.subarray(0, 10))
-          void held.then(() => dest.end(SMALL.subarray(10)))
-        },
-        unpipe() {},
-      }
-      const pending = c.scan({ headers: {}, source, timeoutMs: 10_000, sizeHint: SMALL.length })
-      if (transport === 'node') await s.waitForAccepted(1)
-      else await new Promise((r) => setTimeout(r, 100))
-      assert.equal(s.totalConnections, transport === 'node' ? 1 : 0, 'connected before the message was whole')
-      assert.equal(s.requests.length, 0, 'no request before the message is whole')
-      release()
-      ok(await pending)
-      assert.equal(s.lastRequest?.headers['content-length'], String(SMALL.length))
-      assert.ok(s.lastRequest?.body.equals(SMALL))
-    })
-
     it('reads a small message once and sends the same bytes to the next server after a failure', async () => {
       const resetting = await start({ mode: 'reset-on-body:10' })
       const good = await start()
