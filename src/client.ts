@@ -302,12 +302,9 @@ export class RspamdClient {
     // Plain callbacks, not AbortControllers: the timer or the SMTP client leaving stops the scan,
     // which cancels the attempt in flight (a cost paid per message, so kept to a closure or two).
     const stop: ScanStop = { reason: undefined, cancel: undefined }
-    // a small message, being read whole (once, for every server tried)
-    let reading: Reading | undefined
     const halt = (why: Error) => {
       if (stop.reason) return
       stop.reason = why
-      reading?.stop()
       stop.cancel?.(why)
     }
     const timer = setTimeout(() => halt(new TimeoutReason(req.timeoutMs, true, this.server)), req.timeoutMs)
@@ -319,9 +316,9 @@ export class RspamdClient {
     const tried = new Set<Upstream>()
     const attempts: Attempt[] = []
     // a small message is read whole once and sent as a Buffer (with Content-Length) to each server
-    // tried, the first connection opening while it is read; a larger one is streamed, piped again
-    // from the start for each server
+    // tried; a larger one is streamed, piped again from the start for each server
     const small = req.sizeHint !== undefined && req.sizeHint <= SMALL_MESSAGE_BYTES
+    let whole: Buffer | undefined
     try {
       for (;;) {
         const up = this.pick(tried)
@@ -333,11 +330,15 @@ export class RspamdClient {
         // leave half of what is left for the next server, in case this one never answers; the
         // last server has the rest of the total timeout
         const attemptMs = another ? Math.max(1, Math.floor(remaining / 2)) : undefined
-        if (small && !reading) {
-          reading = readWhole(req.source)
-          if (stop.reason) reading.stop()
+        if (small && whole === undefined) {
+          const read = await readWhole(req.source, stop)
+          if (read instanceof Error) {
+            const error = { kind: 'network' as const, message: `reading the message: ${read.message}` }
+            return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
+          }
+          whole = read
         }
-        const { result, retryable } = await this.attempt(up, req, headers, reading?.done, stop, attemptMs)
+        const { result, retryable } = await this.attempt(up, req, headers, whole, stop, attemptMs)
         this.account(up, result)
         const timeMs = elapsed(start)
         if (result.ok || !retryable || !another || stop.reason) {
@@ -347,7 +348,6 @@ export class RspamdClient {
       }
     } finally {
       clearTimeout(timer)
-      reading?.stop()
       req.cancel?.listen(undefined)
     }
   }
@@ -377,14 +377,13 @@ export class RspamdClient {
   /**
    * One try on one server; `retryable` when it failed before rspamd answered anything. A cancel
    * settles at once and destroys the socket rather than leaving it to idle out. `whole` is the
-   * message being read whole (small messages): the request starts at once and its body follows;
-   * else the message is streamed.
+   * message read already (small messages), else it is streamed.
    */
   private attempt(
     up: Upstream,
     req: ScanRequest,
     headers: RequestHeaders,
-    whole: Promise<Buffer | Error> | undefined,
+    whole: Buffer | undefined,
     stop: ScanStop,
     attemptMs: number | undefined,
   ): Promise<{ result: ScanResult; retryable: boolean }> {
@@ -392,8 +391,7 @@ export class RspamdClient {
     return new Promise((resolve) => {
       const start = performance.now()
       const stream = whole === undefined ? new Coalescer() : undefined
-      let read: Buffer | undefined
-      const sent = () => (stream ? stream.bytes : (read?.length ?? 0))
+      const sent = () => (stream ? stream.bytes : (whole?.length ?? 0))
       let abort: ((why: Error) => void) | undefined
       let settled = false
       let answered = false
@@ -462,19 +460,7 @@ export class RspamdClient {
       stop.cancel = cancel
       if (stream) req.source.pipe(stream)
 
-      // the body of a small message once it is read; undefined when it cannot be (the attempt fails)
-      const body = whole?.then((r) => {
-        if (settled) return undefined
-        if (r instanceof Error) {
-          // a message that cannot be read fails alike on every server: not retried
-          fail('network', `reading the message: ${r.message}`)
-          abort?.(r)
-          return undefined
-        }
-        read = r
-        return r
-      })
-      up.transport.send(this.path, headers, body ?? (stream as Coalescer), {
+      up.transport.send(this.path, headers, whole ?? (stream as Coalescer), {
         started(fn) {
           abort = fn
           // cancelled while the request waited for a connection: drop it now
@@ -558,48 +544,38 @@ export function wireHeaders(headers: RequestHeaders): RequestHeaders {
 
 const utf8Bytes = (v: string) => Buffer.from(v, 'utf8').toString('latin1')
 
-/** A small message being read whole: `done` gets it (or why it could not be read); `stop` ends the read. */
-interface Reading {
-  done: Promise<Buffer | Error>
-  stop(): void
-}
-
-/** Reads a small message whole (CRLF line endings) into one Buffer. */
-function readWhole(source: MessageSource): Reading {
-  const parts: Buffer[] = []
-  let size = 0
-  let finished = false
-  let resolve: (out: Buffer | Error) => void = () => undefined
-  const done = new Promise<Buffer | Error>((r) => (resolve = r))
-  const finish = (out: Buffer | Error) => {
-    if (finished) return
-    finished = true
-    // also drops the source's error listener: a Haraka message_stream outlives the scan
-    source.unpipe()
-    resolve(out)
-  }
-  const sink = new Writable({
-    write(chunk: Buffer | string, _enc, cb) {
-      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
-      parts.push(buf)
-      size += buf.length
-      cb()
-    },
-    final(cb) {
-      finish(Buffer.concat(parts, size))
-      cb()
-    },
-  })
-  sink.once('error', (err) => finish(err))
-  source.pipe(sink)
-  return {
-    done,
-    stop() {
-      if (finished) return
-      finish(new Error('the scan stopped'))
+/** Reads a small message whole (CRLF line endings); stops early when the scan stops. */
+function readWhole(source: MessageSource, stop: ScanStop): Promise<Buffer | Error> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = []
+    let size = 0
+    const done = (out: Buffer | Error) => {
+      if (stop.cancel === onStop) stop.cancel = undefined
+      // also drops the source's error listener: a Haraka message_stream outlives the scan
+      source.unpipe()
+      resolve(out)
+    }
+    const sink = new Writable({
+      write(chunk: Buffer | string, _enc, cb) {
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+        parts.push(buf)
+        size += buf.length
+        cb()
+      },
+      final(cb) {
+        done(Buffer.concat(parts, size))
+        cb()
+      },
+    })
+    sink.once('error', (err) => done(err))
+    const onStop = () => {
       sink.destroy()
-    },
-  }
+      done(Buffer.concat(parts, size))
+    }
+    if (stop.reason) return onStop()
+    stop.cancel = onStop
+    source.pipe(sink)
+  })
 }
 
 function elapsed(start: number): number {

@@ -22,16 +22,10 @@ export interface Exchange {
   error(err: unknown): void
 }
 
-/**
- * What a request carries: a message streamed, or a small one whole — possibly still being read, so
- * that the connection opens meanwhile (undefined: it could not be read, and the request is aborted).
- */
-export type Body = Readable | Buffer | Promise<Buffer | undefined>
-
 export interface Transport {
   /** 'node:http', 'node:https' or 'undici': for the log and the tests */
   readonly name: string
-  send(path: string, headers: RequestHeaders, body: Body, x: Exchange): void
+  send(path: string, headers: RequestHeaders, body: Buffer | Readable, x: Exchange): void
   /** waits for requests in flight, then closes the connections */
   close(): Promise<void>
   /** closes every connection now, failing requests in flight */
@@ -56,7 +50,7 @@ export interface TransportOptions {
 
 /**
  * undici, loaded when a server first needs it: with transport = auto only https:// servers do, and
- * loading it (about 110 modules) grows the process by ~19 MB of RSS.
+ * loading it (its HTTP parser is WebAssembly, compiled on load) grows the process by ~19 MB of RSS.
  */
 function loadUndici(): typeof import('undici') {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -140,7 +134,8 @@ class NodeTransport implements Transport {
     this.connectMs = connectMs(cfg)
   }
 
-  send(path: string, headers: RequestHeaders, body: Body, x: Exchange): void {
+  send(path: string, headers: RequestHeaders, body: Buffer | Readable, x: Exchange): void {
+    const whole = Buffer.isBuffer(body) ? body : undefined
     this.active++
     let counted = true
     const done = () => {
@@ -150,7 +145,12 @@ class NodeTransport implements Transport {
     }
     let req: http.ClientRequest
     try {
-      req = this.request({ ...this.base, method: 'POST', path, headers })
+      req = this.request({
+        ...this.base,
+        method: 'POST',
+        path,
+        headers: whole ? { ...headers, 'Content-Length': String(whole.length) } : headers,
+      })
     } catch (err) {
       // node:http throws at once on a header it will not write (a control character, say)
       done()
@@ -185,9 +185,7 @@ class NodeTransport implements Transport {
     })
     // without an error: the attempt has settled already, and an error would only build a stack trace
     x.started(() => req.destroy())
-    // the connection opens now; the request line and headers go with the first bytes of the body
-    if (Buffer.isBuffer(body)) sendWhole(req, body)
-    else if (body instanceof Promise) void body.then((buf) => buf && !req.destroyed && sendWhole(req, buf))
+    if (Buffer.isBuffer(body)) req.end(body)
     else body.pipe(req)
   }
 
@@ -206,12 +204,6 @@ class NodeTransport implements Transport {
     this.agent.destroy()
     return Promise.resolve()
   }
-}
-
-/** A whole message as the request's body, with its Content-Length (no chunked encoding). */
-function sendWhole(req: http.ClientRequest, body: Buffer): void {
-  req.setHeader('Content-Length', body.length)
-  req.end(body)
 }
 
 /**
@@ -268,16 +260,7 @@ class UndiciTransport implements Transport {
     })
   }
 
-  send(path: string, headers: RequestHeaders, body: Body, x: Exchange): void {
-    // undici opens the connection for a request it has whole: a message still being read waits
-    if (body instanceof Promise) {
-      void body.then((buf) => buf && this.dispatch(path, headers, buf, x))
-      return
-    }
-    this.dispatch(path, headers, body, x)
-  }
-
-  private dispatch(path: string, headers: RequestHeaders, body: Buffer | Readable, x: Exchange): void {
+  send(path: string, headers: RequestHeaders, body: Buffer | Readable, x: Exchange): void {
     this.pool.dispatch(
       { origin: this.origin, method: 'POST', path, headers, body },
       {
