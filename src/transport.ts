@@ -119,7 +119,7 @@ class NodeTransport implements Transport {
       // a free socket idle this long is closed (an active one is governed by the scan's own timers)
       timeout: IDLE_MS,
       maxSockets: opts.connections ?? Infinity,
-      // no TCP keep-alive probes worth a setsockopt: an idle socket goes after IDLE_MS anyway
+      // TCP keep-alive probes of a pooled socket would start after this; it is closed by then
       keepAliveMsecs: IDLE_MS,
     }
     this.agent = this.secure
