@@ -77,6 +77,41 @@ function e2eCell(e: E2eResults, variant: string, size: string, concurrency: numb
 
 const sortedLatencies = (c: E2eCell) => [...c.latencies].sort((a, b) => a - b)
 
+/** 2.x over node:http (transport = auto) beside 2.x over undici, when the run measured both. */
+function transportTable(rows: Row[], fake: string): string[] {
+  const both = rows.filter((r) => r['v2-undici'] !== undefined)
+  if (both.length === 0) return []
+  return [
+    '',
+    `2.x over each of its transports against ${fake}: \`transport = auto\` (node:http for http://) and ` +
+      '`transport = undici`, in the same rounds.',
+    '',
+    table(
+      [
+        'size',
+        'conc',
+        'node:http msg/s',
+        'undici msg/s',
+        'node:http CPU ms',
+        'undici CPU ms',
+        'CPU node:http ÷ undici',
+      ],
+      both.map((r) => {
+        const u = need(r, 'v2-undici')
+        return [
+          r.size,
+          String(r.concurrency),
+          f1(rate(r.v2)),
+          f1(rate(u)),
+          f2(cpuPer(r.v2)),
+          f2(cpuPer(u)),
+          ratio(cpuPer(r.v2), cpuPer(u)),
+        ]
+      }),
+    ),
+  ]
+}
+
 export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): string {
   const out: string[] = []
   out.push(`# Benchmarks: haraka-plugin-rspamd 2 vs 1.6.1 vs the ceiling`)
@@ -145,15 +180,17 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
       }),
     ),
   )
+  out.push(...transportTable(rows, 'the same keep-alive fake'))
   out.push('')
   out.push(
     table(
-      ['', 'ceiling', '2.x', '1.6.1', '2.x ÷ 1.6.1'],
+      ['', 'ceiling', '2.x', '2.x over undici', '1.6.1', '2.x ÷ 1.6.1'],
       [
         [
           `peak RSS growth, one 25 MB message (median of ${m.rssRuns})`,
           mb(m.rss.ceiling),
           mb(m.rss.v2),
+          mb(m.rss['v2-undici']),
           mb(m.rss.v1),
           ratio(m.rss.v2 ?? NaN, m.rss.v1 ?? NaN),
         ],
@@ -161,6 +198,7 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
           `TCP connections for 1 000 messages (5 KB, concurrency ${m.connectionsConcurrency}, keep-alive server)`,
           String(m.connections.ceiling ?? '–'),
           String(m.connections.v2 ?? '–'),
+          String(m.connections['v2-undici'] ?? '–'),
           String(m.connections.v1 ?? '–'),
           ratio(m.connections.v2 ?? NaN, m.connections.v1 ?? NaN),
         ],
@@ -220,40 +258,7 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
     ),
   )
 
-  const both = closeRows.filter((r) => r['v2-undici'] !== undefined)
-  if (both.length > 0) {
-    out.push('')
-    out.push(
-      '2.x over each of its transports against the same closing fake: `transport = auto` (node:http for ' +
-        'http://) and `transport = undici`, in the same rounds.',
-    )
-    out.push('')
-    out.push(
-      table(
-        [
-          'size',
-          'conc',
-          'node:http msg/s',
-          'undici msg/s',
-          'node:http CPU ms',
-          'undici CPU ms',
-          'CPU node:http ÷ undici',
-        ],
-        both.map((r) => {
-          const u = need(r, 'v2-undici')
-          return [
-            r.size,
-            String(r.concurrency),
-            f1(rate(r.v2)),
-            f1(rate(u)),
-            f2(cpuPer(r.v2)),
-            f2(cpuPer(u)),
-            ratio(cpuPer(r.v2), cpuPer(u)),
-          ]
-        }),
-      ),
-    )
-  }
+  out.push(...transportTable(closeRows, 'the same closing fake'))
 
   out.push('')
   out.push('## End to end (real Haraka + real rspamd over SMTP)')

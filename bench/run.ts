@@ -19,7 +19,7 @@ const QUICK = process.env.BENCH_QUICK === '1'
 // with the closing fake; end to end: 2 rounds, 4 variants × 9 cells.
 const MICRO: MicroPlan = QUICK
   ? {
-      candidates: ['ceiling', 'v2', 'v1'],
+      candidates: ['ceiling', 'v2', 'v2-undici', 'v1'],
       rounds: 1,
       rssRuns: 1,
       warmup: { minMessages: 8, minMs: 100 },
@@ -40,7 +40,7 @@ const MICRO: MicroPlan = QUICK
       },
     }
   : {
-      candidates: ['ceiling', 'v2', 'v1'],
+      candidates: ['ceiling', 'v2', 'v2-undici', 'v1'],
       rounds: 2,
       rssRuns: 3,
       warmup: { minMessages: 16, minMs: 400 },
