@@ -6,7 +6,7 @@ import { Transform, Writable, type TransformCallback } from 'node:stream'
 import type { Config, Target, TransportKind, UpstreamConfig } from './config'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply } from './reply'
-import { describeTarget, isConnectTimeout, makeTransport, type Transport } from './transport'
+import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
 import type { ScanError, ScanErrorKind } from './verdict'
 
 /** rspamd replies are a few KiB; anything near this is broken or hostile. */
@@ -147,8 +147,6 @@ export interface Attempt {
 }
 
 export type ClientEvent = { level: 'warn' | 'info'; message: string }
-
-export { describeTarget }
 
 export interface ClientOptions {
   /** reply size cap (tests lower it) */
@@ -629,7 +627,7 @@ function errCode(err: unknown): string | undefined {
 
 function classify(err: unknown): ScanErrorKind {
   const code = errCode(err)
-  if (isConnectTimeout(err) || (code && CONNECT_CODES.has(code))) return 'connect'
+  if (err instanceof ConnectTimeout || (code && CONNECT_CODES.has(code))) return 'connect'
   if (code?.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code?.includes('CERT')) {
     return 'connect'
   }

@@ -50,7 +50,7 @@ export interface TransportOptions {
 
 /**
  * undici, loaded when a server first needs it: with transport = auto only https:// servers do, and
- * loading it (its HTTP parser is WebAssembly, compiled on load) grows the process by ~19 MB of RSS.
+ * loading it (about 110 modules) grows the process by ~19 MB of RSS.
  */
 function loadUndici(): typeof import('undici') {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -60,7 +60,7 @@ function loadUndici(): typeof import('undici') {
 /** rspamd closes idle keep-alive connections after a while; ours are dropped first. */
 const IDLE_MS = 4_000
 
-export function origin(target: Target): string {
+function origin(target: Target): string {
   if (target.kind === 'unix') return 'http://localhost'
   const host = target.host.includes(':') ? `[${target.host}]` : target.host
   return `${target.scheme}://${host}:${target.port}`
@@ -218,8 +218,10 @@ class NodeTransport implements Transport {
  * again, so undici opens no spare connection for it (nodejs/undici#5845). Real errors (resets,
  * timeouts, TLS) pass through unchanged.
  */
-function quietCloseConnector(opts: buildConnector.BuildOptions): buildConnector.connector {
-  const undici = loadUndici()
+function quietCloseConnector(
+  undici: typeof import('undici'),
+  opts: buildConnector.BuildOptions,
+): buildConnector.connector {
   const connect = undici.buildConnector(opts)
   return (options, callback) => {
     connect(options, (err, socket) => {
@@ -242,14 +244,15 @@ class UndiciTransport implements Transport {
 
   constructor(target: Target, cfg: Config, opts: TransportOptions) {
     this.origin = origin(target)
-    this.pool = new (loadUndici().Pool)(this.origin, {
+    const undici = loadUndici()
+    this.pool = new undici.Pool(this.origin, {
       connections: opts.connections ?? null,
       keepAliveTimeout: IDLE_MS,
       keepAliveMaxTimeout: 30_000,
       // our own timeouts govern; these only stop undici's 300 s defaults from mattering
       headersTimeout: 0,
       bodyTimeout: 0,
-      connect: quietCloseConnector({
+      connect: quietCloseConnector(undici, {
         // no TCP keep-alive probes (a setsockopt per connection): rspamd closes after each reply, and
         // an idle pooled connection is dropped after IDLE_MS, long before a probe would go
         keepAlive: false,
@@ -291,9 +294,4 @@ class UndiciTransport implements Transport {
   destroy(): Promise<void> {
     return this.pool.destroy()
   }
-}
-
-/** Our connect_timeout error (undici's has the code UND_ERR_CONNECT_TIMEOUT). */
-export function isConnectTimeout(err: unknown): boolean {
-  return err instanceof ConnectTimeout
 }
