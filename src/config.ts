@@ -258,6 +258,16 @@ class Reader {
     return t === '' ? undefined : t
   }
 
+  /** One of `choices`, in any case; `dflt` when unset. Anything else is an error listing the choices. */
+  choice<T extends string>(key: string, choices: readonly T[], dflt: T): T {
+    const v = this.str(key)
+    if (v === undefined) return dflt
+    const hit = choices.find((c) => c === v.toLowerCase())
+    if (hit !== undefined) return hit
+    const list = `${choices.slice(0, -1).join(', ')} or ${choices[choices.length - 1]}`
+    throw new ConfigError(this.name(key), this.raw(key), `expected ${list}`)
+  }
+
   /** Like str(), but keeps an explicit empty value as '' (header names: '' = off). */
   strOrEmpty(key: string, dflt: string): string {
     const v = this.s[key]
@@ -363,7 +373,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     target: targets[0] ?? parseTarget(main),
     targets,
     connectTimeout: main.seconds('connect_timeout') ?? 1,
-    transport: parseTransport(main),
+    transport: main.choice('transport', TRANSPORTS, 'auto'),
     upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
     path: parsePath(main),
     timeout: main.seconds('timeout'),
@@ -506,14 +516,6 @@ function parseUpstream(up: Reader): UpstreamConfig {
     deadTime: up.seconds('dead_time') ?? 300,
     maxErrors: max,
   }
-}
-
-function parseTransport(main: Reader): TransportKind {
-  const v = main.str('transport')
-  if (v === undefined) return 'auto'
-  const kind = TRANSPORTS.find((t) => t === v.toLowerCase())
-  if (kind === undefined) throw new ConfigError('transport', v, `expected ${TRANSPORTS.join(', ')}`)
-  return kind
 }
 
 function parsePath(main: Reader): string {
@@ -691,9 +693,7 @@ export const GREYLIST_STORES = ['memory', 'redis'] as const
 export type GreylistStoreKind = (typeof GREYLIST_STORES)[number]
 
 function parseGreylist(g: Reader): Config['greylist'] {
-  const store = (g.str('store') ?? 'memory').toLowerCase()
-  const kind = GREYLIST_STORES.find((k) => k === store)
-  if (kind === undefined) throw new ConfigError(g.name('store'), g.raw('store'), 'expected memory or redis')
+  const kind = g.choice('store', GREYLIST_STORES, 'memory')
   const keyPrefix = g.str('key_prefix') ?? 'haraka-rspamd:greylist:'
   if (!/^[\x21-\x7e]+$/.test(keyPrefix)) {
     throw new ConfigError(g.name('key_prefix'), keyPrefix, 'expected printable ASCII without spaces')
