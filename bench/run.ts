@@ -14,12 +14,17 @@ import { renderReport } from './report'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 
+// The micro-benchmark's candidates (bench/candidate.ts), the same in a quick and a full run: over
+// keep-alive, and with the fake that closes every connection (there also the bare node:http client)
+const KEEP_ALIVE_CANDIDATES = ['ceiling', 'v2', 'v2-undici', 'v1'] as const
+const CLOSE_CANDIDATES = ['ceiling', 'http', 'v2', 'v2-undici', 'v1'] as const
+
 // Sized for < 12 minutes on 2 busy cores: each candidate's turn lasts ~minMs (or minMessages, whichever
-// is later). Micro: 2 rounds per cell, 3 candidates × 12 cells over keep-alive, 4 candidates × 4 cells
+// is later). Micro: 2 rounds per cell, 4 candidates × 12 cells over keep-alive, 5 candidates × 4 cells
 // with the closing fake; end to end: 2 rounds, 4 variants × 9 cells.
 const MICRO: MicroPlan = QUICK
   ? {
-      candidates: ['ceiling', 'v2', 'v2-undici', 'v1'],
+      candidates: KEEP_ALIVE_CANDIDATES,
       rounds: 1,
       rssRuns: 1,
       warmup: { minMessages: 8, minMs: 100 },
@@ -32,7 +37,7 @@ const MICRO: MicroPlan = QUICK
       },
       connectionMessages: 1000,
       close: {
-        candidates: ['ceiling', 'http', 'v2', 'v2-undici', 'v1'],
+        candidates: CLOSE_CANDIDATES,
         sizes: ['5 KB', '100 KB'],
         concurrency: [1, 8],
         rounds: 1,
@@ -40,7 +45,7 @@ const MICRO: MicroPlan = QUICK
       },
     }
   : {
-      candidates: ['ceiling', 'v2', 'v2-undici', 'v1'],
+      candidates: KEEP_ALIVE_CANDIDATES,
       rounds: 2,
       rssRuns: 3,
       warmup: { minMessages: 16, minMs: 400 },
@@ -53,7 +58,7 @@ const MICRO: MicroPlan = QUICK
       },
       connectionMessages: 1000,
       close: {
-        candidates: ['ceiling', 'http', 'v2', 'v2-undici', 'v1'],
+        candidates: CLOSE_CANDIDATES,
         sizes: ['5 KB', '100 KB'],
         concurrency: [1, 8],
         rounds: 2,
