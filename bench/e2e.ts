@@ -5,6 +5,7 @@
 
 import { Pool } from 'undici'
 import { corpus } from '../test/support/harness'
+import { prng } from '../test/support/prng'
 import { benchMessage, SIZES } from './messages'
 import { cpuMs, CLK_TCK, treeCpuMs } from './proc'
 import {
@@ -30,7 +31,7 @@ export interface E2eCell {
   concurrency: number
   messages: number
   wallMs: number
-  /** ms from the end of the message (SMTP: the final dot) to the verdict, per message */
+  /** ms from the start of the message data (SMTP: after DATA's 354) to the verdict, per message */
   latencies: number[]
   /** CPU ms (user + system) the Haraka process used during the turns; null for rspamd alone */
   harakaCpuMs: number | null
@@ -38,9 +39,27 @@ export interface E2eCell {
   rspamdCpuMs: number | null
 }
 
+/**
+ * Open loop: SMTP sessions start at a set pace (Poisson arrivals, the same sequence for each Haraka)
+ * whatever the replies, as mail arrives at an MTA; latency compared at the same offered load.
+ */
+export interface E2eOpenCell {
+  variant: 'v2' | 'v1'
+  size: string
+  /** the offered load as a share of the slower scanning Haraka's best closed-loop msg/s */
+  load: number
+  /** messages per second offered */
+  rate: number
+  messages: number
+  /** ms from the start of the message data to the reply, as in the closed loop */
+  latencies: number[]
+  harakaCpuMs: number
+}
+
 export interface E2eResults {
   loaded: Record<E2eVariant, string>
   cells: E2eCell[]
+  open: E2eOpenCell[]
   /** clock ticks per second of /proc/<pid>/stat: the resolution of the CPU figures */
   clkTck: number
 }
@@ -54,6 +73,8 @@ export interface E2ePlan {
   /** only these sizes and concurrencies (default: E2E_SIZES, E2E_CONCURRENCY) */
   sizes?: readonly string[]
   concurrency?: readonly number[]
+  /** open-loop turns after each size's closed-loop cells: offered loads (shares of capacity), ms per turn */
+  open?: { loads: readonly number[]; minMs: number; rounds: number }
 }
 
 /** Sends one message and resolves to its latency in ms; throws unless the verdict is the expected one. */
@@ -112,6 +133,80 @@ async function load(
   return { messages: started, wallMs: performance.now() - start, latencies }
 }
 
+/**
+ * Latency at the same offered load for both scanning Harakas. In the closed loop at × 32 the faster
+ * Haraka leaves more of its 32 clients waiting on rspamd at any moment, so its data phase can get
+ * longer while its sessions get shorter; at a fixed pace that effect is gone.
+ */
+async function openTurns(
+  o: NonNullable<E2ePlan['open']>,
+  size: string,
+  data: Buffer,
+  cells: E2eCell[],
+  senders: Record<E2eVariant, Sender>,
+  pids: Record<E2eVariant, number | undefined>,
+  log: (s: string) => void,
+): Promise<E2eOpenCell[]> {
+  const best = (v: E2eVariant) =>
+    Math.max(
+      ...cells.filter((c) => c.variant === v && c.size === size).map((c) => (c.messages * 1000) / c.wallMs),
+    )
+  const capacity = Math.min(best('v2'), best('v1'))
+  const out: E2eOpenCell[] = []
+  for (const load of o.loads) {
+    const rate = capacity * load
+    const sums = { v2: [] as Turn[], v1: [] as Turn[] }
+    const cpu = { v2: 0, v1: 0 }
+    for (let round = 0; round < o.rounds; round++) {
+      for (const v of round % 2 === 0 ? (['v2', 'v1'] as const) : (['v1', 'v2'] as const)) {
+        const pid = pids[v] as number
+        const stat = await rspamdStat()
+        const cpu0 = cpuMs(pid)
+        // the same arrival times for both Harakas in a round
+        const r = await openLoad(senders[v], rate, data, o.minMs, 1000 * round + Math.round(load * 100))
+        cpu[v] += cpuMs(pid) - cpu0
+        await expectVerdicts(stat, r.messages, `${v}, ${size} at ${rate.toFixed(0)} msg/s`)
+        sums[v].push(r)
+      }
+    }
+    const cellOf = (v: 'v2' | 'v1'): E2eOpenCell => ({
+      variant: v,
+      size,
+      load,
+      rate,
+      messages: sums[v].reduce((n, t) => n + t.messages, 0),
+      latencies: sums[v].flatMap((t) => t.latencies),
+      harakaCpuMs: cpu[v],
+    })
+    const both = [cellOf('v2'), cellOf('v1')]
+    const p50 = (c: E2eOpenCell) => [...c.latencies].sort((a, b) => a - b)[Math.floor(c.latencies.length / 2)]
+    log(
+      `  ${size} offered ${rate.toFixed(1)} msg/s (${Math.round(load * 100)} %): ` +
+        both.map((c) => `${c.variant} p50 ${p50(c).toFixed(1)} ms`).join(', '),
+    )
+    out.push(...both)
+  }
+  return out
+}
+
+/**
+ * Starts one message every exponentially distributed interval (mean 1/rate s) for `ms`, each its own
+ * SMTP session, and waits for all of them. `seed` fixes the arrival times.
+ */
+async function openLoad(send: Sender, rate: number, data: Buffer, ms: number, seed: number): Promise<Turn> {
+  const random = prng(seed)
+  const latencies: number[] = []
+  const inFlight: Promise<void>[] = []
+  const start = performance.now()
+  for (let at = 0; at < ms; at += (-Math.log(1 - random()) * 1000) / rate) {
+    const wait = start + at - performance.now()
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait))
+    inFlight.push(send(data).then((ms) => void latencies.push(ms)))
+  }
+  await Promise.all(inFlight)
+  return { messages: inFlight.length, wallMs: performance.now() - start, latencies }
+}
+
 export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E2eResults> {
   const harakas: BenchHaraka[] = []
   const pool = new Pool(`http://127.0.0.1:${RSPAMD_PORT}`, { connections: null })
@@ -152,6 +247,7 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
     if (rspamdMain === undefined) log("  (rspamd's pid is unknown: no rspamd CPU figures)")
 
     const cells: E2eCell[] = []
+    const open: E2eOpenCell[] = []
     const sizes: readonly string[] = plan.sizes ?? E2E_SIZES
     for (const size of SIZES.filter((s) => sizes.includes(s.label))) {
       const data = benchMessage(size.bytes)
@@ -201,8 +297,9 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
         )
         cells.push(...sums.values())
       }
+      if (plan.open) open.push(...(await openTurns(plan.open, size.label, data, cells, senders, pids, log)))
     }
-    return { loaded, cells, clkTck: CLK_TCK }
+    return { loaded, cells, open, clkTck: CLK_TCK }
   } finally {
     await Promise.all(harakas.map((b) => stopHaraka(b)))
     await pool.close()

@@ -183,7 +183,7 @@ export async function startHaraka(variant: HarakaVariant): Promise<BenchHaraka> 
   }
 }
 
-/** Sends one message over SMTP; fails unless Haraka answers `expected`. Resolves to ms from the final dot to the reply. */
+/** Sends one message over SMTP; fails unless Haraka answers `expected`. Resolves to ms from the start of the message data (after 354) to the reply. */
 export async function sendExpecting(
   h: Haraka,
   data: Buffer,
