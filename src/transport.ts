@@ -8,7 +8,9 @@ import * as https from 'node:https'
 import type { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
+import { isIP } from 'node:net'
 import type { Config, Target, TransportKind } from './config'
+import { LookupCache } from './lookup'
 import type { RequestHeaders } from './request'
 
 /** What one request tells the attempt that sent it. Every call after the first end or error is ignored. */
@@ -81,6 +83,11 @@ export function makeTransport(target: Target, cfg: Config, opts: TransportOption
   return kind === 'node' ? new NodeTransport(target, cfg, opts) : new UndiciTransport(target, cfg, opts)
 }
 
+/** A lookup cache for a server named by a host name (none for an IP address or a UNIX socket). */
+function lookupsFor(target: Target): LookupCache | undefined {
+  return target.kind === 'tcp' && isIP(target.host) === 0 ? new LookupCache() : undefined
+}
+
 const connectMs = (cfg: Config) => Math.max(1, Math.round(cfg.connectTimeout * 1000))
 
 function tlsOptions(target: Target, cfg: Config) {
@@ -108,6 +115,8 @@ class NodeTransport implements Transport {
   private readonly server: string
   private readonly connectMs: number
   private readonly secure: boolean
+  private readonly lookups: LookupCache | undefined
+  private readonly host: string
   private active = 0
   private idle: (() => void)[] = []
 
@@ -126,10 +135,17 @@ class NodeTransport implements Transport {
       ? new https.Agent({ ...agentOpts, ...tlsOptions(target, cfg) })
       : new http.Agent(agentOpts)
     this.request = this.secure ? https.request : http.request
+    this.lookups = lookupsFor(target)
     this.base =
       target.kind === 'unix'
         ? { socketPath: target.socketPath, agent: this.agent }
-        : { host: target.host, port: target.port, agent: this.agent }
+        : {
+            host: target.host,
+            port: target.port,
+            agent: this.agent,
+            ...(this.lookups ? { lookup: this.lookups.lookup } : {}),
+          }
+    this.host = target.kind === 'tcp' ? target.host : ''
     this.server = describeTarget(target)
     this.connectMs = connectMs(cfg)
   }
@@ -159,6 +175,8 @@ class NodeTransport implements Transport {
     // after the exchange ended, errors still come (a socket destroyed on abort): heard, ignored
     req.on('error', (err) => {
       done()
+      // the name may point elsewhere now: the next try looks it up again
+      this.lookups?.forget(this.host)
       x.error(err)
     })
     req.on('close', done)
@@ -241,9 +259,13 @@ class UndiciTransport implements Transport {
   readonly name = 'undici'
   private readonly pool: Pool
   private readonly origin: string
+  private readonly lookups: LookupCache | undefined
+  private readonly host: string
 
   constructor(target: Target, cfg: Config, opts: TransportOptions) {
     this.origin = origin(target)
+    this.lookups = lookupsFor(target)
+    this.host = target.kind === 'tcp' ? target.host : ''
     const undici = loadUndici()
     this.pool = new undici.Pool(this.origin, {
       connections: opts.connections ?? null,
@@ -257,6 +279,7 @@ class UndiciTransport implements Transport {
         // an idle pooled connection is dropped after IDLE_MS, long before a probe would go
         keepAlive: false,
         ...(target.kind === 'unix' ? { socketPath: target.socketPath } : {}),
+        ...(this.lookups ? { lookup: this.lookups.lookup } : {}),
         timeout: connectMs(cfg),
         ...tlsOptions(target, cfg),
       }),
@@ -264,6 +287,8 @@ class UndiciTransport implements Transport {
   }
 
   send(path: string, headers: RequestHeaders, body: Buffer | Readable, x: Exchange): void {
+    const lookups = this.lookups
+    const host = this.host
     this.pool.dispatch(
       { origin: this.origin, method: 'POST', path, headers, body },
       {
@@ -281,6 +306,7 @@ class UndiciTransport implements Transport {
           x.end()
         },
         onResponseError(_c, err) {
+          lookups?.forget(host)
           x.error(err)
         },
       },

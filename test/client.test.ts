@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import dns from 'node:dns'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -127,6 +128,34 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
 
     const scan = (c: RspamdClient, message = SMALL, timeoutMs = 4_000): Promise<ScanOutcome> =>
       c.scan({ headers: {}, source: bufferSource(message), timeoutMs })
+
+    it('a server named by a host name is looked up once for many scans, and again after a failed connection', async () => {
+      // net.connect does its own lookups through Node's internals; only ours go through dns.lookup
+      const asked: string[] = []
+      const dnsModule = dns as unknown as { lookup: (...args: unknown[]) => void }
+      const real = dnsModule.lookup
+      dnsModule.lookup = (...args: unknown[]) => {
+        // (the fake servers' listen() looks up 127.0.0.1 here too)
+        if (args[0] === 'localhost') asked.push(String(args[0]))
+        real(...args)
+      }
+      try {
+        // a new connection for every scan, as rspamd itself closes each one
+        const good = await start({ reply: replyFor('no action'), closeEach: true })
+        const c = client(configFor(`localhost:${good.port}`))
+        for (let i = 0; i < 5; i++) assert.equal((await scan(c)).ok, true)
+        assert.deepEqual(asked, ['localhost'])
+        assert.equal(good.requests.length, 5)
+
+        asked.length = 0
+        const refusing = await FakeRspamd.unusedPort()
+        const down = client(configFor(`localhost:${refusing}`))
+        for (let i = 0; i < 2; i++) assert.equal((await scan(down)).ok, false)
+        assert.deepEqual(asked, ['localhost', 'localhost'], 'each failed connection drops the cached answer')
+      } finally {
+        dnsModule.lookup = real
+      }
+    })
 
     it('scans every message on the good server when the others refuse or hang, and reports the figures', async () => {
       const refusing = await FakeRspamd.unusedPort()
