@@ -58,12 +58,18 @@ export class LookupCache {
     }
     const queue = [answer]
     this.pending.set(key, queue)
-    this.resolve(hostname, { ...options, all: true }, (err, addresses) => {
+    const settle = (err: NodeJS.ErrnoException | null, addresses: dns.LookupAddress[]) => {
       this.pending.delete(key)
       if (!err && addresses.length > 0) this.entries.set(key, { at: this.now(), addresses })
       else this.entries.delete(key)
       for (const f of queue) f(err, err ? undefined : addresses)
-    })
+    }
+    try {
+      this.resolve(hostname, { ...options, all: true }, settle)
+    } catch (err) {
+      // dns.lookup throws at once on an argument it refuses: fail these callers, not every later one
+      settle(err as NodeJS.ErrnoException, [])
+    }
   }
 
   /** Drops every cached answer for `hostname`. */

@@ -5,10 +5,9 @@
 
 import * as http from 'node:http'
 import * as https from 'node:https'
-import type { Socket } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
-import { isIP } from 'node:net'
 import type { Config, Target, TransportKind } from './config'
 import { LookupCache } from './lookup'
 import type { RequestHeaders } from './request'

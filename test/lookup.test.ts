@@ -87,6 +87,18 @@ describe('lookup cache', () => {
     assert.deepEqual(await next, [null, '127.0.0.1', 4])
   })
 
+  it('a resolver that throws fails the callers of that moment, and the next lookup asks again', async () => {
+    let calls = 0
+    const cache = new LookupCache(LOOKUP_TTL_MS, now, (_h, _o, done) => {
+      if (++calls === 1) throw new TypeError('The argument hints is invalid')
+      done(null, V4)
+    })
+    const [err] = await ask(cache, 'localhost', {})
+    assert.match(String(err), /hints is invalid/)
+    assert.deepEqual(await ask(cache, 'localhost', {}), [null, '127.0.0.1', 4])
+    assert.equal(calls, 2)
+  })
+
   it('an empty answer is an ENOTFOUND error naming the host, and is not kept', async () => {
     const r = resolver()
     const cache = new LookupCache(LOOKUP_TTL_MS, now, r.resolve)
