@@ -5,7 +5,7 @@
 
 import * as http from 'node:http'
 import * as https from 'node:https'
-import { isIP, type Socket } from 'node:net'
+import { isIP, type LookupFunction, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
 import type { Config, Target, TransportKind } from './config'
@@ -82,9 +82,18 @@ export function makeTransport(target: Target, cfg: Config, opts: TransportOption
   return kind === 'node' ? new NodeTransport(target, cfg, opts) : new UndiciTransport(target, cfg, opts)
 }
 
-/** A lookup cache for a server named by a host name (none for an IP address or a UNIX socket). */
-function lookupsFor(target: Target): LookupCache | undefined {
-  return target.kind === 'tcp' && isIP(target.host) === 0 ? new LookupCache() : undefined
+/** One server's cached name lookups: `lookup` for net.connect, `forget()` after a failed request. */
+interface ServerLookups {
+  lookup: LookupFunction
+  forget(): void
+}
+
+/** For a server named by a host name; none for an IP address or a UNIX socket. */
+function lookupsFor(target: Target): ServerLookups | undefined {
+  if (target.kind !== 'tcp' || isIP(target.host) !== 0) return undefined
+  const cache = new LookupCache()
+  const host = target.host
+  return { lookup: cache.lookup, forget: () => cache.forget(host) }
 }
 
 const connectMs = (cfg: Config) => Math.max(1, Math.round(cfg.connectTimeout * 1000))
@@ -114,8 +123,7 @@ class NodeTransport implements Transport {
   private readonly server: string
   private readonly connectMs: number
   private readonly secure: boolean
-  private readonly lookups: LookupCache | undefined
-  private readonly host: string
+  private readonly lookups: ServerLookups | undefined
   private active = 0
   private idle: (() => void)[] = []
 
@@ -144,7 +152,6 @@ class NodeTransport implements Transport {
             agent: this.agent,
             ...(this.lookups ? { lookup: this.lookups.lookup } : {}),
           }
-    this.host = target.kind === 'tcp' ? target.host : ''
     this.server = describeTarget(target)
     this.connectMs = connectMs(cfg)
   }
@@ -175,7 +182,7 @@ class NodeTransport implements Transport {
     req.on('error', (err) => {
       done()
       // the name may point elsewhere now: the next try looks it up again
-      this.lookups?.forget(this.host)
+      this.lookups?.forget()
       x.error(err)
     })
     req.on('close', done)
@@ -258,13 +265,11 @@ class UndiciTransport implements Transport {
   readonly name = 'undici'
   private readonly pool: Pool
   private readonly origin: string
-  private readonly lookups: LookupCache | undefined
-  private readonly host: string
+  private readonly lookups: ServerLookups | undefined
 
   constructor(target: Target, cfg: Config, opts: TransportOptions) {
     this.origin = origin(target)
     this.lookups = lookupsFor(target)
-    this.host = target.kind === 'tcp' ? target.host : ''
     const undici = loadUndici()
     this.pool = new undici.Pool(this.origin, {
       connections: opts.connections ?? null,
@@ -287,7 +292,6 @@ class UndiciTransport implements Transport {
 
   send(path: string, headers: RequestHeaders, body: Buffer | Readable, x: Exchange): void {
     const lookups = this.lookups
-    const host = this.host
     this.pool.dispatch(
       { origin: this.origin, method: 'POST', path, headers, body },
       {
@@ -305,7 +309,7 @@ class UndiciTransport implements Transport {
           x.end()
         },
         onResponseError(_c, err) {
-          lookups?.forget(host)
+          lookups?.forget()
           x.error(err)
         },
       },

@@ -130,7 +130,7 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       c.scan({ headers: {}, source: bufferSource(message), timeoutMs })
 
     it('a server named by a host name is looked up once for many scans, and again after a failed connection', async () => {
-      // net.connect does its own lookups through Node's internals; only ours go through dns.lookup
+      // every getaddrinfo of the process goes through dns.lookup, ours and net.connect's own alike
       const asked: string[] = []
       const dnsModule = dns as unknown as { lookup: (...args: unknown[]) => void }
       const real = dnsModule.lookup
