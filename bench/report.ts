@@ -296,10 +296,12 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
   out.push(
     'The benchmark message of each size (the captured spam message with `X-Test-Action: add header`, padded ' +
       'with a base64 attachment): rspamd answers `add header` and every Haraka 250. One SMTP session per ' +
-      'message, the queue discards; both Harakas have the shipped `host = localhost`. Before the figures, GTUBE got 550 from both scanning Harakas and 250 from ' +
+      'message, the queue discards; both Harakas have the shipped `host = localhost`. Before the ' +
+      'figures, GTUBE got 550 from both scanning Harakas and 250 from ' +
       "the one without scanning; after every turn, rspamd's own counters (controller `/stat`) must show one " +
       '`add header` scan per message sent (none for Haraka without scanning). Latency = from the start of ' +
-      'the message data (after DATA’s 354) to the reply (rspamd alone: request to reply). CPU = utime+stime of the Haraka process (`/proc/<pid>/stat`, ' +
+      'the message data (after DATA’s 354) to the reply (rspamd alone: request to reply). ' +
+      'CPU = utime+stime of the Haraka process (`/proc/<pid>/stat`, ' +
       `${e.clkTck} ticks/s) over the turns ÷ messages, and the same for rspamd (main process and workers). ` +
       'rspamd 3.4 closes every connection after its reply, so each scan is a new connection for every client.',
   )
