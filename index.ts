@@ -485,9 +485,8 @@ async function act(
   const verdict = greylistFailure ?? decide(reply, cfg, facts)
 
   txn.notes.rspamd = result.json
-  const symbols: Record<string, number> = {}
-  for (const s of reply.symbols) symbols[s.name] = s.score
-  const fields = {
+  // what goes to txn.results, built as one object (no spreads: this runs for every message)
+  const record: Record<string, unknown> = {
     action: reply.action,
     score: reply.score,
     required_score: reply.requiredScore,
@@ -497,18 +496,23 @@ async function act(
     server: result.server,
     size: size ?? result.bytesSent,
     verdict: verdict.kind,
-    ...(action === reply.action ? {} : { local_action: action }),
-    ...(greylistState === undefined ? {} : { greylist: greylistState }),
   }
+  if (action !== reply.action) record.local_action = action
+  if (greylistState !== undefined) record.greylist = greylistState
   // the one info line per message (haraka-results logs it because of emit): the fields above as
   // haraka-results would write them, then the symbols, which it leaves out of a line
-  const human = [
-    ...Object.entries(fields)
-      .filter(([, v]) => v !== undefined)
-      .map(([k, v]) => `${k}: ${String(v)}`),
-    `symbols: ${symbolsForLog(reply.symbols)}`,
-  ].join(', ')
-  txn.results.add(plugin, { ...fields, symbols, human, emit: true })
+  let human = ''
+  for (const key in record) {
+    const v = record[key]
+    if (v !== undefined) human += `${key}: ${String(v)}, `
+  }
+  human += `symbols: ${symbolsForLog(reply.symbols)}`
+  const symbols: Record<string, number> = {}
+  for (const s of reply.symbols) symbols[s.name] = s.score
+  record.symbols = symbols
+  record.human = human
+  record.emit = true
+  txn.results.add(plugin, record)
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
   return toNext(verdict)
 }

@@ -1,7 +1,7 @@
 // Reply + Config + sender facts → Verdict: what Haraka should answer and which headers change.
 // Also the one place that decides what a failed scan means ([defer] policy).
 
-import type { Config } from './config'
+import { type Config, oncePerConfig } from './config'
 import type { Reply } from './reply'
 import {
   type HeaderField,
@@ -210,6 +210,11 @@ export function prepareEdits(raw: RawField[], remove: string[], dropped: string[
   return { remove: out, add, dropped }
 }
 
+/** The names the configured styles write: the same for every message of a config. */
+const configuredStyleNames = oncePerConfig((cfg: Config): readonly string[] =>
+  Object.freeze(styleHeaderNames(cfg.spamHeaders.styles, cfg)),
+)
+
 function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
   const raw: RawField[] = []
   // verdict headers of any style that came with the message are not ours: off before anything
@@ -225,7 +230,7 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
   raw.push(...fromRspamd.add)
   dropped.push(...fromRspamd.dropped)
   if (wantsSpamHeaders(reply, cfg)) {
-    remove.push(...styleHeaderNames(cfg.spamHeaders.styles, cfg))
+    remove.push(...configuredStyleNames(cfg))
     const styled = styleHeaders(reply, cfg, facts.style ?? {})
     raw.push(...styled.fields)
     dropped.push(...styled.dropped)
