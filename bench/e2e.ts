@@ -37,6 +37,15 @@ export interface E2eCell {
   harakaCpuMs: number | null
   /** CPU ms rspamd (main process and workers) used during the turns; null when its pid is unknown */
   rspamdCpuMs: number | null
+  /** each Haraka of this variant on its own, in start order (empty for rspamd alone) */
+  harakas: HarakaShare[]
+}
+
+/** What one of a variant's Harakas did in a cell's turns. */
+export interface HarakaShare {
+  messages: number
+  wallMs: number
+  cpuMs: number
 }
 
 /**
@@ -70,6 +79,12 @@ export interface E2ePlan {
   turn: Record<string, { minMessages: number; minMs: number; rounds?: number }>
   /** unmeasured messages per variant and size first (JIT, caches), at concurrency 4 */
   warmupMessages: number
+  /**
+   * Harakas per scanning plugin (default 2), started 2.x, 1.6.1, 1.6.1, 2.x, …: two processes of the same
+   * Haraka and plugin differ by a few per cent on Node 20 and up to ~10 % on Node 24, more than the plugins
+   * do at 5 KB, so each plugin's figures pool its Harakas
+   */
+  harakas?: number
   /** only these sizes and concurrencies (default: E2E_SIZES, E2E_CONCURRENCY) */
   sizes?: readonly string[]
   concurrency?: readonly number[]
@@ -133,8 +148,20 @@ async function load(
   return { messages: started, wallMs: performance.now() - start, latencies }
 }
 
+/** One process the load goes to: a Haraka (with its pid) or rspamd alone. */
+interface Slot {
+  variant: E2eVariant
+  send: Sender
+  pid: number | undefined
+}
+
+/** The scanning Harakas' start order: 2.x, 1.6.1, 1.6.1, 2.x, 2.x, 1.6.1, … (`n` of each). */
+export function startOrder(n: number): ('v2' | 'v1')[] {
+  return Array.from({ length: 2 * n }, (_, i) => (i % 4 === 0 || i % 4 === 3 ? 'v2' : 'v1'))
+}
+
 /**
- * Latency at the same offered load for both scanning Harakas. In the closed loop at × 32 the faster
+ * Latency at the same offered load for both scanning plugins. In the closed loop at × 32 the faster
  * Haraka leaves more of its 32 clients waiting on rspamd at any moment, so its data phase can get
  * longer while its sessions get shorter; at a fixed pace that effect is gone.
  */
@@ -143,8 +170,7 @@ async function openTurns(
   size: string,
   data: Buffer,
   cells: E2eCell[],
-  senders: Record<E2eVariant, Sender>,
-  pids: Record<E2eVariant, number | undefined>,
+  slots: readonly Slot[],
   log: (s: string) => void,
 ): Promise<E2eOpenCell[]> {
   const best = (v: E2eVariant) =>
@@ -152,18 +178,23 @@ async function openTurns(
       ...cells.filter((c) => c.variant === v && c.size === size).map((c) => (c.messages * 1000) / c.wallMs),
     )
   const capacity = Math.min(best('v2'), best('v1'))
+  const scanning = slots.filter((s) => s.variant === 'v2' || s.variant === 'v1')
   const out: E2eOpenCell[] = []
   for (const load of o.loads) {
     const rate = capacity * load
     const sums = { v2: [] as Turn[], v1: [] as Turn[] }
     const cpu = { v2: 0, v1: 0 }
     for (let round = 0; round < o.rounds; round++) {
-      for (const v of round % 2 === 0 ? (['v2', 'v1'] as const) : (['v1', 'v2'] as const)) {
-        const pid = pids[v] as number
+      // in start order, then backwards: each plugin's k-th Haraka gets the same arrival times
+      const order = round % 2 === 0 ? scanning : [...scanning].reverse()
+      for (const slot of order) {
+        const v = slot.variant as 'v2' | 'v1'
+        const k = scanning.filter((x) => x.variant === v).indexOf(slot)
+        const pid = slot.pid as number
         const stat = await rspamdStat()
         const cpu0 = cpuMs(pid)
-        // the same arrival times for both Harakas in a round
-        const r = await openLoad(senders[v], rate, data, o.minMs, 1000 * round + Math.round(load * 100))
+        const seed = 1000 * round + 100_000 * k + Math.round(load * 100)
+        const r = await openLoad(slot.send, rate, data, o.minMs, seed)
         cpu[v] += cpuMs(pid) - cpu0
         await expectVerdicts(stat, r.messages, `${v}, ${size} at ${rate.toFixed(0)} msg/s`)
         sums[v].push(r)
@@ -211,38 +242,32 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
   const harakas: BenchHaraka[] = []
   const pool = new Pool(`http://127.0.0.1:${RSPAMD_PORT}`, { connections: null })
   try {
-    harakas.push(...(await Promise.all((['v2', 'v1', 'none'] as const).map((v) => startHaraka(v)))))
-    const [v2, v1, none] = harakas
+    // one after the other, in a set order (a Haraka started first ran slower in some runs)
+    for (const v of [...startOrder(plan.harakas ?? 2), 'none'] as const) harakas.push(await startHaraka(v))
     const ping = await pool.request({ method: 'GET', path: '/ping' })
     await ping.body.dump()
     const server = ping.headers.server
     const rspamdVersion = typeof server === 'string' ? server.replace(/^rspamd\//, '') : 'unknown'
+    const first = (v: 'v2' | 'v1' | 'none') => harakas.find((b) => b.variant === v) as BenchHaraka
+    const count = (v: 'v2' | 'v1') => harakas.filter((b) => b.variant === v).length
     const loaded: Record<E2eVariant, string> = {
       rspamd: `rspamd ${rspamdVersion} alone, undici Pool, message from a Buffer`,
-      v2: v2.loaded,
-      v1: v1.loaded,
-      none: none.loaded,
+      v2: `${count('v2')} × ${first('v2').loaded}`,
+      v1: `${count('v1')} × ${first('v1').loaded}`,
+      none: first('none').loaded,
     }
     // proof that scanning happens where it should: GTUBE is refused only by the scanning Harakas
     const gtube = corpus('gtube.eml')
     for (const b of harakas) await proveScanning(b, gtube)
     await rspamdSender(pool, 'reject')(gtube)
     log(
-      '  GTUBE: 550 from Haraka + 2.x and Haraka + 1.6.1, 250 from Haraka without scanning, reject from rspamd',
+      `  GTUBE: 550 from each Haraka + 2.x and Haraka + 1.6.1, 250 from Haraka without scanning, reject from rspamd`,
     )
 
-    const senders: Record<E2eVariant, Sender> = {
-      rspamd: rspamdSender(pool, 'add header'),
-      v2: harakaSender(v2),
-      v1: harakaSender(v1),
-      none: harakaSender(none),
-    }
-    const pids: Record<E2eVariant, number | undefined> = {
-      rspamd: undefined,
-      v2: v2.haraka.pid,
-      v1: v1.haraka.pid,
-      none: none.haraka.pid,
-    }
+    const slots: Slot[] = [
+      { variant: 'rspamd', send: rspamdSender(pool, 'add header'), pid: undefined },
+      ...harakas.map((b) => ({ variant: b.variant, send: harakaSender(b), pid: b.haraka.pid })),
+    ]
     const rspamdMain = rspamdPid()
     if (rspamdMain === undefined) log("  (rspamd's pid is unknown: no rspamd CPU figures)")
 
@@ -251,19 +276,20 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
     const sizes: readonly string[] = plan.sizes ?? E2E_SIZES
     for (const size of SIZES.filter((s) => sizes.includes(s.label))) {
       const data = benchMessage(size.bytes)
-      for (const v of E2E_VARIANTS) await load(senders[v], 4, data, plan.warmupMessages, 0)
+      for (const slot of slots) await load(slot.send, 4, data, plan.warmupMessages, 0)
       const { rounds = plan.rounds, ...turn } = plan.turn[size.label]
       for (const concurrency of plan.concurrency ?? E2E_CONCURRENCY) {
         const sums = new Map<E2eVariant, E2eCell>()
+        const shares = new Map<Slot, HarakaShare>()
         for (let round = 0; round < rounds; round++) {
-          // A B C D, then B C D A …: machine noise and turn order hit every variant alike
-          const order = E2E_VARIANTS.map((_, i) => E2E_VARIANTS[(i + round) % E2E_VARIANTS.length])
-          for (const v of order) {
-            const pid = pids[v]
+          // A B C D …, then B C D … A: machine noise and turn order hit every process alike
+          const order = slots.map((_, i) => slots[(i + round) % slots.length] as Slot)
+          for (const slot of order) {
+            const { variant: v, pid } = slot
             const stat = await rspamdStat()
             const cpu0 = pid === undefined ? 0 : cpuMs(pid)
             const rspamd0 = rspamdMain === undefined ? NaN : treeCpuMs(rspamdMain)
-            const r = await load(senders[v], concurrency, data, turn.minMessages, turn.minMs)
+            const r = await load(slot.send, concurrency, data, turn.minMessages, turn.minMs)
             const harakaCpu = pid === undefined ? null : cpuMs(pid) - cpu0
             const rspamdCpu = rspamdMain === undefined ? null : treeCpuMs(rspamdMain) - rspamd0
             await expectVerdicts(stat, v === 'none' ? 0 : r.messages, `${v}, ${size.label} × ${concurrency}`)
@@ -276,6 +302,7 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
               latencies: [],
               harakaCpuMs: harakaCpu === null ? null : 0,
               rspamdCpuMs: rspamdCpu === null ? null : 0,
+              harakas: [],
             }
             s.messages += r.messages
             s.wallMs += r.wallMs
@@ -283,21 +310,33 @@ export async function runE2e(plan: E2ePlan, log: (s: string) => void): Promise<E
             if (s.harakaCpuMs !== null && harakaCpu !== null) s.harakaCpuMs += harakaCpu
             if (s.rspamdCpuMs !== null && rspamdCpu !== null) s.rspamdCpuMs += rspamdCpu
             sums.set(v, s)
+            if (harakaCpu !== null) {
+              const share = shares.get(slot) ?? { messages: 0, wallMs: 0, cpuMs: 0 }
+              share.messages += r.messages
+              share.wallMs += r.wallMs
+              share.cpuMs += harakaCpu
+              shares.set(slot, share)
+            }
           }
         }
+        for (const [slot, share] of shares) sums.get(slot.variant)?.harakas.push(share)
         log(
           `  ${size.label} × ${concurrency}: ` +
             [...sums.values()]
               .map((s) => {
+                const each =
+                  s.harakas.length > 1
+                    ? `; ${s.harakas.map((h) => (h.cpuMs / h.messages).toFixed(2)).join(', ')}`
+                    : ''
                 const cpu =
-                  s.harakaCpuMs === null ? '' : ` (${(s.harakaCpuMs / s.messages).toFixed(2)} ms CPU)`
+                  s.harakaCpuMs === null ? '' : ` (${(s.harakaCpuMs / s.messages).toFixed(2)} ms CPU${each})`
                 return `${s.variant} ${((s.messages * 1000) / s.wallMs).toFixed(1)}/s${cpu}`
               })
               .join(', '),
         )
         cells.push(...sums.values())
       }
-      if (plan.open) open.push(...(await openTurns(plan.open, size.label, data, cells, senders, pids, log)))
+      if (plan.open) open.push(...(await openTurns(plan.open, size.label, data, cells, slots, log)))
     }
     return { loaded, cells, open, clkTck: CLK_TCK }
   } finally {
