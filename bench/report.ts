@@ -426,8 +426,9 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
         'answered, so a Haraka that spends less time per message leaves more of its 32 clients waiting on ' +
         'rspamd at any moment: its data phase gets longer while its sessions get shorter. Mail does not ' +
         'arrive like that. Here new SMTP sessions start at a fixed average pace (Poisson arrivals, the same ' +
-        'times for both Harakas in a round), a share of the slower scanning Haraka’s best msg/s above, and ' +
-        'the latency (start of the message data to the reply, as above) is compared at that same load.',
+        'times for each plugin’s first Haraka, and for its second), a share of the slower plugin’s best ' +
+        'msg/s above, and the latency (start of the message data to the reply, as above) is compared at ' +
+        'that same load, each Haraka one turn per load.',
     )
     out.push('')
     out.push(
