@@ -579,6 +579,12 @@ const allVerdictHeaderNames = oncePerConfig((cfg: Pick<Config, 'header'>): reado
   Object.freeze(styleHeaderNames(HEADER_STYLES, cfg)),
 )
 
+/** styleHeaderNames() of the configured [spam_headers] styles, built once per config (asked per message). */
+export const configuredStyleNames = oncePerConfig(
+  (cfg: Pick<Config, 'header'> & { spamHeaders: Pick<Config['spamHeaders'], 'styles'> }): readonly string[] =>
+    Object.freeze(styleHeaderNames(cfg.spamHeaders.styles, cfg)),
+)
+
 /**
  * Every configured style, in the configured order, as raw fields (a name two styles write, from
  * the first of them); what had to be left out, and why.

@@ -23,11 +23,11 @@ import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanResult } from './client'
 import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
 import {
+  configuredStyleNames,
   type HeaderField,
   ldaFailureStyle,
   type RawField,
   rspamdHostName,
-  styleHeaderNames,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
@@ -464,7 +464,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       // ours; without it, still none of the names our styles write (X-Spam even for ham)
       const ours = opts.cfg.spamHeaders.removeForeign
         ? verdictHeaderNames(opts.cfg)
-        : styleHeaderNames(opts.cfg.spamHeaders.styles, opts.cfg)
+        : configuredStyleNames(opts.cfg)
       remove = [...ours, ...fromRspamd.remove]
     } else {
       const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`

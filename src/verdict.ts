@@ -1,9 +1,10 @@
 // Reply + Config + sender facts → Verdict: what Haraka should answer and which headers change.
 // Also the one place that decides what a failed scan means ([defer] policy).
 
-import { type Config, oncePerConfig } from './config'
+import type { Config } from './config'
 import type { Reply } from './reply'
 import {
+  configuredStyleNames,
   type HeaderField,
   milterEdits,
   prepareField,
@@ -11,7 +12,6 @@ import {
   rewriteSubject,
   STACKED_HEADERS,
   type StyleFacts,
-  styleHeaderNames,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
@@ -209,11 +209,6 @@ export function prepareEdits(raw: RawField[], remove: string[], dropped: string[
   for (const f of add) if (!STACKED_HEADERS.has(f.name.toLowerCase())) removing(f.name)
   return { remove: out, add, dropped }
 }
-
-/** The names the configured styles write: the same for every message of a config. */
-const configuredStyleNames = oncePerConfig((cfg: Config): readonly string[] =>
-  Object.freeze(styleHeaderNames(cfg.spamHeaders.styles, cfg)),
-)
 
 function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
   const raw: RawField[] = []
