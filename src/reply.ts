@@ -48,6 +48,7 @@ type Obj = Record<string, unknown>
 /** What may not reach a log line as it is: C0 controls (CR/LF would forge a line), DEL, U+2028/2029. */
 // eslint-disable-next-line no-control-regex
 const CONTROLS = /[\x00-\x1f\x7f\u2028\u2029]/
+const ALL_CONTROLS = new RegExp(CONTROLS.source, 'g')
 
 function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -184,11 +185,7 @@ function printable(field: string): string {
 
 /** JSON.stringify leaves DEL and the U+2028/2029 line separators as they are: escape them and every C0 control. */
 function escapeControls(text: string): string {
-  return text.replace(
-    // eslint-disable-next-line no-control-regex
-    /[\x00-\x1f\x7f\u2028\u2029]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  )
+  return text.replace(ALL_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 function describe(v: unknown): string {
