@@ -2,7 +2,7 @@
 // and the issue's targets as measured, met or missed.
 
 import type { Candidate } from './candidate'
-import type { E2eCell, E2eOpenCell, E2eResults } from './e2e'
+import { type E2eCell, type E2eOpenCell, type E2eResults, startOrder } from './e2e'
 import type { MicroCell, MicroResults } from './micro'
 
 export interface Machine {
@@ -300,7 +300,9 @@ export function renderReport(machine: Machine, m: MicroResults, e: E2eResults): 
     'The benchmark message of each size (the captured spam message with `X-Test-Action: add header`, padded ' +
       'with a base64 attachment): rspamd answers `add header` and every Haraka 250. One SMTP session per ' +
       'message, the queue discards; every Haraka has the shipped `host = localhost`. Each plugin runs in ' +
-      `${harakasPer(e)} Harakas (started 2.x, 1.6.1, 1.6.1, 2.x, then the one without scanning), each with ` +
+      `${harakasPer(e)} Harakas (started ${startOrder(harakasPer(e))
+        .map((v) => (v === 'v2' ? '2.x' : '1.6.1'))
+        .join(', ')}, then the one without scanning), each with ` +
       'turns of its own, and its figures pool them: two processes of the same Haraka and plugin differ by a ' +
       'few per cent (up to ~10 % on Node 24), which one Haraka per plugin would count as a difference of ' +
       'the plugins. Before the figures, GTUBE got 550 from every scanning Haraka and 250 from ' +
