@@ -630,18 +630,20 @@ export function rspamdHostName(target: Config['target'], localHostname: string):
 }
 
 /**
- * The new Subject: rspamd's own `subject` when it sends one, else the template; the first `%s`
- * becomes the current subject. A function replacement, so `$&` in a subject stays literal.
- * rspamd sends its subject already RFC 2047-encoded when it is not ASCII (rspamd_mime_header_encode
- * in protocol.c); encodeValue() leaves such encoded-words as they are.
+ * The new Subject: rspamd's own `subject` as it is when it sends one, else the template with its
+ * first `%s` replaced by the current subject (a function replacement, so `$&` stays literal).
+ * rspamd's subject is finished: rspamd has put the message's subject in place of its own template's
+ * `%s` (and `%d`, `%%`) and RFC 2047-encoded the result when it is not ASCII
+ * (rspamd_protocol_rewrite_subject in protocol.c). Replacing `%s` in it again would copy the subject
+ * into itself wherever the sender wrote a `%s`; encodeValue() leaves its encoded-words as they are.
  */
 export function rewriteSubject(
   template: string,
   oldSubject: string | undefined,
   rspamdSubject?: string,
 ): string {
-  const pattern = rspamdSubject !== undefined && rspamdSubject.trim() !== '' ? rspamdSubject : template
-  return pattern.replace('%s', () => oldSubject ?? '')
+  if (rspamdSubject !== undefined && rspamdSubject.trim() !== '') return rspamdSubject
+  return template.replace('%s', () => oldSubject ?? '')
 }
 
 /**

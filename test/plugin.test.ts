@@ -219,13 +219,26 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
 
     it("rewrites the subject with rspamd's subject when it sends one", async () => {
       plugin = loadPlugin(iniFor(server))
-      server.setReply(replyFor('rewrite subject', { subject: '*** SPAM *** %s' }))
+      // what rspamd sends: its template with the message's subject already in place of %s
+      server.setReply(replyFor('rewrite subject', { subject: '*** SPAM *** Garden club meets on Wednesday' }))
       const conn = await connectionWith(corpus('ham.eml'))
       await dataPost(plugin, conn)
       assert.equal(conn.transaction?.header.get_all('Subject').length, 1)
-      assert.match(
-        conn.transaction?.header.get('Subject') ?? '',
-        /^\*\*\* SPAM \*\*\* Garden club meets on Wednesday/,
+      assert.equal(
+        (conn.transaction?.header.get('Subject') ?? '').trim(),
+        '*** SPAM *** Garden club meets on Wednesday',
+      )
+    })
+
+    it("does not substitute %s again in rspamd's finished subject", async () => {
+      plugin = loadPlugin(iniFor(server))
+      // the sender's subject holds a %s; rspamd has already put it into its own template
+      server.setReply(replyFor('rewrite subject', { subject: '*** SPAM *** Save 50%s on shoes' }))
+      const conn = await connectionWith(corpus('ham.eml'))
+      await dataPost(plugin, conn)
+      assert.deepEqual(
+        conn.transaction?.header.get_all('Subject').map((v) => v.trim()),
+        ['*** SPAM *** Save 50%s on shoes'],
       )
     })
 
