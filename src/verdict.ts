@@ -71,11 +71,28 @@ export function isKnownAction(action: string): boolean {
   return (ACTIONS as readonly string[]).includes(action)
 }
 
-/** An SMTP reply text must be one line of reasonable length (RFC 5321 §4.5.3.1.5: 512 octets with the code). */
+/** Octets of reply text kept: with the code, the enhanced status and CRLF a line stays under 512. */
+const SMTP_TEXT_OCTETS = 400
+
+/**
+ * An SMTP reply text must be one line of reasonable length (RFC 5321 §4.5.3.1.5: 512 octets with
+ * the code). The length is counted in UTF-8 octets, as the line goes out, and a cut text ends on a
+ * whole character (non-ASCII text is kept: SMTPUTF8 clients read it, others see 8-bit text).
+ */
 export function smtpText(text: string): string {
   // eslint-disable-next-line no-control-regex
   const one = text.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
-  return one.length > 400 ? `${one.slice(0, 397)}...` : one
+  if (one.length <= SMTP_TEXT_OCTETS / 3 || Buffer.byteLength(one) <= SMTP_TEXT_OCTETS) return one
+  let octets = 0
+  let end = 0
+  for (const ch of one) {
+    const cp = ch.codePointAt(0) ?? 0
+    const size = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4
+    if (octets + size > SMTP_TEXT_OCTETS - 3) break
+    octets += size
+    end += ch.length
+  }
+  return `${one.slice(0, end)}...`
 }
 
 function replyText(reply: Reply, cfg: Config, fallback: string): string {

@@ -851,6 +851,32 @@ describe('verdict', function () {
         assert.ok(out.startsWith('z'.repeat(300)))
       })
     }
+
+    it('counts octets, not characters: 200 four-character CJK words fit a 512-octet reply line', () => {
+      const out = smtpText('垃圾邮件'.repeat(200))
+      assert.ok(out.endsWith('...'))
+      assert.ok(Buffer.byteLength(out) <= 400, `${Buffer.byteLength(out)} octets`)
+      assert.ok(Buffer.byteLength(`550 5.7.1 ${out}\r\n`) <= 512)
+      assert.ok(out.startsWith('垃圾邮件'.repeat(30)))
+    })
+
+    it('never cuts inside a character (no lone surrogate, no partial UTF-8)', () => {
+      for (const unit of ['😀', 'é', 'a😀', 'ab€', 'xy😀']) {
+        const out = smtpText(unit.repeat(300))
+        assert.ok(!/[\ud800-\udbff](?![\udc00-\udfff])/.test(out), `lone surrogate for ${unit}`)
+        assert.equal(Buffer.from(out, 'utf8').toString('utf8'), out)
+        assert.ok(
+          Buffer.byteLength(out) <= 400 && Buffer.byteLength(out) >= 394,
+          `${Buffer.byteLength(out)} octets`,
+        )
+      }
+    })
+
+    it('keeps a non-ASCII text of exactly 400 octets whole', () => {
+      const text = 'é'.repeat(200)
+      assert.equal(smtpText(text), text)
+      assert.ok(smtpText(`${text}x`).endsWith('...'))
+    })
   })
 
   describe('isKnownAction()', function () {
