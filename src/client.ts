@@ -237,6 +237,9 @@ export class RspamdClient {
   private readonly onEvent: (e: ClientEvent) => void
   /** round-robin cursor: among equally good servers, the next one after the last used */
   private cursor = 0
+  /** scans started and not yet settled: close() waits for them, not only for requests already sent */
+  private scansInFlight = 0
+  private whenIdle: (() => void)[] = []
 
   constructor(cfg: Config, opts: ClientOptions = {}) {
     const targets = cfg.targets.length > 0 ? cfg.targets : [cfg.target]
@@ -296,6 +299,15 @@ export class RspamdClient {
    * an answer of any kind is final.
    */
   async scan(req: ScanRequest): Promise<ScanOutcome> {
+    this.scansInFlight++
+    try {
+      return await this.scanOnce(req)
+    } finally {
+      if (--this.scansInFlight === 0) for (const f of this.whenIdle.splice(0)) f()
+    }
+  }
+
+  private async scanOnce(req: ScanRequest): Promise<ScanOutcome> {
     const start = performance.now()
     // Plain callbacks, not AbortControllers: the timer or the SMTP client leaving stops the scan,
     // which cancels the attempt in flight (a cost paid per message, so kept to a closure or two).
@@ -510,8 +522,13 @@ export class RspamdClient {
     })
   }
 
-  /** Waits for scans in flight, then closes the connections. */
+  /**
+   * Waits for scans in flight, then closes the connections. A scan counts from its start: one still
+   * reading its message, or about to fail over to a server it has not used yet, must find that
+   * server's pool open (a reload that changes the servers closes the old client while scans run).
+   */
   async close(): Promise<void> {
+    if (this.scansInFlight > 0) await new Promise<void>((resolve) => this.whenIdle.push(resolve))
     await Promise.all(this.upstreams.map((u) => u.transport.close()))
   }
 

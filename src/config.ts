@@ -872,8 +872,12 @@ function parseSpamHeaders(r: Reader): Config['spamHeaders'] {
   }
 }
 
-/** Where two configs would need different connection pools (servers, TLS, connect or health settings). */
+/**
+ * Whether a client made for `a` serves `b` as well: the same servers, path, TLS, connect and health
+ * settings (a reload that changes any of them makes a new client).
+ */
 export function sameTarget(a: Config, b: Config): boolean {
+  if (a.path !== b.path) return false
   if (a.targets.length !== b.targets.length) return false
   if (a.targets.some((t, i) => describeTargetKey(t) !== describeTargetKey(b.targets[i] ?? t))) return false
   if (a.connectTimeout !== b.connectTimeout || a.transport !== b.transport) return false

@@ -157,6 +157,60 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       }
     })
 
+    it('close() lets a scan in flight fail over to a server it had not used yet (a reload that changes the servers)', async () => {
+      const hanging = await start({ mode: 'hang' })
+      const good = await start({ reply: replyFor('reject') })
+      const c = client(configFor(`127.0.0.1:${hanging.port}, 127.0.0.1:${good.port}`))
+      // the first scan goes to the first server: the silent one
+      const pending = c.scan({
+        headers: {},
+        source: bufferSource(SMALL),
+        timeoutMs: 2_000,
+        sizeHint: SMALL.length,
+      })
+      await hanging.waitForRequests(1)
+      let closed = false
+      const closing = c.close().then(() => (closed = true))
+      const r = await pending
+      assert.ok(r.ok, r.ok ? '' : `${r.error.kind}: ${r.error.message}`)
+      assert.equal(r.server, good.url)
+      assert.equal(r.reply.action, 'reject')
+      await closing
+      assert.ok(closed)
+    })
+
+    it('close() waits for a scan that is still reading its message before it sends', async () => {
+      const good = await start({ reply: replyFor('no action') })
+      const c = client(configFor(`127.0.0.1:${good.port}`))
+      const slow: MessageSource = {
+        pipe(dest: Writable) {
+          const r = new Readable({ read() {} })
+          setTimeout(() => {
+            r.push(SMALL)
+            r.push(null)
+          }, 100)
+          r.pipe(dest)
+        },
+        unpipe() {},
+      }
+      const pending = c.scan({ headers: {}, source: slow, timeoutMs: 2_000, sizeHint: SMALL.length })
+      const order: string[] = []
+      const closing = c.close().then(() => order.push('closed'))
+      const r = await pending
+      order.push('scanned')
+      await closing
+      assert.ok(r.ok, r.ok ? '' : `${r.error.kind}: ${r.error.message}`)
+      assert.equal(good.requests.length, 1)
+      assert.deepEqual(order, ['scanned', 'closed'])
+    })
+
+    it('close() with no scan in flight closes at once', async () => {
+      const good = await start({ reply: replyFor('no action') })
+      const c = client(configFor(`127.0.0.1:${good.port}`))
+      assert.equal((await scan(c)).ok, true)
+      await c.close()
+    })
+
     it('scans every message on the good server when the others refuse or hang, and reports the figures', async () => {
       const refusing = await FakeRspamd.unusedPort()
       const hanging = await start({ mode: 'hang' })

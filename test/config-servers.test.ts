@@ -142,6 +142,10 @@ describe('config: servers, connect_timeout, [upstream]', function () {
       assert.ok(!sameTarget(base, servers('a:1, c:2')))
       assert.ok(!sameTarget(base, servers('a:1')))
     })
+    it('is false when path changes (the client sends every scan to it)', () => {
+      assert.ok(!sameTarget(base, servers('a:1, b:2', { path: '/checkv3' })))
+      assert.ok(sameTarget(base, servers('a:1, b:2', { path: '/checkv2' })))
+    })
     it('is false when connect_timeout, transport or [upstream] changes (the pools carry them)', () => {
       assert.ok(!sameTarget(base, servers('a:1, b:2', { connect_timeout: 2 })))
       assert.ok(!sameTarget(base, servers('a:1, b:2', { transport: 'undici' })))

@@ -572,5 +572,16 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
         await other.close()
       }
     })
+
+    it('sends to the new path after a reload that changes only path', async () => {
+      plugin = loadPlugin(iniFor(server))
+      await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+      assert.equal(server.requests.at(-1)?.path, '/checkv2')
+      const reloaded = nextLog(plugin, 'loginfo', /reloaded/)
+      writeFileSync(iniPathOf(plugin), `${iniFor(server)}path = /checkv3\n`)
+      await reloaded
+      await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+      assert.equal(server.requests.at(-1)?.path, '/checkv3')
+    })
   })
 })
