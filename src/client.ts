@@ -468,6 +468,15 @@ export class RspamdClient {
       up.inFlight++
       if (stop.reason) return cancel(stop.reason)
       stop.cancel = cancel
+      if (stream) {
+        // the message could not be read (Haraka's message_stream destroys its destination with the
+        // error): the scan fails now, as readWhole() makes it for a small message, and the request
+        // goes with it; the next server would read the same message, so no retry
+        stream.once('error', (err) => {
+          fail('network', `reading the message: ${describeError(err)}`)
+          abort?.(err)
+        })
+      }
       if (stream) req.source.pipe(stream)
 
       up.transport.send(this.path, headers, whole ?? (stream as Coalescer), {

@@ -476,6 +476,44 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
     }
     const ok = (r: ScanOutcome) => assert.ok(r.ok, r.ok ? '' : `${r.error.kind}: ${r.error.message}`)
 
+    for (const size of [SMALL_MESSAGE_BYTES - 1024, 4 * SMALL_MESSAGE_BYTES]) {
+      it(`fails the scan at once when the message cannot be read part way (${size > SMALL_MESSAGE_BYTES ? 'streamed' : 'read whole'})`, async () => {
+        const s = await start({ reply: replyFor('no action') })
+        const c = client(configFor(`127.0.0.1:${s.port}`))
+        // what Haraka's message_stream does on a read error of its spool file: index.ts's
+        // messageSource destroys the destination with the error
+        const failing: MessageSource = {
+          pipe(dest: Writable) {
+            let sent = 0
+            const chunk = Buffer.alloc(16 * 1024, 'a')
+            const r = new Readable({
+              read() {
+                if (sent >= size / 2) {
+                  setImmediate(() =>
+                    dest.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })),
+                  )
+                  return
+                }
+                sent += chunk.length
+                this.push(chunk)
+              },
+            })
+            r.pipe(dest)
+          },
+          unpipe() {},
+        }
+        const t0 = performance.now()
+        const r = await c.scan({ headers: {}, source: failing, timeoutMs: 5_000, sizeHint: size })
+        assert.ok(!r.ok)
+        assert.equal(r.error.kind, 'network')
+        assert.match(r.error.message, /reading the message: .*EIO/)
+        assert.ok(performance.now() - t0 < 2_500, 'failed at once, not at the timeout')
+        assert.equal(r.attempts.length, 0, 'not tried again on another server')
+        // nothing was left half-sent: the server saw no complete request
+        assert.equal(s.requests.length, 0)
+      })
+    }
+
     for (const row of [
       {
         what: 'sends a message of at most SMALL_MESSAGE_BYTES with a Content-Length',
