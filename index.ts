@@ -29,7 +29,7 @@ import {
   type SenderFacts,
   type Verdict,
 } from './src/verdict'
-import { DEFAULT_SCANNER, rspamdHostName } from './src/headers'
+import { DEFAULT_SCANNER, instancesAt, type RemoveAt, rspamdHostName } from './src/headers'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
@@ -547,6 +547,15 @@ function applyEdits(
 ): void {
   for (const d of edits.dropped) connection.logwarn(plugin, `header edit refused: ${d}`)
   const header = txn.header
+  // first, while the header block is still the one rspamd counted its positions in
+  for (const r of edits.removeAt) {
+    if (removeNumbered(txn, r)) continue
+    connection.logwarn(
+      plugin,
+      `cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`,
+    )
+    txn.remove_header(r.name)
+  }
   for (const name of edits.remove) {
     // most names are not in the message (remove_foreign lists every style's): Haraka's remove_header
     // scans every header line per name, its get_all is a lookup
@@ -554,6 +563,56 @@ function applyEdits(
     txn.remove_header(name)
   }
   for (const f of edits.add) txn.add_header(f.name, f.value)
+}
+
+/** Haraka's header object as its own remove() works on it (haraka-email-message's Header). */
+interface HeaderInternals {
+  header_list?: unknown
+  headers?: Record<string, unknown>
+  headers_decoded?: Record<string, unknown>
+}
+
+/**
+ * Removes the instances of a header that rspamd numbered. Haraka removes a header by name only
+ * (every instance), so this does what its Header.remove() does, for some instances: off the raw
+ * lines (`header_list`, which the queued message is written from) and the parsed values (`headers`,
+ * `headers_decoded`), all three in message order. False when the header object is not shaped so
+ * (another Haraka): the caller then removes every instance, the safe side for a header rspamd
+ * wanted gone.
+ */
+function removeNumbered(txn: Transaction, r: RemoveAt): boolean {
+  const h = txn.header as unknown as HeaderInternals
+  const list = h.header_list
+  if (!Array.isArray(list)) return false
+  const lower = r.name.toLowerCase()
+  const lines: number[] = []
+  for (let i = 0; i < list.length; i++) {
+    const line: unknown = list[i]
+    // the match Haraka's Header.remove() makes: the name, then the colon
+    if (
+      typeof line === 'string' &&
+      line[lower.length] === ':' &&
+      line.slice(0, lower.length).toLowerCase() === lower
+    )
+      lines.push(i)
+  }
+  if (lines.length === 0) return true
+  const values = h.headers?.[lower]
+  const decoded = h.headers_decoded?.[lower]
+  const inStep = (v: unknown): v is unknown[] => Array.isArray(v) && v.length === lines.length
+  if (!inStep(values) || (decoded !== undefined && !inStep(decoded))) return false
+  const gone = instancesAt(r.positions, lines.length)
+  for (let k = gone.length - 1; k >= 0; k--) {
+    const at = gone[k] as number
+    list.splice(lines[at] as number, 1)
+    values.splice(at, 1)
+    if (Array.isArray(decoded)) decoded.splice(at, 1)
+  }
+  if (values.length === 0) {
+    delete h.headers?.[lower]
+    delete h.headers_decoded?.[lower]
+  }
+  return true
 }
 
 function toNext(verdict: Verdict): [number?, unknown?] {

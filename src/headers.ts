@@ -700,17 +700,41 @@ function show(name: string): string {
   )
 }
 
+/** Some instances of a header, by rspamd's positions (1 = the first, -1 = the last; never 0 here). */
+export interface RemoveAt {
+  name: string
+  positions: number[]
+}
+
+/**
+ * The instances (0-based, ascending) that rspamd's `positions` name among `total` instances of a
+ * header, as rspamd's milter resolves them: n > 0 the n-th, n < 0 the n-th from the end, nothing for
+ * a position beyond the instances there are. All positions count in the message as it was scanned.
+ */
+export function instancesAt(positions: readonly number[], total: number): number[] {
+  const out = new Set<number>()
+  for (const n of positions) {
+    if (n > 0 && n <= total) out.add(n - 1)
+    else if (n < 0 && -n <= total) out.add(total + n)
+  }
+  return [...out].sort((a, b) => a - b)
+}
+
 /**
  * rspamd's milter block → removals and additions (raw values), with what was refused and why.
- * An added header replaces the message's own of that name (it is in `remove` too), except the
- * STACKED_HEADERS, which are only added to.
+ * `remove` takes every instance of a name (rspamd's 0, and every name we add), `removeAt` only the
+ * instances rspamd numbered. An added header replaces the message's own of that name (it is in
+ * `remove` too), except the STACKED_HEADERS, which are only added to.
  */
 export function milterEdits(milter: Reply['milter']): {
   remove: string[]
+  removeAt: RemoveAt[]
   add: HeaderField[]
   dropped: string[]
 } {
   const remove: string[] = []
+  // by lower-case name: "X-A" and "x-a" are one header
+  const numbered = new Map<string, RemoveAt>()
   const add: HeaderField[] = []
   const dropped: string[] = []
   const removing = new Set<string>()
@@ -725,7 +749,12 @@ export function milterEdits(milter: Reply['milter']): {
     const lower = r.name.toLowerCase()
     if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${show(r.name)}`)
     else if (PROTECTED_HEADERS.has(lower)) dropped.push(`remove of protected header ${r.name}`)
-    else queueRemove(r.name)
+    else if (r.positions.includes(0)) queueRemove(r.name)
+    else {
+      const seen = numbered.get(lower)
+      if (seen) seen.positions = [...seen.positions, ...r.positions]
+      else numbered.set(lower, { name: r.name, positions: r.positions })
+    }
   }
 
   // stable sort by rspamd's order (its insert position); entries without one keep their place after
@@ -771,5 +800,7 @@ export function milterEdits(milter: Reply['milter']): {
   for (const { name, n } of overAll.values()) {
     dropped.push(`add of ${n} more ${name} value(s): over the limit of ${MAX_ADDS} added headers`)
   }
-  return { remove, add, dropped }
+  // where every instance of a name goes anyway, rspamd's numbered ones go with them
+  const removeAt = [...numbered].filter(([lower]) => !removing.has(lower)).map(([, r]) => r)
+  return { remove, removeAt, add, dropped }
 }

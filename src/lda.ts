@@ -24,15 +24,16 @@ import { RspamdClient, type ScanResult } from './client'
 import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
 import {
   configuredStyleNames,
-  type HeaderField,
+  instancesAt,
   ldaFailureStyle,
   type RawField,
+  type RemoveAt,
   rspamdHostName,
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
 import { buildRequestHeaders } from './request'
-import { prepareEdits, rspamdEdits } from './verdict'
+import { type HeaderEdits, prepareEdits, rspamdEdits } from './verdict'
 import { packageVersion } from './version'
 
 /** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */
@@ -280,22 +281,37 @@ function readLayout(file: string): Layout {
   }
 }
 
-/** The header block without the fields named in `drop` (continuation lines go with their field). */
-export function withoutFields(head: Buffer, drop: Set<string>): Buffer {
-  if (drop.size === 0 || head.length === 0) return head
-  const keep: Buffer[] = []
-  let dropping = false
+/**
+ * The header block without the fields named in `drop` and the instances `numbered` names (rspamd's
+ * positions, counted in this block as it was scanned); continuation lines go with their field.
+ */
+export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonly RemoveAt[] = []): Buffer {
+  if ((drop.size === 0 && numbered.length === 0) || head.length === 0) return head
+  // each field: where it starts and its lower-case name ('' for a line that is not a field)
+  const starts: number[] = []
+  const names: string[] = []
   for (let i = 0; i < head.length;) {
     const lf = head.indexOf(0x0a, i)
     const next = lf === -1 ? head.length : lf + 1
-    const line = head.subarray(i, next)
-    if (line[0] !== 0x20 && line[0] !== 0x09) {
-      const colon = line.indexOf(0x3a)
-      const name = colon > 0 ? line.subarray(0, colon).toString('latin1').trim().toLowerCase() : ''
-      dropping = drop.has(name)
+    const continued = head[i] === 0x20 || head[i] === 0x09
+    if (!continued || starts.length === 0) {
+      const line = head.subarray(i, next)
+      const colon = continued ? -1 : line.indexOf(0x3a)
+      starts.push(i)
+      names.push(colon > 0 ? line.subarray(0, colon).toString('latin1').trim().toLowerCase() : '')
     }
-    if (!dropping) keep.push(line)
     i = next
+  }
+  const gone = names.map((n) => drop.has(n))
+  for (const r of numbered) {
+    const lower = r.name.toLowerCase()
+    const fields: number[] = []
+    names.forEach((n, f) => n === lower && fields.push(f))
+    for (const k of instancesAt(r.positions, fields.length)) gone[fields[k] as number] = true
+  }
+  const keep: Buffer[] = []
+  for (let f = 0; f < starts.length; f++) {
+    if (!gone[f]) keep.push(head.subarray(starts[f], starts[f + 1] ?? head.length))
   }
   return Buffer.concat(keep)
 }
@@ -336,9 +352,9 @@ async function scan(opts: Options, file: string): Promise<ScanResult> {
  * headers at its end (where rspamc --mime puts them), then the rest as it was. A header block
  * too long to read keeps everything and gets ours on top.
  */
-function delivered(file: string, layout: Layout, add: HeaderField[], remove: readonly string[]): Readable {
-  const text = add.map((f) => `${f.name}: ${f.value}${layout.eol}`).join('')
-  const head = withoutFields(layout.head, new Set(remove.map((n) => n.toLowerCase())))
+function delivered(file: string, layout: Layout, edits: HeaderEdits): Readable {
+  const text = edits.add.map((f) => `${f.name}: ${f.value}${layout.eol}`).join('')
+  const head = withoutFields(layout.head, new Set(edits.remove.map((n) => n.toLowerCase())), edits.removeAt)
   // a message that is all header block may end without a line end: ours start on a line of their own
   const eol = head.length > 0 && head[head.length - 1] !== 0x0a && text !== '' ? layout.eol : ''
   const prefix = Buffer.concat([layout.fromLine, head, Buffer.from(eol + text, 'latin1')])
@@ -447,6 +463,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     const layout = readLayout(file)
     let raw: RawField[]
     let remove: string[] = []
+    let removeAt: RemoveAt[] = []
     let dropped: string[] = []
     if (result.ok) {
       for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
@@ -466,6 +483,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         ? verdictHeaderNames(opts.cfg)
         : configuredStyleNames(opts.cfg)
       remove = [...ours, ...fromRspamd.remove]
+      removeAt = fromRspamd.removeAt
     } else {
       const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
       if (opts.tempfail) {
@@ -475,7 +493,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       io.stderr.write(`${COMMAND}: scan failed, delivering unscanned: ${why}\n`)
       raw = ldaFailureStyle(scanner, result.error, result.timeMs)
     }
-    const edits = prepareEdits(raw, remove, dropped, layout.eol)
+    const edits = prepareEdits(raw, remove, dropped, layout.eol, removeAt)
     for (const d of edits.dropped) io.stderr.write(`${COMMAND}: header left out: ${d}\n`)
 
     if (layout.oversized) {
@@ -483,7 +501,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: ours go on top, and headers of the names we add are not removed from it\n`,
       )
     }
-    const message = delivered(file, layout, edits.add, edits.remove)
+    const message = delivered(file, layout, edits)
     if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
     try {
       await pipeline(message, io.stdout, { end: false })

@@ -18,8 +18,12 @@ export interface MilterAdd {
 
 export interface MilterRemove {
   name: string
-  /** rspamd's count: 0 = every instance, n = the n-th (we remove every instance either way) */
-  count: number
+  /**
+   * Which instances, as rspamd's milter counts them in the message it scanned: n > 0 the n-th,
+   * n < 0 the n-th from the end, 0 every one. rspamd sends one number, or (3.14 and later,
+   * milter_headers' remove_ar_from) a list of them.
+   */
+  positions: number[]
 }
 
 export interface Reply {
@@ -255,10 +259,15 @@ function parseMilter(v: unknown, warn: Warn): Reply['milter'] {
 
   const remove = v.remove_headers
   if (isObj(remove)) {
-    for (const [name, count] of Object.entries(remove)) {
-      const n = num(count)
-      if (n === undefined) warn(`milter.remove_headers.${name}`, count)
-      else milter.remove.push({ name, count: n })
+    for (const [name, value] of Object.entries(remove)) {
+      // rspamd's milter takes integers only (UCL_INT), alone or in a list, and skips anything else
+      const items: unknown[] = Array.isArray(value) ? value : [value]
+      const positions: number[] = []
+      for (const item of items) {
+        if (Number.isSafeInteger(item)) positions.push(item as number)
+        else warn(`milter.remove_headers.${name}`, item)
+      }
+      if (positions.length > 0) milter.remove.push({ name, positions })
     }
   } else if (remove !== undefined) warn('milter.remove_headers', remove)
   return milter

@@ -9,6 +9,7 @@ import {
   milterEdits,
   prepareField,
   type RawField,
+  type RemoveAt,
   rewriteSubject,
   STACKED_HEADERS,
   type StyleFacts,
@@ -32,7 +33,10 @@ export interface SenderFacts {
 
 /** Header changes, in order: remove every `remove` name, then add every `add` field. Values are ready to write. */
 export interface HeaderEdits {
+  /** names whose every instance goes */
   remove: string[]
+  /** rspamd's numbered instances (its milter remove_headers), counted in the message as scanned */
+  removeAt: RemoveAt[]
   add: HeaderField[]
   /** what was refused (bad names, protected headers), for the log */
   dropped: string[]
@@ -183,9 +187,10 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
 export function rspamdEdits(
   reply: Reply,
   cfg: Pick<Config, 'dkim' | 'rmilterHeaders'>,
-): { remove: string[]; add: RawField[]; dropped: string[] } {
+): { remove: string[]; removeAt: RemoveAt[]; add: RawField[]; dropped: string[] } {
   const add: RawField[] = []
   const remove: string[] = []
+  const removeAt: RemoveAt[] = []
   const dropped: string[] = []
   if (cfg.dkim.enabled) {
     for (const sig of reply.dkimSignatures) add.push({ name: 'DKIM-Signature', value: sig })
@@ -193,10 +198,11 @@ export function rspamdEdits(
   if (cfg.rmilterHeaders.enabled) {
     const m = milterEdits(reply.milter)
     remove.push(...m.remove)
+    removeAt.push(...m.removeAt)
     add.push(...m.add)
     dropped.push(...m.dropped)
   }
-  return { remove, add, dropped }
+  return { remove, removeAt, add, dropped }
 }
 
 /**
@@ -204,7 +210,13 @@ export function rspamdEdits(
  * header we write replaces any of that name already in the message (no spoofed verdicts), except
  * signatures and trace headers, which stack (the message may carry earlier DKIM, ARC sets).
  */
-export function prepareEdits(raw: RawField[], remove: string[], dropped: string[], eol = '\n'): HeaderEdits {
+export function prepareEdits(
+  raw: RawField[],
+  remove: string[],
+  dropped: string[],
+  eol = '\n',
+  removeAt: readonly RemoveAt[] = [],
+): HeaderEdits {
   const add: HeaderField[] = []
   for (const f of raw) {
     const ready = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal, foldWith: f.foldWith })
@@ -224,7 +236,9 @@ export function prepareEdits(raw: RawField[], remove: string[], dropped: string[
   }
   for (const n of remove) removing(n)
   for (const f of add) if (!STACKED_HEADERS.has(f.name.toLowerCase())) removing(f.name)
-  return { remove: out, add, dropped }
+  // a name that goes whole takes rspamd's numbered instances of it along
+  const numbered = removeAt.filter((r) => !seen.has(r.name.toLowerCase()))
+  return { remove: out, removeAt: numbered, add, dropped }
 }
 
 function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
@@ -247,14 +261,14 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
     raw.push(...styled.fields)
     dropped.push(...styled.dropped)
   }
-  return prepareEdits(raw, remove, dropped)
+  return prepareEdits(raw, remove, dropped, '\n', fromRspamd.removeAt)
 }
 
 /** What a failed scan means, per [defer]: accept unchanged, or defer with 451. */
 export function onFailure(error: ScanError, cfg: Config): Verdict {
   const timedOut = error.kind === 'timeout'
   const defer = timedOut ? cfg.defer.timeout : cfg.defer.error
-  if (!defer) return { kind: 'accept', edits: { remove: [], add: [], dropped: [] } }
+  if (!defer) return { kind: 'accept', edits: { remove: [], removeAt: [], add: [], dropped: [] } }
   return {
     kind: 'defer',
     code: 451,

@@ -410,6 +410,71 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
       )
     })
 
+    describe('removes only the instances rspamd numbers, the others staying where they were', function () {
+      const AR = ['mx.example; spf=pass', 'relay.example; dkim=pass', 'origin.example; dmarc=pass']
+      const message = () =>
+        `${AR.map((v) => `Authentication-Results: ${v}\r\n`).join('')}X-Between: kept\r\n${corpus('ham.eml').toString()}`
+      const ROWS: Array<[label: string, positions: number | number[], left: string[]]> = [
+        ['1: the first', 1, [AR[1], AR[2]] as string[]],
+        ['-1: the last', -1, [AR[0], AR[1]] as string[]],
+        ['[1, 3]: the first and the third', [1, 3], [AR[1]] as string[]],
+        ['[-2]: the second from the end', [-2], [AR[0], AR[2]] as string[]],
+        ['4: none, there are three', 4, AR],
+        ['0: every one', 0, []],
+      ]
+      for (const [label, positions, left] of ROWS) {
+        it(label, async () => {
+          const { queued, logs } = await scan(
+            replyFor('no action', { milter: { remove_headers: { 'Authentication-Results': positions } } }),
+            message(),
+          )
+          assert.deepEqual(valuesOf(queued, 'Authentication-Results'), left)
+          // the ones kept are still above X-Between, as in the message
+          const lines = headerBlock(queued).split('\r\n')
+          const between = lines.indexOf('X-Between: kept')
+          assert.ok(between >= 0)
+          for (const v of left) {
+            const at = lines.indexOf(`Authentication-Results: ${v}`)
+            assert.ok(at >= 0 && at < between, `${v} kept in place`)
+          }
+          assert.deepEqual(
+            logs.filter((l) => /header edit|cannot remove/.test(l)),
+            [],
+          )
+        })
+      }
+    })
+
+    it('removes every instance, with a warning, where the header object is not shaped as Haraka makes it', async () => {
+      fake.setReply(replyFor('no action', { milter: { remove_headers: { 'X-Check': 1 } } }))
+      plugin = loadPlugin(iniFor(fake))
+      const conn = await connectionWith(`X-Check: one\r\nX-Check: two\r\n${corpus('ham.eml').toString()}`)
+      // parsed values out of step with the lines: which line is the first cannot be told
+      const header = conn.transaction?.header as unknown as { headers: Record<string, string[]> }
+      header.headers['x-check']?.push('a third value without a line')
+      const logs = captureLogs(conn)
+      await dataPost(plugin, conn)
+      const queued = await queuedMessage(conn)
+      assert.deepEqual(valuesOf(queued, 'X-Check'), [])
+      assert.ok(
+        logs.includes(
+          "WARN cannot remove single X-Check headers from this Haraka's transaction: removing every one",
+        ),
+        logs.join('\n'),
+      )
+    })
+
+    it('removes every instance of a numbered header that rspamd also adds', async () => {
+      const message = `X-Check: one\r\nX-Check: two\r\n${corpus('ham.eml').toString()}`
+      const { queued } = await scan(
+        replyFor('no action', {
+          milter: { remove_headers: { 'X-Check': 1 }, add_headers: { 'X-Check': 'ours' } },
+        }),
+        message,
+      )
+      assert.deepEqual(valuesOf(queued, 'X-Check'), ['ours'])
+    })
+
     it('refuses to remove trace and structural headers (Received, From, …) and logs it', async () => {
       const message = `Received: from a.example by b.example; Tue, 24 Nov 2026 10:00:00 +0000\r\n${corpus('ham.eml').toString()}`
       const { queued, logs } = await scan(

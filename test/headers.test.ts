@@ -25,6 +25,7 @@ import {
   prepareField,
   PROTECTED_HEADERS,
   rewriteSubject,
+  instancesAt,
   rspamdStyle,
   sanitizeValue,
   SOFT_LINE,
@@ -592,11 +593,27 @@ describe('headers', function () {
     }
   })
 
+  describe('instancesAt()', function () {
+    const CASES: Array<[label: string, positions: number[], total: number, out: number[]]> = [
+      ['1 is the first', [1], 3, [0]],
+      ['-1 is the last', [-1], 3, [2]],
+      ['-3 of 3 is the first', [-3], 3, [0]],
+      ['a position past the instances is nothing', [4, -4], 3, []],
+      ['nothing of none', [1, -1], 0, []],
+      ['one instance named twice goes once', [1, -2, 1], 2, [0]],
+      ['a list, in message order', [3, 1], 3, [0, 2]],
+      ['0 is not a position here (milterEdits takes it as every instance)', [0], 2, []],
+    ]
+    for (const [label, positions, total, out] of CASES) {
+      it(label, () => assert.deepEqual(instancesAt(positions, total), out))
+    }
+  })
+
   describe('milterEdits()', function () {
     const add = (name: string, value: string, order?: number): MilterAdd => ({ name, value, order })
     const milter = (adds: MilterAdd[], removes: string[] = []): Reply['milter'] => ({
       add: adds,
-      remove: removes.map((name) => ({ name, count: 1 })),
+      remove: removes.map((name) => ({ name, positions: [0] })),
     })
     /** the milter block as rspamd sends it, through the reply parser */
     const fromJson = (block: unknown): Reply['milter'] => {
@@ -609,6 +626,7 @@ describe('headers', function () {
       const e = milterEdits(fromJson({ add_headers: { 'X-Spamd-Bar': '+++' } }))
       assert.deepEqual(e, {
         remove: ['X-Spamd-Bar'],
+        removeAt: [],
         add: [{ name: 'X-Spamd-Bar', value: '+++' }],
         dropped: [],
       })
@@ -655,9 +673,53 @@ describe('headers', function () {
       assert.equal(e.add.length, 3)
     })
 
-    it('removes what rspamd asks to remove', () => {
-      const e = milterEdits(fromJson({ remove_headers: { 'X-Spam-Flag': 0, 'X-Spamd-Result': 1 } }))
-      assert.deepEqual(e, { remove: ['X-Spam-Flag', 'X-Spamd-Result'], add: [], dropped: [] })
+    it('removes what rspamd asks to remove: every instance for 0, the numbered ones otherwise', () => {
+      const e = milterEdits(
+        fromJson({
+          remove_headers: { 'X-Spam-Flag': 0, 'X-Spamd-Result': 1, 'X-Last': -1, 'X-Some': [1, 3] },
+        }),
+      )
+      assert.deepEqual(e, {
+        remove: ['X-Spam-Flag'],
+        removeAt: [
+          { name: 'X-Spamd-Result', positions: [1] },
+          { name: 'X-Last', positions: [-1] },
+          { name: 'X-Some', positions: [1, 3] },
+        ],
+        add: [],
+        dropped: [],
+      })
+    })
+
+    it('takes every instance when a list holds 0, or when rspamd also adds that name', () => {
+      const e = milterEdits(
+        fromJson({
+          remove_headers: { 'X-All': [2, 0], 'X-Replaced': 1 },
+          add_headers: { 'x-replaced': 'new' },
+        }),
+      )
+      assert.deepEqual(e.remove, ['X-All', 'x-replaced'])
+      assert.deepEqual(e.removeAt, [])
+    })
+
+    it('joins the positions of one name sent in two spellings', () => {
+      const e = milterEdits({
+        add: [],
+        remove: [
+          { name: 'X-Twice', positions: [1] },
+          { name: 'x-twice', positions: [-1] },
+        ],
+      })
+      assert.deepEqual(e.removeAt, [{ name: 'X-Twice', positions: [1, -1] }])
+    })
+
+    it('refuses numbered removals of protected headers too', () => {
+      const e = milterEdits(fromJson({ remove_headers: { Received: 1, 'DKIM-Signature': [-1] } }))
+      assert.deepEqual(e.removeAt, [])
+      assert.deepEqual(e.dropped, [
+        'remove of protected header Received',
+        'remove of protected header DKIM-Signature',
+      ])
     })
 
     for (const bad of ['X Bad', 'X-Bad:', 'Bcc\r\nX', '', 'X-Ünï', 'N'.repeat(200), 'X\u007f\u2028Y']) {
@@ -718,7 +780,7 @@ describe('headers', function () {
     ]) {
       it(`adds a stacked ${name} without removing the ones already there`, () => {
         const e = milterEdits(milter([add(name, 'i=2; ...')]))
-        assert.deepEqual(e, { remove: [], add: [{ name, value: 'i=2; ...' }], dropped: [] })
+        assert.deepEqual(e, { remove: [], removeAt: [], add: [{ name, value: 'i=2; ...' }], dropped: [] })
         assert.ok(STACKED_HEADERS.has(name.toLowerCase()))
       })
     }
@@ -760,7 +822,7 @@ describe('headers', function () {
     })
 
     it('returns nothing for an empty milter block', () => {
-      assert.deepEqual(milterEdits(milter([])), { remove: [], add: [], dropped: [] })
+      assert.deepEqual(milterEdits(milter([])), { remove: [], removeAt: [], add: [], dropped: [] })
     })
   })
 })

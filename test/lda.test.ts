@@ -203,10 +203,31 @@ describe('rspamd-lda: withoutFields()', function () {
     ['a last line without a line end', 'A: 1\nX-Spam: no', ['x-spam'], 'A: 1\n'],
     ['a name with space before the colon', 'X-Spam : no\nA: 1\n', ['x-spam'], 'A: 1\n'],
     ['an empty block', '', ['x-spam'], ''],
+    [
+      'not a continuation line the block starts with',
+      ' x-spam: no\nA: 1\n',
+      ['x-spam'],
+      ' x-spam: no\nA: 1\n',
+    ],
   ]
   for (const [label, head, drop, expected] of CASES) {
     it(`drops ${label}`, () => {
       assert.equal(withoutFields(Buffer.from(head), new Set(drop)).toString(), expected)
+    })
+  }
+
+  const AR = 'A-R: one\r\nX: 1\r\na-r: two\r\n  folded\r\nA-R: three\r\n'
+  const NUMBERED: Array<[label: string, positions: number[], drop: string[], expected: string]> = [
+    ['the first, by 1', [1], [], 'X: 1\r\na-r: two\r\n  folded\r\nA-R: three\r\n'],
+    ['the last, by -1', [-1], [], 'A-R: one\r\nX: 1\r\na-r: two\r\n  folded\r\n'],
+    ['the second with its continuation line, by [2]', [2], [], 'A-R: one\r\nX: 1\r\nA-R: three\r\n'],
+    ['nothing past the instances there are', [4, -4], [], AR],
+    ['every instance when the name is dropped whole anyway', [1], ['a-r'], 'X: 1\r\n'],
+  ]
+  for (const [label, positions, drop, expected] of NUMBERED) {
+    it(`drops rspamd's numbered instances: ${label}`, () => {
+      const out = withoutFields(Buffer.from(AR), new Set(drop), [{ name: 'A-R', positions }])
+      assert.equal(out.toString(), expected)
     })
   }
 })
@@ -294,6 +315,17 @@ describe('rspamd-lda with the fake rspamd', function () {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+
+  it("removes only the instance rspamd's milter block numbers", async () => {
+    server.setReply(withMilter(replyFor('no action'), { remove_headers: { 'X-Old': -1 } }))
+    const msg = Buffer.concat([Buffer.from('X-Old: first\r\nX-Keep: 1\r\nX-Old: last\r\n'), ham])
+    const r = await lda(at(), msg)
+    assert.equal(r.code, 0, r.stderr)
+    const out = r.stdout.toString('latin1')
+    const head = out.slice(0, out.indexOf('\r\n\r\n') + 2)
+    assert.deepEqual(head.match(/^X-Old: [^\r]*/gm), ['X-Old: first'])
+    assert.ok(head.startsWith('X-Old: first\r\nX-Keep: 1\r\n'), 'the rest stays in place')
   })
 
   it("applies rspamd's DKIM-Signature and milter headers, refusing protected ones; --no-rspamd-headers leaves them out", async () => {

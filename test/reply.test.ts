@@ -79,8 +79,8 @@ const EXPECTED: Reply = {
       { name: 'X-Spam-Flag', value: 'YES2' },
     ],
     remove: [
-      { name: 'X-Spamd-Bar', count: 1 },
-      { name: 'X-Spam-Flag', count: 0 },
+      { name: 'X-Spamd-Bar', positions: [1] },
+      { name: 'X-Spam-Flag', positions: [0] },
     ],
   },
   dkimSignatures: [DKIM],
@@ -290,8 +290,14 @@ describe('reply', function () {
       [
         'a milter remove count of "a"',
         { milter: { remove_headers: { 'X-Bad': 'a', 'X-Good': 0 } } },
-        (r) => assert.deepEqual(r.milter.remove, [{ name: 'X-Good', count: 0 }]),
+        (r) => assert.deepEqual(r.milter.remove, [{ name: 'X-Good', positions: [0] }]),
         'milter.remove_headers.X-Bad',
+      ],
+      [
+        'a milter remove position of 1.5 in a list (rspamd takes integers only)',
+        { milter: { remove_headers: { 'X-List': [1, 1.5, -1, '2'], 'X-Empty': [] } } },
+        (r) => assert.deepEqual(r.milter.remove, [{ name: 'X-List', positions: [1, -1] }]),
+        'milter.remove_headers.X-List',
       ],
       [
         'dkim-signature: 5',

@@ -89,7 +89,7 @@ function fullReply(action: string, smtpMessage?: string): Reply {
     messages: smtpMessage === undefined ? {} : { smtp_message: smtpMessage },
     smtpMessage,
     subject: RSPAMD_SUBJECT,
-    milter: { add: [MILTER_ADD], remove: [{ name: MILTER_REMOVED, count: 1 }] },
+    milter: { add: [MILTER_ADD], remove: [{ name: MILTER_REMOVED, positions: [0] }] },
     dkimSignatures: [DKIM],
   })
 }
@@ -330,7 +330,7 @@ describe('verdict', function () {
     it('adds nothing and removes nothing for "no action" with the defaults and a plain reply', () => {
       const cfg = { ...BASE, spamHeaders: { ...BASE.spamHeaders, removeForeign: false } }
       const v = accepted(decide(replyFor('no action'), cfg, { authenticated: false, subject: OLD_SUBJECT }))
-      assert.deepEqual(v.edits, { remove: [], add: [], dropped: [] })
+      assert.deepEqual(v.edits, { remove: [], removeAt: [], add: [], dropped: [] })
     })
 
     it('with the defaults (remove_foreign on) only removes forged verdict headers for "no action"', () => {
@@ -806,7 +806,10 @@ describe('verdict', function () {
             const cfg = { ...BASE, defer: { error: deferError, timeout: deferTimeout } }
             const v = onFailure({ kind, message: `${kind} happened` }, cfg)
             if (!defers) {
-              assert.deepEqual(v, { kind: 'accept', edits: { remove: [], add: [], dropped: [] } })
+              assert.deepEqual(v, {
+                kind: 'accept',
+                edits: { remove: [], removeAt: [], add: [], dropped: [] },
+              })
               return
             }
             assert.equal(v.kind, 'defer')

@@ -127,6 +127,18 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     assert.deepEqual(headerValue(q.message, 'X-Test-Remove'), [])
   })
 
+  it("removes only the instance rspamd's milter block numbers (X-Test-Remove: 1 of two)", async () => {
+    const message = Buffer.concat([
+      Buffer.from('X-Test-Remove: first\r\nX-Test-Remove: second\r\n'),
+      withTestHeaders('ham.eml', { 'X-Test-Milter': 'yes' }),
+    ])
+    const res = await send(message)
+    assert.equal(res.final.code, 250)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.deepEqual(headerValue(q.message, 'X-Test-Remove'), ['second'])
+    assert.deepEqual(headerValue(q.message, 'X-Test-Added'), ['1'])
+  })
+
   it('sends dot-stuffed lines to rspamd and the queue as the author wrote them', async () => {
     const res = await send(corpus('leading-dots.eml'))
     assert.equal(res.final.code, 250)

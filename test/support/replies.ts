@@ -20,7 +20,7 @@ export type MilterHeaderJson =
 export interface RspamdMilterJson {
   add_headers?: Record<string, MilterHeaderJson>
   /** rspamd's count: 0 = every instance, n = the n-th */
-  remove_headers?: Record<string, number>
+  remove_headers?: Record<string, number | number[]>
 }
 
 export interface RspamdReplyJson {
