@@ -369,6 +369,9 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
   const request = new Reader(sec('request'), 'request')
 
   const targets = parseServers(main) ?? [parseTarget(main)]
+  // [tls] is read only for an https:// server (as 1.6.x did): a file named there need not exist
+  // otherwise, and its keys are reported as not used
+  const secure = targets.some((t) => t.kind === 'tcp' && t.scheme === 'https')
   const cfg: Omit<Config, 'ignored'> = {
     target: targets[0] ?? parseTarget(main),
     targets,
@@ -376,16 +379,22 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     transport: main.choice('transport', TRANSPORTS, 'auto'),
     upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
     path: parsePath(main),
-    timeout: main.seconds('timeout'),
+    // 1.6.x: `timeout || Haraka's timeout - 1`, so 0 meant the default, as it does here
+    timeout:
+      main.raw('timeout') === 0 || String(main.raw('timeout')).trim() === '0'
+        ? undefined
+        : main.seconds('timeout'),
     addHeaders: parseAddHeaders(main),
     subject: main.str('subject') ?? '[SPAM] %s',
-    tls: {
-      rejectUnauthorized: tls.bool('reject_unauthorized', true),
-      servername: tls.str('servername'),
-      ca: tls.file('ca_file'),
-      cert: tls.file('cert_file'),
-      key: tls.file('key_file'),
-    },
+    tls: secure
+      ? {
+          rejectUnauthorized: tls.bool('reject_unauthorized', true),
+          servername: tls.str('servername'),
+          ca: tls.file('ca_file'),
+          cert: tls.file('cert_file'),
+          key: tls.file('key_file'),
+        }
+      : { rejectUnauthorized: true },
     auth: parseAuth(auth, env),
     request: parseRequest(request),
     requestHeaders: parseRequestHeaders(sec('request_headers')),
@@ -411,7 +420,10 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     defer: parseDefer(new Reader(sec('defer'), 'defer')),
     spamHeaders: parseSpamHeaders(new Reader(sec('spam_headers'), 'spam_headers')),
   }
-  return { ...cfg, ignored: ignoredKeys(ini, read) }
+  const ignored = ignoredKeys(ini, read).map((k) =>
+    !secure && k.startsWith('tls.') ? `${k} (no https:// server)` : k,
+  )
+  return { ...cfg, ignored }
 }
 
 function parseTarget(main: Reader): Target {
@@ -574,15 +586,8 @@ function parseRequest(request: Reader): RequestConfig {
   for (const key of FLAG_KEYS) if (request.bool(key, false)) flags.add(key)
 
   const settings = request.str('settings')
-  if (settings !== undefined) {
-    headerValue('request.settings', settings)
-    try {
-      JSON.parse(settings)
-    } catch {
-      // rspamd also accepts UCL here, so this is only worth a clear error for JSON-looking text
-      if (settings.startsWith('{')) throw new ConfigError('request.settings', settings, 'not valid JSON')
-    }
-  }
+  // JSON or rspamd's own UCL (`{symbols_disabled = [X]}` too): rspamd parses it, we only keep it one line
+  if (settings !== undefined) headerValue('request.settings', settings)
   const settingsId = request.str('settings_id')
   if (settingsId !== undefined) headerValue('request.settings_id', settingsId)
   const urlFormat = request.str('url_format')
@@ -627,8 +632,10 @@ function parseSpambar(spambar: Reader): Config['spambar'] {
     negative: spambar.str('negative') ?? '-',
     neutral: spambar.str('neutral') ?? '/',
   }
+  // any text 1.6.x took, bar controls: the bar is a header value (non-ASCII is RFC 2047-encoded there)
   for (const [k, v] of Object.entries(out)) {
-    if (!/^[\x21-\x7e]+$/.test(v)) throw new ConfigError(`spambar.${k}`, v, 'expected printable ASCII')
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x1f\x7f\u2028\u2029]/.test(v)) throw new ConfigError(`spambar.${k}`, v, 'control character')
   }
   return out
 }

@@ -208,11 +208,16 @@ const VALID: Array<[label: string, ini: Ini, get: Getter, expected: unknown]> = 
   ['subject=*** SPAM *** %s', { main: { subject: '*** SPAM *** %s' } }, (c) => c.subject, '*** SPAM *** %s'],
   [
     '[tls] reject_unauthorized=false',
-    { tls: { reject_unauthorized: false } },
+    { main: { scheme: 'https' }, tls: { reject_unauthorized: false } },
     (c) => c.tls.rejectUnauthorized,
     false,
   ],
-  ['[tls] servername', { tls: { servername: 'rspamd.example' } }, (c) => c.tls.servername, 'rspamd.example'],
+  [
+    '[tls] servername',
+    { main: { scheme: 'https' }, tls: { servername: 'rspamd.example' } },
+    (c) => c.tls.servername,
+    'rspamd.example',
+  ],
   [
     '[auth] basic_user and basic_pass',
     { auth: { basic_user: 'haraka', basic_pass: 'p:w' } },
@@ -242,6 +247,20 @@ const VALID: Array<[label: string, ini: Ini, get: Getter, expected: unknown]> = 
     { request: { settings: '{"actions":{"reject":20}}' } },
     (c) => c.request.settings,
     '{"actions":{"reject":20}}',
+  ],
+  [
+    "[request] settings in rspamd's UCL with braces (1.6.x sent it as it was)",
+    { request: { settings: '{symbols_disabled = ["MY_SYMBOL"]}' } },
+    (c) => c.request.settings,
+    '{symbols_disabled = ["MY_SYMBOL"]}',
+  ],
+  ['timeout=0 (1.6.x: the default)', { main: { timeout: 0 } }, (c) => c.timeout, undefined],
+  ["timeout='0' (1.6.x: the default)", { main: { timeout: '0' } }, (c) => c.timeout, undefined],
+  [
+    '[spambar] any text but controls (1.6.x took it)',
+    { spambar: { positive: '★', negative: '− ', neutral: '. .' } },
+    (c) => c.spambar,
+    { positive: '★', negative: '−', neutral: '. .' },
   ],
   [
     '[request] settings as UCL',
@@ -428,7 +447,6 @@ const INVALID: Array<[label: string, ini: unknown, key: string]> = [
   ['port=-1', { main: { port: -1 } }, 'port'],
   ['port=1.5', { main: { port: 1.5 } }, 'port'],
   ['timeout=-1', { main: { timeout: -1 } }, 'timeout'],
-  ['timeout=0', { main: { timeout: 0 } }, 'timeout'],
   ['timeout=x', { main: { timeout: 'x' } }, 'timeout'],
   ['host with a space', { main: { host: 'rspamd local' } }, 'host'],
   ['unix_socket=run/rspamd.sock (relative)', { main: { unix_socket: 'run/rspamd.sock' } }, 'unix_socket'],
@@ -466,8 +484,8 @@ const INVALID: Array<[label: string, ini: unknown, key: string]> = [
   ['[auth] header with a colon', { auth: { header: 'X-Api-Key:', value: 'k' } }, 'auth.header'],
   ['[auth] value with CR LF', { auth: { header: 'X-Api-Key', value: 'k\r\nX: y' } }, 'auth.value'],
   ['[auth] basic_user with a colon', { auth: { basic_user: 'ha:raka', basic_pass: 'p' } }, 'auth.basic_user'],
-  ['[spambar] positive with a space', { spambar: { positive: '+ +' } }, 'spambar.positive'],
-  ['[spambar] negative non-ASCII', { spambar: { negative: '−' } }, 'spambar.negative'],
+  ['[spambar] positive with a control character', { spambar: { positive: '+\u0001+' } }, 'spambar.positive'],
+  ['[spambar] negative with U+2028', { spambar: { negative: '-\u2028-' } }, 'spambar.negative'],
   ['[reject] message with CRLF', { reject: { message: 'Spam\r\n250 OK' } }, 'reject.message'],
   ['[soft_reject] message with LF', { soft_reject: { message: 'Later\nnow' } }, 'soft_reject.message'],
   ['[reject] spam=maybe', { reject: { spam: 'maybe' } }, 'reject.spam'],
@@ -475,7 +493,7 @@ const INVALID: Array<[label: string, ini: unknown, key: string]> = [
   ['[tls] as text, not a section', { tls: 'yes' }, '[tls]'],
   ['[request] as an array, not a section', { request: ['raw'] }, '[request]'],
   ['[main] as a number, not a section', { main: 5 }, '[main]'],
-  ['[request] settings={bad json', { request: { settings: '{bad json' } }, 'request.settings'],
+  ['[request] settings with CR LF', { request: { settings: '{a = 1}\r\nX: y' } }, 'request.settings'],
   ['[request] flags with a bad flag', { request: { flags: 'groups, no log' } }, 'request.flags'],
   ['[request] settings_id with LF', { request: { settings_id: 'a\nb' } }, 'request.settings_id'],
   ['[check] whitelist with a host name', { check: { whitelist: 'mail.example.com' } }, 'check.whitelist'],
@@ -670,11 +688,35 @@ describe('config', function () {
 
     for (const key of ['ca_file', 'cert_file', 'key_file']) {
       it(`rejects an unreadable ${key} naming tls.${key}`, () => {
-        assertConfigError(() => parseConfig({ tls: { [key]: join(dir, 'missing.pem') } }, {}), `tls.${key}`)
+        assertConfigError(
+          () => parseConfig({ main: { scheme: 'https' }, tls: { [key]: join(dir, 'missing.pem') } }, {}),
+          `tls.${key}`,
+        )
       })
     }
     it('rejects a directory as ca_file naming tls.ca_file', () => {
-      assertConfigError(() => parseConfig({ tls: { ca_file: dir } }, {}), 'tls.ca_file')
+      assertConfigError(
+        () => parseConfig({ main: { scheme: 'https' }, tls: { ca_file: dir } }, {}),
+        'tls.ca_file',
+      )
+    })
+
+    it('reads no [tls] file without an https:// server (1.6.x neither), and says the keys are not used', () => {
+      const tls = { ca_file: join(dir, 'missing.pem'), cert_file: join(dir, 'missing.pem'), servername: 'x' }
+      for (const main of [{}, { unix_socket: '/run/rspamd.sock' }]) {
+        const cfg = parseConfig({ main, tls }, {})
+        assert.equal(cfg.tls.ca, undefined)
+        assert.deepEqual(cfg.ignored, [
+          'tls.ca_file (no https:// server)',
+          'tls.cert_file (no https:// server)',
+          'tls.servername (no https:// server)',
+        ])
+      }
+      // one https:// server among several is enough for them to be read
+      assertConfigError(
+        () => parseConfig({ main: { servers: 'http://a:1, https://b:2' }, tls }, {}),
+        'tls.ca_file',
+      )
     })
   })
 
@@ -704,6 +746,8 @@ describe('config', function () {
     })
     after(() => rmSync(dir, { recursive: true, force: true }))
 
+    // [tls] is read for https:// servers only
+    const HTTPS = { scheme: 'https' }
     const CASES: Array<[label: string, a: () => Ini, b: () => Ini, same: boolean]> = [
       ['two empty inis', () => ({}), () => ({}), true],
       [
@@ -737,39 +781,44 @@ describe('config', function () {
       ],
       [
         'reject_unauthorized true and false',
-        () => ({}),
-        () => ({ tls: { reject_unauthorized: false } }),
+        () => ({ main: HTTPS }),
+        () => ({ main: HTTPS, tls: { reject_unauthorized: false } }),
         false,
       ],
       [
         'another servername',
-        () => ({ tls: { servername: 'a' } }),
-        () => ({ tls: { servername: 'b' } }),
+        () => ({ main: HTTPS, tls: { servername: 'a' } }),
+        () => ({ main: HTTPS, tls: { servername: 'b' } }),
         false,
       ],
-      ['a CA and none', () => ({ tls: { ca_file: join(dir, 'a.pem') } }), () => ({}), false],
+      [
+        'a CA and none',
+        () => ({ main: HTTPS, tls: { ca_file: join(dir, 'a.pem') } }),
+        () => ({ main: HTTPS }),
+        false,
+      ],
       [
         'two files with the same CA',
-        () => ({ tls: { ca_file: join(dir, 'a.pem') } }),
-        () => ({ tls: { ca_file: join(dir, 'a-copy.pem') } }),
+        () => ({ main: HTTPS, tls: { ca_file: join(dir, 'a.pem') } }),
+        () => ({ main: HTTPS, tls: { ca_file: join(dir, 'a-copy.pem') } }),
         true,
       ],
       [
         'two different CAs',
-        () => ({ tls: { ca_file: join(dir, 'a.pem') } }),
-        () => ({ tls: { ca_file: join(dir, 'b.pem') } }),
+        () => ({ main: HTTPS, tls: { ca_file: join(dir, 'a.pem') } }),
+        () => ({ main: HTTPS, tls: { ca_file: join(dir, 'b.pem') } }),
         false,
       ],
       [
         'two different client certs',
-        () => ({ tls: { cert_file: join(dir, 'a.pem') } }),
-        () => ({ tls: { cert_file: join(dir, 'b.pem') } }),
+        () => ({ main: HTTPS, tls: { cert_file: join(dir, 'a.pem') } }),
+        () => ({ main: HTTPS, tls: { cert_file: join(dir, 'b.pem') } }),
         false,
       ],
       [
         'two different client keys',
-        () => ({ tls: { key_file: join(dir, 'a.pem') } }),
-        () => ({ tls: { key_file: join(dir, 'b.pem') } }),
+        () => ({ main: HTTPS, tls: { key_file: join(dir, 'a.pem') } }),
+        () => ({ main: HTTPS, tls: { key_file: join(dir, 'b.pem') } }),
         false,
       ],
     ]
