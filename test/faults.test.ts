@@ -518,6 +518,20 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
     })
   })
 
+  it('writes a non-ASCII [spambar] bar RFC 2047-encoded, decoding to the bar', async () => {
+    const { queued } = await scan(replyFor('add header'), corpus('ham.eml'), '[spambar]\npositive = ★\n')
+    const raw = valuesOf(queued, 'X-Rspamd-Bar')[0] ?? ''
+    assert.ok(/^[\x20-\x7e]+$/.test(raw), `written as ASCII: ${raw}`)
+    const conn = await connectionWith(queued)
+    assert.equal(
+      conn.transaction?.header
+        .get_decoded('X-Rspamd-Bar')
+        .replace(/\r?\n[ \t]*/g, '')
+        .trim(),
+      '★★★★★★',
+    )
+  })
+
   describe('subject rewrite', function () {
     const rewrite = () => {
       const r = replyFor('rewrite subject')
