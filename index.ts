@@ -202,7 +202,9 @@ export async function shutdown(this: RspamdPlugin): Promise<void> {
   this.client = undefined
   this.greylistRedis = undefined
   this.started = false
-  await Promise.all([client?.destroy(), redis?.close()])
+  // Haraka calls shutdown() without waiting on it: a rejection here would be an unhandled one
+  const done = await Promise.allSettled([client?.destroy(), redis?.close()])
+  for (const r of done) if (r.status === 'rejected') this.logerror(`shutdown: ${String(r.reason)}`)
 }
 
 /**

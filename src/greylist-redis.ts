@@ -88,11 +88,17 @@ export class RedisGreylist {
   private down = false
   /** settles at the first 'ready' or the first 'error' after open(): checks before then wait for it */
   private settled: Promise<void> = Promise.resolve()
+  /** a connection attempt is under way (open() or a reconnect): node-redis cannot stop one halfway */
+  private connecting = false
+  /** Redis commands sent and not yet answered: close() gives them its grace time */
+  private readonly inFlight = new Set<Promise<unknown>>()
+  private readonly connectMs: number
 
   constructor(opts: RedisGreylistOptions) {
     this.opts = opts
     this.identity = opts.identity
     const s = opts.settings
+    this.connectMs = s.connectTimeout ?? 2000
     this.server = `${s.path === undefined ? `redis${s.tls ? 's' : ''}://${s.host}:${s.port}` : `unix:${s.path}`}/${s.database}`
     const socket =
       s.path === undefined
@@ -103,7 +109,7 @@ export class RedisGreylist {
     this.client = loadRedis().createClient({
       socket: {
         ...socket,
-        connectTimeout: s.connectTimeout ?? 2000,
+        connectTimeout: this.connectMs,
         // back off to a retry every 2 s while Redis is away, for as long as it takes
         reconnectStrategy: (retries: number) => Math.min(100 * 2 ** Math.min(retries, 5), 2000),
       },
@@ -114,12 +120,15 @@ export class RedisGreylist {
       disableOfflineQueue: true,
       commandsQueueMaxLength: MAX_QUEUED,
     })
+    this.client.on('reconnecting', () => (this.connecting = true))
     this.client.on('ready', () => {
+      this.connecting = false
       this.down = false
       this.opts.onEvent?.({ level: 'info', message: `greylist store: connected to ${this.server}` })
     })
     // node-redis emits an error for every failed attempt; one line per outage is enough
     this.client.on('error', (err: unknown) => {
+      this.connecting = false
       if (this.down) return
       this.down = true
       const why = err instanceof Error ? err.message : String(err)
@@ -131,6 +140,7 @@ export class RedisGreylist {
   open(): void {
     if (this.state !== 'new') return
     this.state = 'open'
+    this.connecting = true
     this.settled = new Promise((resolve) => {
       this.client.once('ready', resolve)
       this.client.once('error', () => resolve())
@@ -170,23 +180,25 @@ export class RedisGreylist {
     })
     // a check during start-up waits for the first connection (within the bound); one while Redis is
     // known to be away fails at once (disableOfflineQueue)
-    const answer = this.settled
-      .then(() => this.run(keys, args))
-      .then(
-        (reply): StoreResult => {
-          if (typeof reply !== 'number' || !Number.isFinite(reply) || reply < 0) {
-            return {
-              ok: false,
-              error: { kind: 'error', message: `unexpected reply ${JSON.stringify(reply)}` },
-            }
+    const sent = this.settled.then(() => this.run(keys, args))
+    this.inFlight.add(sent)
+    const forget = () => this.inFlight.delete(sent)
+    sent.then(forget, forget)
+    const answer = sent.then(
+      (reply): StoreResult => {
+        if (typeof reply !== 'number' || !Number.isFinite(reply) || reply < 0) {
+          return {
+            ok: false,
+            error: { kind: 'error', message: `unexpected reply ${JSON.stringify(reply)}` },
           }
-          return { ok: true, outcome: reply > 0 ? { passed: false, retryInMs: reply } : { passed: true } }
-        },
-        (err: unknown): StoreResult => ({
-          ok: false,
-          error: { kind: 'error', message: err instanceof Error ? err.message : String(err) },
-        }),
-      )
+        }
+        return { ok: true, outcome: reply > 0 ? { passed: false, retryInMs: reply } : { passed: true } }
+      },
+      (err: unknown): StoreResult => ({
+        ok: false,
+        error: { kind: 'error', message: err instanceof Error ? err.message : String(err) },
+      }),
+    )
     try {
       return await Promise.race([answer, late])
     } finally {
@@ -207,24 +219,51 @@ export class RedisGreylist {
 
   /**
    * Close the connection: the commands in flight are answered first, for up to `graceMs` (a Redis that
-   * stopped answering must not hold up Haraka's shutdown); later checks fail.
+   * stopped answering must not hold up Haraka's shutdown); later checks fail. Never rejects, and leaves
+   * no connection behind: one still being made is let finish (within its connect timeout) and then
+   * closed, as node-redis cannot stop it halfway; commands still unanswered after the grace time go
+   * with the socket.
    */
   async close(graceMs = 1000): Promise<void> {
     const was = this.state
     this.state = 'closed'
     if (was !== 'open') return
     this.down = true // no "reconnecting" line for a close of our own
-    if (!this.client.isReady) return this.client.destroy()
-    let timer: NodeJS.Timeout | undefined
-    const graceful = this.client.close().then(
-      () => true,
-      () => false,
-    )
-    const inTime = await Promise.race([
-      graceful,
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
+    try {
+      if (this.connecting) {
+        const outcome = new Promise<void>((resolve) => {
+          this.client.once('ready', resolve)
+          this.client.once('error', () => resolve())
+        })
+        await within(this.connectMs + 100, outcome)
+      }
+      if (this.inFlight.size > 0) await within(graceMs, Promise.allSettled([...this.inFlight]))
+      // with nothing left to answer, QUIT; else (or if QUIT goes unanswered) the socket goes now
+      const quit = this.client.isReady && this.inFlight.size === 0
+      if (
+        quit &&
+        (await within(
+          graceMs,
+          this.client.close().then(() => true),
+        ))
+      )
+        return
+      this.client.destroy()
+    } catch {
+      // closed already (an error on the way): nothing is left to close
+    }
+  }
+}
+
+/** `p`'s value, or false when it has not settled within `ms` (a rejection is false too). */
+async function within<T>(ms: number, p: Promise<T>): Promise<T | false> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      p.catch(() => false as const),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
     ])
+  } finally {
     clearTimeout(timer)
-    if (!inTime) this.client.destroy()
   }
 }

@@ -221,6 +221,50 @@ describe('greylist in Redis (real redis-server)', function () {
     }
   })
 
+  /** connections Redis has open besides the test's own one */
+  const othersConnected = async () => {
+    const own = String(await redis.sendCommand(['CLIENT', 'ID']))
+    return String(await redis.sendCommand(['CLIENT', 'LIST']))
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith(`id=${own} `)).length
+  }
+
+  it('closes without rejecting and leaves no connection when a check is stuck on a stalled Redis', async () => {
+    const { grey, check } = withClock()
+    await check() // connected and ready
+    assert.equal(await othersConnected(), 1)
+    await redis.sendCommand(['CLIENT', 'PAUSE', '1500', 'ALL'])
+    try {
+      const res = await grey.check(IP, FROM, TO, DELAY, 100)
+      assert.equal(!res.ok && res.error.kind, 'timeout')
+      // its command is still queued when close() comes: the grace time runs out, the socket goes
+      const t0 = performance.now()
+      await grey.close(300)
+      assert.ok(performance.now() - t0 < 1_200, 'not held until Redis answers')
+    } finally {
+      await redis.sendCommand(['CLIENT', 'UNPAUSE'])
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    assert.equal(await othersConnected(), 0)
+  })
+
+  it('leaves no connection when closed while it is still connecting', async () => {
+    const events: string[] = []
+    const grey = new RedisGreylist({
+      settings: SETTINGS,
+      keyPrefix: PREFIX,
+      onEvent: (e) => events.push(e.message),
+    })
+    grey.open()
+    await grey.close()
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.equal(await othersConnected(), 0)
+    const res = await grey.check(IP, FROM, TO, DELAY, BOUND)
+    assert.equal(!res.ok && res.error.kind, 'error')
+    assert.ok(events.length <= 1, events.join('\n'))
+  })
+
   it('answers with an error after close()', async () => {
     const { grey, check } = withClock()
     await check()
