@@ -18,7 +18,7 @@ import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
 import { Greylist } from './src/greylist'
 import { RedisGreylist, type StoreResult } from './src/greylist-redis'
-import { skipReason, type ScanFacts } from './src/policy'
+import { type ScanFacts, skipReasons } from './src/policy'
 import {
   decide,
   finalAction,
@@ -282,9 +282,9 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   const client = this.client
   if (!txn || !cfg || !client) return next()
 
-  const skip = skipReason(scanFacts(connection, txn), cfg)
-  if (skip) {
-    if (skip === 'size') {
+  const skip = skipReasons(scanFacts(connection, txn), cfg)
+  if (skip.length > 0) {
+    if (skip.includes('size')) {
       connection.loginfo(this, `not scanned: ${txn.data_bytes} bytes is over max_size ${cfg.maxSize}`)
     }
     txn.results.add(this, { skip })
@@ -374,13 +374,17 @@ function addressOf(a: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined
 }
 
+const NO_RDNS = new Set(['nxdomain', 'dnserror', 'unknown'])
+
 function envelope(connection: Connection, txn: Transaction): Envelope {
   const fcrdns = connection.results.get('fcrdns') as { fcrdns?: unknown } | undefined
   const fcrdnsName = Array.isArray(fcrdns?.fcrdns) ? fcrdns.fcrdns[0] : undefined
   let hostname = typeof fcrdnsName === 'string' ? fcrdnsName : (connection.remote.host ?? undefined)
-  // Haraka's markers for a failed reverse lookup; rspamd's word for "no rDNS" is "unknown"
-  if (hostname === 'NXDOMAIN') hostname = 'unknown'
-  if (hostname === 'DNSERROR') hostname = undefined
+  // no reverse name: Haraka's markers for a failed lookup (NXDOMAIN, DNSERROR) and its "Unknown".
+  // rspamd must get no Hostname then, as its own milter sends none for Postfix's "unknown"
+  // (milter.c): only without one does it look the name up itself and score RDNS_NONE and
+  // HFILTER_HOSTNAME_UNKNOWN; a Hostname of any text counts as a name
+  if (hostname !== undefined && NO_RDNS.has(hostname.toLowerCase())) hostname = undefined
   const user = connection.notes.auth_user
   const tls = connection.tls
   return {

@@ -5,7 +5,7 @@
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import type { Config, Target, TransportKind, UpstreamConfig } from './config'
 import type { RequestHeaders } from './request'
-import { parseReplyBody, type Reply } from './reply'
+import { escapeControls, parseReplyBody, type Reply } from './reply'
 import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
 import type { ScanError, ScanErrorKind } from './verdict'
 
@@ -611,7 +611,7 @@ function errorDetail(text: string | undefined): string {
   try {
     const j: unknown = JSON.parse(text)
     if (typeof j === 'object' && j !== null && 'error' in j && typeof j.error === 'string') {
-      return `: ${j.error.slice(0, 300)}`
+      return `: ${escapeControls(j.error.slice(0, 300))}`
     }
   } catch {
     // not JSON: an HTML error page from a proxy, say; show its start
@@ -619,7 +619,7 @@ function errorDetail(text: string | undefined): string {
   const one = text
     .replace(/<[^>]*>/g, ' ')
     // eslint-disable-next-line no-control-regex
-    .replace(/[\s\x00-\x1f]+/g, ' ')
+    .replace(/[\s\x00-\x1f\x7f\u2028\u2029]+/g, ' ')
     .trim()
   return one ? `: ${one.slice(0, 120)}` : ''
 }

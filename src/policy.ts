@@ -20,18 +20,28 @@ export interface ScanFacts {
 
 export type SkipReason = 'authed' | 'relay' | 'local_ip' | 'private_ip' | 'whitelist' | 'port' | 'size'
 
-/** Why a message is not scanned, or undefined when it is. The first rule that applies names the reason. */
-export function skipReason(facts: ScanFacts, cfg: Pick<Config, 'check' | 'maxSize'>): SkipReason | undefined {
+/**
+ * Every reason a message is not scanned (none: it is scanned), in the order of the rules; 1.6.x
+ * recorded each reason that applied, and `results.has('rspamd', 'skip', 'relay')` still finds one
+ * behind another.
+ */
+export function skipReasons(facts: ScanFacts, cfg: Pick<Config, 'check' | 'maxSize'>): SkipReason[] {
   const check = cfg.check
-  if (!check.authenticated && facts.authenticated) return 'authed'
-  if (!check.relay && facts.relaying) return 'relay'
-  if (!check.localIp && facts.isLocal) return 'local_ip'
+  const out: SkipReason[] = []
+  if (!check.authenticated && facts.authenticated) out.push('authed')
+  if (!check.relay && facts.relaying) out.push('relay')
+  if (!check.localIp && facts.isLocal) out.push('local_ip')
   // local addresses are private too: with local_ip=true a local sender is scanned
-  if (!check.privateIp && facts.isPrivate && !(check.localIp && facts.isLocal)) return 'private_ip'
-  if (facts.remoteIp !== undefined && inRanges(facts.remoteIp, check.whitelist)) return 'whitelist'
-  if (facts.localPort !== undefined && check.skipPorts.includes(facts.localPort)) return 'port'
-  if (cfg.maxSize > 0 && facts.size !== undefined && facts.size > cfg.maxSize) return 'size'
-  return undefined
+  if (!check.privateIp && facts.isPrivate && !(check.localIp && facts.isLocal)) out.push('private_ip')
+  if (facts.remoteIp !== undefined && inRanges(facts.remoteIp, check.whitelist)) out.push('whitelist')
+  if (facts.localPort !== undefined && check.skipPorts.includes(facts.localPort)) out.push('port')
+  if (cfg.maxSize > 0 && facts.size !== undefined && facts.size > cfg.maxSize) out.push('size')
+  return out
+}
+
+/** Why a message is not scanned, or undefined when it is: the first rule that applies. */
+export function skipReason(facts: ScanFacts, cfg: Pick<Config, 'check' | 'maxSize'>): SkipReason | undefined {
+  return skipReasons(facts, cfg)[0]
 }
 
 // node:net's BlockList rather than haraka-net-utils' ip_in_list: the latter (1.9.3) reads a /0 prefix as

@@ -89,7 +89,8 @@ export function parseReplyBody(body: string | Buffer): ParseResult {
 /** Validate parsed JSON. A reply without a usable action is an error; other bad fields are warnings. */
 export function parseReply(json: unknown): ParseResult {
   if (!isObj(json)) return { ok: false, error: 'reply is not a JSON object' }
-  if (typeof json.error === 'string') return { ok: false, error: `rspamd: ${json.error}` }
+  if (typeof json.error === 'string')
+    return { ok: false, error: `rspamd: ${escapeControls(json.error.slice(0, 300))}` }
   if (!isUsableAction(json.action)) {
     return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
   }
@@ -187,8 +188,11 @@ function printable(field: string): string {
   return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
 }
 
-/** JSON.stringify leaves DEL and the U+2028/2029 line separators as they are: escape them and every C0 control. */
-function escapeControls(text: string): string {
+/**
+ * Text from rspamd made safe for one log line: every C0 control (a CR or LF would forge a line), DEL
+ * and U+2028/2029 escaped as \uXXXX (JSON.stringify leaves the last three as they are).
+ */
+export function escapeControls(text: string): string {
   return text.replace(ALL_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { createServer as httpCreateServer } from 'node:http'
 import { createHash } from 'node:crypto'
 import dns from 'node:dns'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -701,6 +702,41 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
         assert.equal(hung.requests.length, 5)
         assert.equal(hung.totalConnections, 5, 'one connection per scan, no spare ones')
         await hung.waitForIdle(2_000)
+      })
+    }
+  })
+}
+
+for (const transport of TRANSPORTS_UNDER_TEST) {
+  describe(`client over ${transport}: rspamd's error text reaches the log as one line`, function () {
+    for (const [label, status, body] of [
+      ['a JSON error of a 500', 500, JSON.stringify({ error: 'bad\nERROR [rspamd] forged\r\u2028x\u007f' })],
+      ['a JSON error of a 200', 200, JSON.stringify({ error: 'bad\nERROR [rspamd] forged\r\u2028x\u007f' })],
+      ['an HTML page of a 502', 502, '<p>bad\nERROR [rspamd] forged\r\u2028x\u007f</p>'],
+    ] as const) {
+      it(`escapes or folds line breaks and controls of ${label}`, async () => {
+        const server = httpCreateServer((req, res) => {
+          req.resume()
+          req.on('end', () => {
+            res.writeHead(status, { 'Content-Type': 'application/json', Connection: 'close' })
+            res.end(body)
+          })
+        })
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+        const c = new RspamdClient(configFor(`127.0.0.1:${(server.address() as AddressInfo).port}`), {
+          transport,
+        })
+        try {
+          const r = await c.scan({ headers: {}, source: bufferSource(SMALL), timeoutMs: 4_000 })
+          assert.ok(!r.ok)
+          assert.match(r.error.message, /bad/)
+          assert.match(r.error.message, /forged/)
+          // eslint-disable-next-line no-control-regex
+          assert.ok(!/[\x00-\x1f\x7f\u2028\u2029]/.test(r.error.message), JSON.stringify(r.error.message))
+        } finally {
+          await c.destroy()
+          await new Promise((resolve) => server.close(resolve))
+        }
       })
     }
   })

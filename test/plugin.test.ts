@@ -110,6 +110,18 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.deepEqual(rcpts, ['bob@example.net', 'carol@example.net'])
     })
 
+    for (const host of ['NXDOMAIN', 'DNSERROR', 'Unknown', 'unknown']) {
+      it(`sends no Hostname for a client without a reverse name (Haraka's ${host}), so rspamd looks it up and scores RDNS_NONE`, async () => {
+        plugin = loadPlugin(iniFor(server))
+        const before = server.requests.length
+        await dataPost(plugin, await connectionWith(corpus('ham.eml'), { host }))
+        const h = server.requests[before]?.headers
+        assert.ok(h)
+        assert.equal(h.hostname, undefined)
+        assert.equal(h.ip, '192.0.2.10')
+      })
+    }
+
     it('sends Deliver-To and User for one recipient of an authenticated sender scanned by [check] authenticated=true', async () => {
       plugin = loadPlugin(iniFor(server, '[check]\nauthenticated = true'))
       const before = server.requests.length
@@ -414,21 +426,31 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
   })
 
   describe('skips senders per [check]', function () {
-    const cases: { name: string; sender: Parameters<typeof connectionWith>[1]; skip: string }[] = [
-      { name: 'an authenticated sender', sender: { authUser: 'alice' }, skip: 'authed' },
-      { name: 'a relaying client', sender: { relaying: true }, skip: 'relay' },
-      { name: 'a private IP', sender: { ip: '10.1.2.3', isPrivate: true }, skip: 'private_ip' },
-      { name: 'a local IP', sender: { ip: '127.0.0.1', isLocal: true, isPrivate: true }, skip: 'local_ip' },
+    // every reason that applies is recorded, as 1.6.x did (a local address is a private one too)
+    const cases: { name: string; sender: Parameters<typeof connectionWith>[1]; skip: string[] }[] = [
+      { name: 'an authenticated sender', sender: { authUser: 'alice' }, skip: ['authed'] },
+      { name: 'a relaying client', sender: { relaying: true }, skip: ['relay'] },
+      { name: 'a private IP', sender: { ip: '10.1.2.3', isPrivate: true }, skip: ['private_ip'] },
+      {
+        name: 'a local IP',
+        sender: { ip: '127.0.0.1', isLocal: true, isPrivate: true },
+        skip: ['local_ip', 'private_ip'],
+      },
+      {
+        name: 'an authenticated, relaying sender on a private IP',
+        sender: { authUser: 'alice', relaying: true, ip: '10.1.2.3', isPrivate: true },
+        skip: ['authed', 'relay', 'private_ip'],
+      },
     ]
     for (const c of cases) {
-      it(`does not scan ${c.name} and records skip=${c.skip}`, async () => {
+      it(`does not scan ${c.name} and records skip=${c.skip.join(',')}`, async () => {
         plugin = loadPlugin(iniFor(server))
         const before = server.requests.length
         const conn = await connectionWith(corpus('ham.eml'), c.sender)
         const res = await dataPost(plugin, conn)
         assert.equal(res.code, undefined)
         assert.equal(server.requests.length, before, 'nothing sent to rspamd')
-        assert.deepEqual(conn.transaction?.results.get('rspamd')?.skip, [c.skip])
+        assert.deepEqual(conn.transaction?.results.get('rspamd')?.skip, c.skip)
       })
     }
   })
