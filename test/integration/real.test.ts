@@ -160,7 +160,8 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     const skipped = await sendAuthed()
     assert.equal(skipped.final.code, 250, skipped.final.text)
     const q = haraka.queued(queuedId(skipped.final) ?? assert.fail(skipped.final.text))
-    assert.deepEqual(q.rspamd?.skip, ['authed'], 'haraka-results keeps skip as a list')
+    // Haraka relays for an authenticated sender: both reasons are recorded, as 1.6.x recorded them
+    assert.deepEqual(q.rspamd?.skip, ['authed', 'relay'], 'haraka-results keeps skip as a list')
     assert.equal(q.rspamd?.action, undefined, 'no rspamd verdict for a skipped message')
 
     // an operator who wants outbound mail scanned too; [reject] authenticated=false (the default)
