@@ -141,13 +141,18 @@ export class RedisGreylist {
     if (this.state !== 'new') return
     this.state = 'open'
     this.connecting = true
-    this.settled = new Promise((resolve) => {
-      this.client.once('ready', resolve)
-      this.client.once('error', () => resolve())
-    })
+    this.settled = this.attemptEnds()
     // connect() settles once connected; failures meanwhile come as 'error' events
     this.client.connect().catch((err: unknown) => {
       this.opts.onEvent?.({ level: 'warn', message: `greylist store: ${this.server}: ${String(err)}` })
+    })
+  }
+
+  /** Settles when the connection attempt under way ends: connected ('ready') or failed ('error'). */
+  private attemptEnds(): Promise<void> {
+    return new Promise((resolve) => {
+      this.client.once('ready', resolve)
+      this.client.once('error', () => resolve())
     })
   }
 
@@ -171,13 +176,6 @@ export class RedisGreylist {
       String(Math.round(delayMs)),
       String(this.opts.expireMs ?? EXPIRE_MS),
     ]
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<StoreResult>((resolve) => {
-      timer = setTimeout(
-        () => resolve({ ok: false, error: { kind: 'timeout', message: `no answer within ${timeoutMs} ms` } }),
-        timeoutMs,
-      )
-    })
     // a check during start-up waits for the first connection (within the bound); one while Redis is
     // known to be away fails at once (disableOfflineQueue)
     const sent = this.settled.then(() => this.run(keys, args))
@@ -199,11 +197,11 @@ export class RedisGreylist {
         error: { kind: 'error', message: err instanceof Error ? err.message : String(err) },
       }),
     )
-    try {
-      return await Promise.race([answer, late])
-    } finally {
-      clearTimeout(timer)
-    }
+    // `answer` never rejects and is never false
+    const inTime = await within(timeoutMs, answer)
+    return inTime === false
+      ? { ok: false, error: { kind: 'timeout', message: `no answer within ${timeoutMs} ms` } }
+      : inTime
   }
 
   /** EVALSHA, and EVAL when Redis does not have the script yet (a restart, a flush, a new server). */
@@ -230,24 +228,19 @@ export class RedisGreylist {
     if (was !== 'open') return
     this.down = true // no "reconnecting" line for a close of our own
     try {
-      if (this.connecting) {
-        const outcome = new Promise<void>((resolve) => {
-          this.client.once('ready', resolve)
-          this.client.once('error', () => resolve())
-        })
-        await within(this.connectMs + 100, outcome)
-      }
+      if (this.connecting) await within(this.connectMs + 100, this.attemptEnds())
       if (this.inFlight.size > 0) await within(graceMs, Promise.allSettled([...this.inFlight]))
-      // with nothing left to answer, QUIT; else (or if QUIT goes unanswered) the socket goes now
-      const quit = this.client.isReady && this.inFlight.size === 0
-      if (
-        quit &&
-        (await within(
-          graceMs,
-          this.client.close().then(() => true),
-        ))
-      )
-        return
+      if (this.client.isReady && this.inFlight.size === 0) {
+        // nothing left to answer: a graceful close, unless even that is not done within the grace time
+        if (
+          await within(
+            graceMs,
+            this.client.close().then(() => true),
+          )
+        )
+          return
+      }
+      // commands still unanswered (or a close that hangs): the socket goes now
       this.client.destroy()
     } catch {
       // closed already (an error on the way): nothing is left to close
