@@ -39,11 +39,6 @@ export function skipReasons(facts: ScanFacts, cfg: Pick<Config, 'check' | 'maxSi
   return out
 }
 
-/** Why a message is not scanned, or undefined when it is: the first rule that applies. */
-export function skipReason(facts: ScanFacts, cfg: Pick<Config, 'check' | 'maxSize'>): SkipReason | undefined {
-  return skipReasons(facts, cfg)[0]
-}
-
 // node:net's BlockList rather than haraka-net-utils' ip_in_list: the latter (1.9.3) reads a /0 prefix as
 // /32 (`parseInt(mask) || 32`), never matches an IPv4-mapped IPv6 address against an IPv4 network, and
 // parses every entry again on each lookup. One BlockList per parsed whitelist, built on first use.

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { parseConfig } from '../src/config'
-import { inRanges, type ScanFacts, type SkipReason, skipReason } from '../src/policy'
+import { inRanges, type ScanFacts, type SkipReason, skipReasons } from '../src/policy'
 
 const PLAIN: ScanFacts = {
   authenticated: false,
@@ -83,10 +83,10 @@ const CASES: Array<
 ]
 
 describe('policy', function () {
-  describe('skipReason()', function () {
+  describe('skipReasons(): the first reason', function () {
     for (const [label, ini, facts, skip] of CASES) {
       it(`${skip === undefined ? 'scans' : `skips (${skip})`} ${label}`, () => {
-        assert.equal(skipReason({ ...PLAIN, ...facts }, parseConfig(ini, {})), skip)
+        assert.equal(skipReasons({ ...PLAIN, ...facts }, parseConfig(ini, {}))[0], skip)
       })
     }
   })
