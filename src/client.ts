@@ -5,7 +5,7 @@
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import type { Config, Target, TransportKind, UpstreamConfig } from './config'
 import type { RequestHeaders } from './request'
-import { escapeControls, parseReplyBody, type Reply } from './reply'
+import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
 import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
 import type { ScanError, ScanErrorKind } from './verdict'
 
@@ -476,8 +476,8 @@ export class RspamdClient {
           fail('network', `reading the message: ${describeError(err)}`)
           abort?.(err)
         })
+        req.source.pipe(stream)
       }
-      if (stream) req.source.pipe(stream)
 
       up.transport.send(this.path, headers, whole ?? (stream as Coalescer), {
         started(fn) {
@@ -611,7 +611,7 @@ function errorDetail(text: string | undefined): string {
   try {
     const j: unknown = JSON.parse(text)
     if (typeof j === 'object' && j !== null && 'error' in j && typeof j.error === 'string') {
-      return `: ${escapeControls(j.error.slice(0, 300))}`
+      return `: ${rspamdErrorText(j.error)}`
     }
   } catch {
     // not JSON: an HTML error page from a proxy, say; show its start

@@ -89,8 +89,7 @@ export function parseReplyBody(body: string | Buffer): ParseResult {
 /** Validate parsed JSON. A reply without a usable action is an error; other bad fields are warnings. */
 export function parseReply(json: unknown): ParseResult {
   if (!isObj(json)) return { ok: false, error: 'reply is not a JSON object' }
-  if (typeof json.error === 'string')
-    return { ok: false, error: `rspamd: ${escapeControls(json.error.slice(0, 300))}` }
+  if (typeof json.error === 'string') return { ok: false, error: `rspamd: ${rspamdErrorText(json.error)}` }
   if (!isUsableAction(json.action)) {
     return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
   }
@@ -188,11 +187,16 @@ function printable(field: string): string {
   return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
 }
 
+/** rspamd's own error text (`{"error": …}`, with any status), as it goes into the log: cut and escaped. */
+export function rspamdErrorText(text: string): string {
+  return escapeControls(text.slice(0, 300))
+}
+
 /**
  * Text from rspamd made safe for one log line: every C0 control (a CR or LF would forge a line), DEL
  * and U+2028/2029 escaped as \uXXXX (JSON.stringify leaves the last three as they are).
  */
-export function escapeControls(text: string): string {
+function escapeControls(text: string): string {
   return text.replace(ALL_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
