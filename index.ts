@@ -172,7 +172,8 @@ function reload(plugin: RspamdPlugin): void {
   }
   if (!prev || !plugin.client || !sameTarget(prev, next)) {
     const old = plugin.client
-    plugin.client = newClient(plugin, next)
+    // servers kept by the new config keep their health (dead stays dead, failures still count)
+    plugin.client = newClient(plugin, next, old)
     // scans in flight finish on the old pool, then it closes
     old?.close().catch((err: unknown) => plugin.logerror(`closing the old rspamd pool: ${String(err)}`))
   }
@@ -411,8 +412,9 @@ function decodedSubject(header: Header): string | undefined {
 const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
-function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {
+function newClient(plugin: RspamdPlugin, cfg: Config, previous?: RspamdClient): RspamdClient {
   return new RspamdClient(cfg, {
+    previous,
     onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
   })
 }

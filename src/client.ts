@@ -159,6 +159,8 @@ export interface ClientOptions {
   now?: () => number
   /** servers marked dead and back again, for the plugin's log */
   onEvent?: (e: ClientEvent) => void
+  /** the client this one replaces (a reload): servers in both keep the health it saw */
+  previous?: RspamdClient
 }
 
 /** Kinds of failure that count against a server's health (a client that went away does not). */
@@ -171,15 +173,22 @@ const HEALTH_ERRORS: ReadonlySet<ScanErrorKind> = new Set([
 ])
 
 /**
- * One rspamd server: its transport and rmilter's health rules — `max_errors` failures
- * within `error_time` seconds mark it dead for `dead_time` seconds; a success clears the count.
+ * One rspamd server: its transport and its health. A failure counts until the server's next
+ * success, however long ago it happened (rmilter counted so too): at one message every few
+ * seconds a server that never answers must still reach `max_errors`, and it is only tried once
+ * per `error_time` (see RspamdClient.pick). `max_errors` failures in a row mark it dead for
+ * `dead_time`; after that one message probes it: a success puts it back, a failure marks it dead
+ * for another `dead_time` at once.
  */
 class Upstream {
   readonly server: string
   readonly transport: Transport
   inFlight = 0
-  /** when the failures of the current error window happened (ms) */
-  private failures: number[] = []
+  /** failures since the last success */
+  failures = 0
+  /** when the last of them happened (ms) */
+  lastFailureAt = 0
+  /** dead until then (ms); stays set after it passes until a success: the server is on probation */
   deadUntil = 0
   diedAt = 0
 
@@ -196,29 +205,44 @@ class Upstream {
     return now < this.deadUntil
   }
 
-  /** Failures in the current error window: a server that failed lately is tried after the others. */
-  recentFailures(now: number, errorTimeMs: number): number {
-    return this.failures.filter((t) => now - t < errorTimeMs).length
+  /** It failed since its last success, or came back from dead without a success yet: one probe at a time. */
+  get suspect(): boolean {
+    return this.failures > 0 || this.deadUntil > 0
   }
 
-  /** Counts a failure; true when it just made the server dead. */
-  fail(now: number, up: UpstreamConfig): boolean {
-    const windowMs = up.errorTime * 1000
-    this.failures = this.failures.filter((t) => now - t < windowMs)
-    this.failures.push(now)
-    if (this.failures.length < up.maxErrors || this.isDead(now)) return false
-    this.failures = []
+  /** It failed within the last `error_time`: tried after the servers that did not. */
+  failedLately(now: number, errorTimeMs: number): boolean {
+    return this.failures > 0 && now - this.lastFailureAt < errorTimeMs
+  }
+
+  /** Counts a failure: 'dead' when it just made the server dead, 'relapsed' when a probe after dead_time failed. */
+  fail(now: number, up: UpstreamConfig): 'dead' | 'relapsed' | undefined {
+    // a scan that started before the server died and fails now: it died of that already
+    if (this.isDead(now)) return undefined
+    this.failures++
+    this.lastFailureAt = now
+    const probation = this.deadUntil > 0
+    if (!probation && this.failures < up.maxErrors) return undefined
+    this.failures = 0
     this.diedAt = now
     this.deadUntil = now + up.deadTime * 1000
-    return true
+    return probation ? 'relapsed' : 'dead'
   }
 
-  /** A success: the count starts again; true when the server was dead or failing before. */
+  /** A success: the count starts again; true when the server was dead before. */
   succeed(): boolean {
-    const was = this.deadUntil > 0 || this.failures.length > 0
-    this.failures = []
+    const wasDead = this.deadUntil > 0
+    this.failures = 0
     this.deadUntil = 0
-    return was
+    return wasDead
+  }
+
+  /** Takes over another client's view of the same server (a reload that keeps it keeps its health). */
+  inherit(from: Upstream): void {
+    this.failures = from.failures
+    this.lastFailureAt = from.lastFailureAt
+    this.deadUntil = from.deadUntil
+    this.diedAt = from.diedAt
   }
 }
 
@@ -244,6 +268,10 @@ export class RspamdClient {
   constructor(cfg: Config, opts: ClientOptions = {}) {
     const targets = cfg.targets.length > 0 ? cfg.targets : [cfg.target]
     this.upstreams = targets.map((t) => new Upstream(t, cfg, opts))
+    for (const u of this.upstreams) {
+      const before = opts.previous?.upstreams.find((p) => p.server === u.server)
+      if (before) u.inherit(before)
+    }
     this.server = this.upstreams.map((u) => u.server).join(', ')
     this.path = cfg.path
     this.maxReplyBytes = opts.maxReplyBytes ?? MAX_REPLY_BYTES
@@ -253,43 +281,51 @@ export class RspamdClient {
   }
 
   /** The servers, each with whether it is now skipped as dead and its transport (for tests and status). */
-  health(): { server: string; dead: boolean; inFlight: number; transport: string }[] {
+  health(): { server: string; dead: boolean; failures: number; inFlight: number; transport: string }[] {
     const now = this.now()
     return this.upstreams.map((u) => ({
       server: u.server,
       dead: u.isDead(now),
+      failures: u.failures,
       inFlight: u.inFlight,
       transport: u.transport.name,
     }))
   }
 
   /**
-   * The server for the next try, among those not tried yet: a live one — fewest recent failures,
-   * then fewest scans in flight (least busy: rspamd's time per message varies with its size far
-   * more than round robin assumes), then round robin — else the dead one that died first.
+   * The server for the next try, among those not tried yet: a live one — not failed within
+   * `error_time`, then fewest scans in flight (least busy: rspamd's time per message varies with its
+   * size far more than round robin assumes), then round robin — else any server left, the dead one
+   * that died first before the others. A server that failed since its last success (or is on
+   * probation after dead_time) takes one scan at a time: a server that never answers holds up one
+   * message, not every message that arrives meanwhile.
    */
   private pick(tried: ReadonlySet<Upstream>): Upstream | undefined {
     const now = this.now()
     const windowMs = this.upstreamCfg.errorTime * 1000
     const n = this.upstreams.length
     let best: Upstream | undefined
-    let bestKey: [number, number, number] | undefined
+    let bestLate = 0
     for (let i = 0; i < n; i++) {
-      const idx = (this.cursor + i) % n
-      const u = this.upstreams[idx]
-      if (!u || tried.has(u) || u.isDead(now)) continue
-      const key: [number, number, number] = [u.recentFailures(now, windowMs), u.inFlight, i]
-      if (!bestKey || key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) {
+      const u = this.upstreams[(this.cursor + i) % n]
+      if (!u || tried.has(u) || u.isDead(now) || (u.suspect && u.inFlight > 0)) continue
+      const late = u.failedLately(now, windowMs) ? 1 : 0
+      if (!best || late < bestLate || (late === bestLate && u.inFlight < best.inFlight)) {
         best = u
-        bestKey = key
+        bestLate = late
       }
     }
     if (best) {
       this.cursor = (this.upstreams.indexOf(best) + 1) % n
       return best
     }
-    // every server left is dead: rather than give up, the one that died first is likeliest back
-    return this.upstreams.filter((u) => !tried.has(u)).sort((a, b) => a.diedAt - b.diedAt)[0]
+    // every server left is dead or busy being probed: rather than give up, the likeliest one
+    let fallback: Upstream | undefined
+    for (const u of this.upstreams) {
+      if (tried.has(u)) continue
+      if (!fallback || u.diedAt < fallback.diedAt) fallback = u
+    }
+    return fallback
   }
 
   /**
@@ -366,22 +402,25 @@ export class RspamdClient {
     const now = this.now()
     const many = this.upstreams.length > 1
     if (result.ok) {
-      if (up.succeed() && many && up.diedAt > 0) {
+      if (up.succeed() && many) {
         this.onEvent({ level: 'info', message: `rspamd server ${up.server} answers again` })
-        up.diedAt = 0
       }
       return
     }
     if (!HEALTH_ERRORS.has(result.error.kind) && !/^HTTP 5/.test(result.error.message)) return
-    if (up.fail(now, this.upstreamCfg) && many) {
-      const u = this.upstreamCfg
-      this.onEvent({
-        level: 'warn',
-        message:
-          `rspamd server ${up.server} marked dead for ${u.deadTime} s after ${u.maxErrors} failures ` +
-          `within ${u.errorTime} s (last: ${result.error.kind}: ${result.error.message})`,
-      })
-    }
+    const change = up.fail(now, this.upstreamCfg)
+    if (!change || !many) return
+    const u = this.upstreamCfg
+    const last = `last: ${result.error.kind}: ${result.error.message}`
+    this.onEvent({
+      level: 'warn',
+      message:
+        change === 'dead'
+          ? `rspamd server ${up.server} marked dead for ${u.deadTime} s after ${u.maxErrors} failures ` +
+            `without a success (${last})`
+          : `rspamd server ${up.server} still fails after ${u.deadTime} s dead: marked dead for another ` +
+            `${u.deadTime} s (${last})`,
+    })
   }
 
   /**

@@ -22,6 +22,7 @@ import {
   type MessageSource,
   type ScanOutcome,
 } from '../src/client'
+import { blackHole } from './support/black-hole'
 import { FakeRspamd, makeSelfSignedCert } from './support/fake-rspamd'
 import { replyFor } from './support/replies'
 import { connectionWith, dataPost, loadPlugin, REPO, unregister } from './support/harness'
@@ -270,7 +271,7 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       for (const r of first) assert.ok(r.ok && r.server === good.url)
       assert.equal(first.filter((r) => r.attempts.length === 1).length, 3, 'three failed over')
       assert.equal(c.health().find((h) => h.server === flaky.url)?.dead, true)
-      assert.match(events.at(-1)?.message ?? '', /marked dead for 60 s after 3 failures within 10 s/)
+      assert.match(events.at(-1)?.message ?? '', /marked dead for 60 s after 3 failures without a success/)
 
       // dead: not tried, even when it is the server round robin would pick
       const seen = flaky.totalConnections
@@ -285,6 +286,123 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       assert.ok(onFlaky >= 1, 'the revived server scans again')
       assert.equal(c.health().find((h) => h.server === flaky.url)?.dead, false)
       assert.match(events.at(-1)?.message ?? '', /answers again/)
+    })
+
+    it('marks a refusing server dead at one message every 2 s: tried once per error_time until max_errors, then not for dead_time', async () => {
+      const refusing = await FakeRspamd.unusedPort()
+      const good = await start()
+      let now = 0
+      const events: ClientEvent[] = []
+      const c = client(
+        configFor(
+          `127.0.0.1:${refusing}, 127.0.0.1:${good.port}`,
+          'upstream.max_errors = 3\nupstream.error_time = 10\nupstream.dead_time = 60',
+        ),
+        { now: () => now, onEvent: (e) => events.push(e) },
+      )
+      const failedOver: number[] = []
+      for (; now <= 90_000; now += 2_000) {
+        const r = await scan(c)
+        assert.ok(r.ok && r.server === good.url)
+        if (r.attempts.length > 0) failedOver.push(now)
+      }
+      // once per error_time (10 s) until the third failure in a row marks it dead for 60 s; then
+      // one probe, which fails and marks it dead for another 60 s at once
+      assert.deepEqual(failedOver, [0, 10_000, 20_000, 80_000])
+      assert.deepEqual(
+        events.map((e) => [
+          e.level,
+          /marked dead for 60 s after 3|still fails after 60 s/.exec(e.message)?.[0],
+        ]),
+        [
+          ['warn', 'marked dead for 60 s after 3'],
+          ['warn', 'still fails after 60 s'],
+        ],
+      )
+      assert.equal(c.health().find((h) => h.server.endsWith(`:${refusing}`))?.dead, true)
+    })
+
+    it('gives a server that failed one scan at a time: a server that accepts and never answers holds up one message, not all', async () => {
+      const silent = await start({ mode: 'hang' })
+      const good = await start()
+      let now = 0
+      const c = client(
+        configFor(
+          `127.0.0.1:${silent.port}, 127.0.0.1:${good.port}`,
+          'upstream.max_errors = 4\nupstream.error_time = 10\nupstream.dead_time = 60',
+        ),
+        { now: () => now },
+      )
+      // at first both look healthy: the least-busy rule sends half of four to the silent one, and
+      // each of those waits half of the 600 ms timeout before failing over
+      const first = await Promise.all(Array.from({ length: 4 }, () => scan(c, SMALL, 600)))
+      assert.ok(first.every((r) => r.ok && r.server === good.url))
+      assert.equal(silent.requests.length, 2)
+      assert.equal(c.health().find((h) => h.server === silent.url)?.failures, 2)
+      // past error_time it is tried again, but by one scan of the six that arrive together
+      now += 11_000
+      const second = await Promise.all(Array.from({ length: 6 }, () => scan(c, SMALL, 600)))
+      assert.ok(second.every((r) => r.ok && r.server === good.url))
+      assert.equal(second.filter((r) => r.attempts.length > 0).length, 1)
+      assert.equal(silent.requests.length, 3)
+      // a silent server counts as failing: the fourth failure in a row marks it dead
+      now += 11_000
+      await scan(c, SMALL, 600)
+      assert.equal(c.health().find((h) => h.server === silent.url)?.dead, true)
+      now += 1_000
+      for (let i = 0; i < 4; i++) await scan(c, SMALL, 600)
+      assert.equal(silent.requests.length, 4, 'no scan reaches a dead server')
+    })
+
+    it('marks a black-hole server (connection attempts dropped) dead, and carries on with the good one', async () => {
+      const hole = await blackHole()
+      try {
+        const good = await start()
+        let now = 0
+        const events: ClientEvent[] = []
+        const c = client(
+          configFor(
+            `127.0.0.1:${hole.port}, 127.0.0.1:${good.port}`,
+            'upstream.max_errors = 2\nupstream.error_time = 10\nupstream.dead_time = 60',
+          ),
+          { now: () => now, onEvent: (e) => events.push(e) },
+        )
+        const kinds: string[] = []
+        for (; now <= 30_000; now += 2_000) {
+          const r = await scan(c, SMALL, 600)
+          assert.ok(r.ok && r.server === good.url)
+          for (const a of r.attempts) kinds.push(a.error.kind)
+        }
+        // connect_timeout or the attempt's half of the timeout, whichever ends the connect first
+        assert.equal(kinds.length, 2)
+        for (const k of kinds) assert.match(k, /^(connect|timeout)$/)
+        assert.match(events.at(-1)?.message ?? '', /marked dead for 60 s after 2 failures/)
+      } finally {
+        hole.close()
+      }
+    })
+
+    it('keeps what it knows of a server across a reload that keeps the server (a new client for new settings)', async () => {
+      const refusing = await FakeRspamd.unusedPort()
+      const good = await start()
+      const servers = `127.0.0.1:${refusing}, 127.0.0.1:${good.port}`
+      const old = client(configFor(servers, 'upstream.max_errors = 1\nupstream.dead_time = 60'))
+      await scan(old)
+      assert.deepEqual(
+        old.health().map((h) => h.dead),
+        [true, false],
+      )
+      const other = await start()
+      const next = client(
+        configFor(`${servers}, 127.0.0.1:${other.port}`, 'upstream.max_errors = 1\nupstream.dead_time = 120'),
+        { previous: old },
+      )
+      assert.deepEqual(
+        next.health().map((h) => h.dead),
+        [true, false, false],
+      )
+      for (let i = 0; i < 4; i++)
+        assert.equal((await scan(next)).attempts.length, 0, 'the dead one is skipped')
     })
 
     it('tries the server that died first when every server is dead, rather than giving up', async () => {

@@ -595,6 +595,26 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       }
     })
 
+    it('keeps a dead server dead across a reload that keeps it (health is not forgotten)', async () => {
+      const refusing = await FakeRspamd.unusedPort()
+      const ini = (deadTime: number) =>
+        `servers = 127.0.0.1:${refusing}, 127.0.0.1:${server.port}\n[upstream]\nmax_errors = 1\ndead_time = ${deadTime}\n`
+      plugin = loadPlugin(ini(60))
+      type Health = { health(): { dead: boolean }[] }
+      const health = () => (plugin as unknown as { client: Health }).client.health().map((h) => h.dead)
+      // round robin starts with the refusing server: one failure marks it dead (max_errors = 1)
+      await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+      assert.deepEqual(health(), [true, false])
+      // new health settings make a new client; the server it keeps is still dead in it
+      const reloaded = nextLog(plugin, 'loginfo', /reloaded/)
+      writeFileSync(iniPathOf(plugin), ini(120))
+      await reloaded
+      assert.deepEqual(health(), [true, false])
+      const before = server.requests.length
+      for (let i = 0; i < 3; i++) await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+      assert.equal(server.requests.length, before + 3, 'every scan went straight to the live server')
+    })
+
     it('sends to the new path after a reload that changes only path', async () => {
       plugin = loadPlugin(iniFor(server))
       await dataPost(plugin, await connectionWith(corpus('ham.eml')))
