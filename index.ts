@@ -4,6 +4,7 @@
 import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
+import DSN from 'haraka-dsn'
 import {
   ConfigError,
   INI_BOOLEANS,
@@ -110,14 +111,6 @@ interface RspamdPlugin {
 interface HarakaServer {
   cluster?: unknown
   cfg?: { main?: { nodes?: unknown } }
-}
-
-/** Haraka's respond() takes an object whose constructor is named DSN as (code, enhanced reply). */
-class DSN {
-  constructor(
-    readonly code: number,
-    readonly reply: string,
-  ) {}
 }
 
 // ---- lifecycle ----
@@ -625,13 +618,21 @@ function removeNumbered(txn: Transaction, r: RemoveAt): boolean {
 
 function toNext(verdict: Verdict): [number?, unknown?] {
   switch (verdict.kind) {
+    // haraka-dsn's DSN, not a look-alike: Haraka replies with its code and reply, and its own
+    // per-message log line ([core] message … msg=) prints its toString(), the reply text
     case 'deny':
-      return [constants.deny, new DSN(verdict.code, `${verdict.status} ${verdict.message}`)]
+      return [constants.deny, dsn(verdict.code, verdict.status, verdict.message)]
     case 'defer':
-      return [constants.denysoft, new DSN(verdict.code, `${verdict.status} ${verdict.message}`)]
+      return [constants.denysoft, dsn(verdict.code, verdict.status, verdict.message)]
     case 'accept':
       return []
     case 'ok':
       return [constants.ok]
   }
+}
+
+/** `code` and `status` (5.7.1, 4.7.1) with the reply text, as Haraka's respond() takes it. */
+function dsn(code: number, status: string, message: string) {
+  const [, subject, detail] = status.split('.').map(Number)
+  return DSN.create(code, message, subject, detail)
 }

@@ -202,6 +202,22 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.equal(replyText(res.msg), '5.7.1 Go away, spammer')
     })
 
+    it("answers with haraka-dsn's DSN, whose text is what Haraka's own message log line prints", async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(replyFor('reject', { messages: { smtp_message: 'Go away, spammer' } }))
+      const res = await dataPost(plugin, await connectionWith(corpus('gtube.eml')))
+      // Haraka's respond() takes (code, reply) from an object whose constructor is named DSN, and
+      // its "[core] message … msg=" line prints the object as a string ("[object Object]" before)
+      assert.equal((res.msg as { constructor: { name: string } }).constructor.name, 'DSN')
+      assert.equal(replyCode(res.msg), 550)
+      assert.equal(String(res.msg), '5.7.1 Go away, spammer')
+      server.setReply(replyFor('soft reject'))
+      const soft = await dataPost(plugin, await connectionWith(corpus('ham.eml')))
+      assert.equal(soft.code, DENYSOFT)
+      assert.equal(replyCode(soft.msg), 451)
+      assert.match(String(soft.msg), /^4\.7\.1 \S/)
+    })
+
     it('uses [reject] message when [smtp_message] enabled=false', async () => {
       plugin = loadPlugin(iniFor(server, '[smtp_message]\nenabled=false\n[reject]\nmessage = No spam here'))
       server.setReply(replyFor('reject', { messages: { smtp_message: 'Go away, spammer' } }))

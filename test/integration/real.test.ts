@@ -82,6 +82,9 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     const res = await send(corpus('gtube.eml'))
     assert.equal(res.final.code, 550)
     assert.match(res.final.text, /5\.7\.1 Gtube pattern/)
+    // Haraka's own per-message line prints the reply text, not "[object Object]"
+    const line = await haraka.waitForLog(/\[core\].* message .*code=DENY/)
+    assert.match(line, /msg="5\.7\.1 Gtube pattern/)
   })
 
   it('rejects a score over the reject threshold with [reject] message when rspamd sends none', async () => {
