@@ -16,6 +16,7 @@ import {
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
+import { forLog, LOG_LINE_MAX } from './src/escape'
 import { Greylist } from './src/greylist'
 import { RedisGreylist, type StoreResult } from './src/greylist-redis'
 import { type ScanFacts, skipReasons } from './src/policy'
@@ -145,8 +146,10 @@ function loadConfig(plugin: RspamdPlugin): Config {
   checkTimeout(plugin, cfg)
   if (cfg.ignored.length > 0) {
     plugin.logwarn(
-      `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
-        `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+      logLine(
+        `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
+          `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+      ),
     )
   }
   return cfg
@@ -159,7 +162,7 @@ function reload(plugin: RspamdPlugin): void {
     next = loadConfig(plugin)
   } catch (err) {
     const why = err instanceof ConfigError ? err.message : String(err)
-    plugin.logerror(`rspamd.ini reload refused, keeping the previous config: ${why}`)
+    plugin.logerror(logLine(`rspamd.ini reload refused, keeping the previous config: ${why}`))
     return
   }
   const prev = plugin.cfg
@@ -168,13 +171,17 @@ function reload(plugin: RspamdPlugin): void {
     syncGreylistStore(plugin)
   } catch (err) {
     // the rest of rspamd.ini applies; greylisting keeps the store it had
-    plugin.logerror(`greylist store unchanged: ${err instanceof ConfigError ? err.message : String(err)}`)
+    plugin.logerror(
+      logLine(`greylist store unchanged: ${err instanceof ConfigError ? err.message : String(err)}`),
+    )
   }
   if (!prev || !plugin.client || !sameTarget(prev, next)) {
     const old = plugin.client
     plugin.client = newClient(plugin, next)
     // scans in flight finish on the old pool, then it closes
-    old?.close().catch((err: unknown) => plugin.logerror(`closing the old rspamd pool: ${String(err)}`))
+    old
+      ?.close()
+      .catch((err: unknown) => plugin.logerror(logLine(`closing the old rspamd pool: ${String(err)}`)))
   }
   plugin.loginfo(`rspamd.ini reloaded: ${plugin.client.server}`)
 }
@@ -204,7 +211,7 @@ export async function shutdown(this: RspamdPlugin): Promise<void> {
   this.started = false
   // Haraka calls shutdown() without waiting on it: a rejection here would be an unhandled one
   const done = await Promise.allSettled([client?.destroy(), redis?.close()])
-  for (const r of done) if (r.status === 'rejected') this.logerror(`shutdown: ${String(r.reason)}`)
+  for (const r of done) if (r.status === 'rejected') this.logerror(logLine(`shutdown: ${String(r.reason)}`))
 }
 
 /**
@@ -246,7 +253,9 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
   const old = plugin.greylistRedis
   if (!g?.enabled || g.store !== 'redis') {
     plugin.greylistRedis = undefined
-    old?.close().catch((err: unknown) => plugin.logerror(`closing the greylist store: ${String(err)}`))
+    old
+      ?.close()
+      .catch((err: unknown) => plugin.logerror(logLine(`closing the greylist store: ${String(err)}`)))
     return
   }
   // haraka-plugin-redis's file, read as it reads it (no declared booleans: the same cached copy)
@@ -257,12 +266,15 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
     settings,
     keyPrefix: g.keyPrefix,
     identity: same,
-    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+    onEvent: (e) =>
+      e.level === 'warn' ? plugin.logwarn(logLine(e.message)) : plugin.loginfo(logLine(e.message)),
   })
   if (plugin.started) store.open()
   plugin.greylistRedis = store
-  plugin.loginfo(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`)
-  old?.close().catch((err: unknown) => plugin.logerror(`closing the old greylist store: ${String(err)}`))
+  plugin.loginfo(logLine(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`))
+  old
+    ?.close()
+    .catch((err: unknown) => plugin.logerror(logLine(`closing the old greylist store: ${String(err)}`)))
 }
 
 function redisIniChanged(plugin: RspamdPlugin): void {
@@ -270,7 +282,7 @@ function redisIniChanged(plugin: RspamdPlugin): void {
     syncGreylistStore(plugin)
   } catch (err) {
     const why = err instanceof ConfigError ? err.message : String(err)
-    plugin.logerror(`redis.ini reload refused, keeping the previous Redis connection: ${why}`)
+    plugin.logerror(logLine(`redis.ini reload refused, keeping the previous Redis connection: ${why}`))
   }
 }
 
@@ -410,10 +422,19 @@ function decodedSubject(header: Header): string | undefined {
 /** rspamd's host as the headers name it: worked out once per config (os.hostname() is a system call) */
 const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
+/**
+ * A log line that quotes outside text (a reply, an error, a server name from the config), escaped
+ * whole once more where it is written: one line, no control character, whatever was missed upstream.
+ */
+function logLine(text: string): string {
+  return forLog(text, LOG_LINE_MAX)
+}
+
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
 function newClient(plugin: RspamdPlugin, cfg: Config): RspamdClient {
   return new RspamdClient(cfg, {
-    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+    onEvent: (e) =>
+      e.level === 'warn' ? plugin.logwarn(logLine(e.message)) : plugin.loginfo(logLine(e.message)),
   })
 }
 
@@ -431,8 +452,8 @@ async function act(
 ): Promise<[number?, unknown?] | undefined> {
   const size = txn.data_bytes
   // a server that failed before the one that answered (or failed last): worth a warning each
-  const failover = result.attempts.map(
-    (a) => `${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`,
+  const failover = result.attempts.map((a) =>
+    logLine(`${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`),
   )
   for (const f of failover) connection.logwarn(plugin, `failed over from ${f}`)
   if (failover.length > 0) txn.results.add(plugin, { failover })
@@ -441,17 +462,19 @@ async function act(
     const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
     // results.add logs an err at error level: the one log line of this message
     txn.results.add(plugin, {
-      err: `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
+      err: logLine(
+        `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
+      ),
     })
     return toNext(verdict)
   }
 
   const reply = result.reply
-  for (const w of result.warnings) connection.logwarn(plugin, `reply from ${result.server}: ${w}`)
+  for (const w of result.warnings) connection.logwarn(plugin, logLine(`reply from ${result.server}: ${w}`))
   if (!isKnownAction(reply.action)) {
     connection.logwarn(
       plugin,
-      `unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`,
+      logLine(`unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`),
     )
   }
   const action = finalAction(reply, cfg)
@@ -483,8 +506,10 @@ async function act(
       greylistState = 'error'
       connection.logwarn(
         plugin,
-        `greylist store ${plugin.greylistRedis?.server ?? ''}: ${grey.error.kind}: ${grey.error.message}; ` +
-          `${greylistFailure ? 'deferring with 451' : 'accepting'} per [defer] error`,
+        logLine(
+          `greylist store ${plugin.greylistRedis?.server ?? ''}: ${grey.error.kind}: ${forLog(grey.error.message)}; ` +
+            `${greylistFailure ? 'deferring with 451' : 'accepting'} per [defer] error`,
+        ),
       )
     }
   }
@@ -516,7 +541,7 @@ async function act(
   const symbols: Record<string, number> = {}
   for (const s of reply.symbols) symbols[s.name] = s.score
   record.symbols = symbols
-  record.human = human
+  record.human = logLine(human)
   record.emit = true
   txn.results.add(plugin, record)
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
@@ -551,14 +576,14 @@ function applyEdits(
   txn: Transaction,
   edits: HeaderEdits,
 ): void {
-  for (const d of edits.dropped) connection.logwarn(plugin, `header edit refused: ${d}`)
+  for (const d of edits.dropped) connection.logwarn(plugin, logLine(`header edit refused: ${d}`))
   const header = txn.header
   // first, while the header block is still the one rspamd counted its positions in
   for (const r of edits.removeAt) {
     if (removeNumbered(txn, r)) continue
     connection.logwarn(
       plugin,
-      `cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`,
+      logLine(`cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`),
     )
     txn.remove_header(r.name)
   }

@@ -2,6 +2,7 @@
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
 import { type Config, HEADER_STYLES, type HeaderStyle, oncePerConfig } from './config'
+import { forLog } from './escape'
 import { bySeverity, type Reply, type RspamdSymbol } from './reply'
 
 export interface HeaderField {
@@ -692,12 +693,9 @@ export const STACKED_HEADERS: ReadonlySet<string> = new Set([
 export const MAX_ADDS_PER_NAME = 100
 export const MAX_ADDS = 500
 
-/** A name from rspamd, for the log: quoted, cut, and with the controls JSON.stringify leaves (DEL, U+2028/2029) escaped. */
-function show(name: string): string {
-  return JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name).replace(
-    /[\x7f\u2028\u2029]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  )
+/** A name from rspamd, for the log: cut, quoted, and with the controls JSON.stringify leaves (DEL, C1, U+2028/2029) escaped. */
+export function showName(name: string): string {
+  return forLog(JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name), 400)
 }
 
 /** Some instances of a header, by rspamd's positions (1 = the first, -1 = the last; never 0 here). */
@@ -747,7 +745,7 @@ export function milterEdits(milter: Reply['milter']): {
 
   for (const r of milter.remove) {
     const lower = r.name.toLowerCase()
-    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${show(r.name)}`)
+    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${showName(r.name)}`)
     else if (PROTECTED_HEADERS.has(lower)) dropped.push(`remove of protected header ${r.name}`)
     else if (r.positions.includes(0)) queueRemove(r.name)
     else {
@@ -772,7 +770,7 @@ export function milterEdits(milter: Reply['milter']): {
   }
   for (const { a } of ordered) {
     if (!isFieldName(a.name)) {
-      dropped.push(`add of invalid header name ${show(a.name)}`)
+      dropped.push(`add of invalid header name ${showName(a.name)}`)
       continue
     }
     const lower = a.name.toLowerCase()

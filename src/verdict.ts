@@ -11,6 +11,7 @@ import {
   type RawField,
   type RemoveAt,
   rewriteSubject,
+  showName,
   STACKED_HEADERS,
   type StyleFacts,
   styleHeaders,
@@ -221,7 +222,7 @@ export function prepareEdits(
   for (const f of raw) {
     const ready = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal, foldWith: f.foldWith })
     if (ready === undefined) {
-      dropped.push(`invalid header name ${JSON.stringify(f.name)}`)
+      dropped.push(`invalid header name ${showName(f.name)}`)
       continue
     }
     add.push(ready)
