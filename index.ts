@@ -17,6 +17,7 @@ import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from '
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
 import { forLog, LOG_LINE_MAX } from './src/escape'
+import { fieldNameOf } from './src/fields'
 import { Greylist } from './src/greylist'
 import { RedisGreylist, type StoreResult } from './src/greylist-redis'
 import { type ScanFacts, skipReasons } from './src/policy'
@@ -66,6 +67,7 @@ interface Transaction {
   results: Results
   add_header(name: string, value: string): void
   remove_header(name: string): void
+  reset_headers?(): void
 }
 
 interface Connection {
@@ -577,23 +579,53 @@ function applyEdits(
   edits: HeaderEdits,
 ): void {
   for (const d of edits.dropped) connection.logwarn(plugin, logLine(`header edit refused: ${d}`))
-  const header = txn.header
   // first, while the header block is still the one rspamd counted its positions in
+  const whole: string[] = []
   for (const r of edits.removeAt) {
     if (removeNumbered(txn, r)) continue
     connection.logwarn(
       plugin,
       logLine(`cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`),
     )
-    txn.remove_header(r.name)
+    whole.push(r.name)
   }
-  for (const name of edits.remove) {
-    // most names are not in the message (remove_foreign lists every style's): Haraka's remove_header
-    // scans every header line per name, its get_all is a lookup
-    if (header.get_all && header.get_all(name).length === 0) continue
-    txn.remove_header(name)
-  }
+  removeFields(txn, whole.length === 0 ? edits.remove : edits.remove.concat(whole))
   for (const f of edits.add) txn.add_header(f.name, f.value)
+}
+
+/**
+ * Removes every field of the given names, as RFC 5322 names them (fieldNameOf): also those written
+ * `Name : value`, which Haraka keeps as header lines without parsing a value from them, so its
+ * remove_header() (a match on `name:`) leaves them in the message: a forged `X-Spam : no` would
+ * stay. One pass over the header lines for all names; the parsed values of each name go as
+ * Haraka's own Header.remove() drops them. A header object not shaped so (another Haraka) gets
+ * remove_header() per name.
+ */
+function removeFields(txn: Transaction, names: readonly string[]): void {
+  if (names.length === 0) return
+  const h = txn.header as unknown as HeaderInternals
+  const list = h.header_list
+  if (!Array.isArray(list)) {
+    for (const name of names) txn.remove_header(name)
+    return
+  }
+  const wanted = new Set(names.map((n) => n.toLowerCase()))
+  // in place: Haraka's message_stream writes the queued message from this very array
+  let write = 0
+  for (let read = 0; read < list.length; read++) {
+    const line: unknown = list[read]
+    const field = typeof line === 'string' ? fieldNameOf(line) : undefined
+    if (field && wanted.has(field.lower)) continue
+    list[write++] = line
+  }
+  const removed = write < list.length
+  list.length = write
+  for (const lower of wanted) {
+    if (h.headers && lower in h.headers) delete h.headers[lower]
+    if (h.headers_decoded && lower in h.headers_decoded) delete h.headers_decoded[lower]
+  }
+  // what Haraka's remove_header() does after a removal once the header block is complete
+  if (removed) txn.reset_headers?.()
 }
 
 /** Haraka's header object as its own remove() works on it (haraka-email-message's Header). */
@@ -619,13 +651,10 @@ function removeNumbered(txn: Transaction, r: RemoveAt): boolean {
   const lines: number[] = []
   for (let i = 0; i < list.length; i++) {
     const line: unknown = list[i]
-    // the match Haraka's Header.remove() makes: the name, then the colon
-    if (
-      typeof line === 'string' &&
-      line[lower.length] === ':' &&
-      line.slice(0, lower.length).toLowerCase() === lower
-    )
-      lines.push(i)
+    // rspamd counts fields written `Name:` only (it skips `Name :` as a broken line), and those are
+    // the ones Haraka parsed values for: the instances here and in `headers` stay in step
+    const field = typeof line === 'string' ? fieldNameOf(line) : undefined
+    if (field && !field.obsolete && field.lower === lower) lines.push(i)
   }
   if (lines.length === 0) return true
   const values = h.headers?.[lower]

@@ -33,6 +33,7 @@ import {
   verdictHeaderNames,
 } from './headers'
 import { forLog, LOG_LINE_MAX } from './escape'
+import { type FieldName, fieldNameOf } from './fields'
 import { buildRequestHeaders } from './request'
 import { type HeaderEdits, prepareEdits, rspamdEdits } from './verdict'
 import { packageVersion } from './version'
@@ -296,9 +297,9 @@ function readLayout(file: string): Layout {
  */
 export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonly RemoveAt[] = []): Buffer {
   if ((drop.size === 0 && numbered.length === 0) || head.length === 0) return head
-  // each field: where it starts and its lower-case name ('' for a line that is not a field)
+  // each field: where it starts and its name by the plugin's rule (none for a line that is not a field)
   const starts: number[] = []
-  const names: string[] = []
+  const names: (FieldName | undefined)[] = []
   for (let i = 0; i < head.length;) {
     const lf = head.indexOf(0x0a, i)
     const next = lf === -1 ? head.length : lf + 1
@@ -307,15 +308,16 @@ export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonl
       const line = head.subarray(i, next)
       const colon = continued ? -1 : line.indexOf(0x3a)
       starts.push(i)
-      names.push(colon > 0 ? line.subarray(0, colon).toString('latin1').trim().toLowerCase() : '')
+      names.push(colon > 0 ? fieldNameOf(line.subarray(0, colon + 1).toString('latin1')) : undefined)
     }
     i = next
   }
-  const gone = names.map((n) => drop.has(n))
+  const gone = names.map((n) => n !== undefined && drop.has(n.lower))
   for (const r of numbered) {
     const lower = r.name.toLowerCase()
+    // rspamd's numbers count the fields it parsed: `Name:`, never `Name :`
     const fields: number[] = []
-    names.forEach((n, f) => n === lower && fields.push(f))
+    names.forEach((n, f) => n !== undefined && !n.obsolete && n.lower === lower && fields.push(f))
     for (const k of instancesAt(r.positions, fields.length)) gone[fields[k] as number] = true
   }
   const keep: Buffer[] = []
