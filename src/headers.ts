@@ -637,6 +637,7 @@ export function rspamdHostName(target: Config['target'], localHostname: string):
  * `%s` (and `%d`, `%%`) and RFC 2047-encoded the result when it is not ASCII
  * (rspamd_protocol_rewrite_subject in protocol.c). Replacing `%s` in it again would copy the subject
  * into itself wherever the sender wrote a `%s`; encodeValue() leaves its encoded-words as they are.
+ * The current subject is decoded text, shown as it reads: see literalSubject().
  */
 export function rewriteSubject(
   template: string,
@@ -644,7 +645,54 @@ export function rewriteSubject(
   rspamdSubject?: string,
 ): string {
   if (rspamdSubject !== undefined && rspamdSubject.trim() !== '') return rspamdSubject
-  return template.replace('%s', () => oldSubject ?? '')
+  return template.replace('%s', () => literalSubject(oldSubject ?? ''))
+}
+
+/** A word a lenient decoder could read an encoded-word in (Haraka's and libmime's decode them mid-word too). */
+const HAS_ENCODED_WORD = /=\?/
+
+/**
+ * Decoded subject text made to read the same once the written Subject is decoded. Text that came out
+ * of one decoding may itself look like an encoded-word (`=?UTF-8?B?RlJFRSBtb25leQ==?=` decodes to
+ * that very text when the sender encoded it twice): written as it is, the reader's decoder would
+ * decode it again and show `FREE money`, which the message never said. Each run of such words (with
+ * the spaces between them, which a decoder drops between adjacent encoded-words, RFC 2047 §6.2) is
+ * written as encoded-words of its own text, so it decodes to itself; other words are left for
+ * prepareField() to encode as any value.
+ */
+export function literalSubject(text: string): string {
+  if (!HAS_ENCODED_WORD.test(text)) return text
+  let out = ''
+  // the run of words to encode, with the whitespace inside it
+  let run = ''
+  let runWs = ''
+  const flush = () => {
+    if (run === '') return
+    const chars = new Chars(run)
+    const words: string[] = []
+    for (let i = 0; i < chars.length;) {
+      const { end } = chars.fit(i, EW_MAX_BYTES)
+      words.push(encodeWord(chars.text(i, end)))
+      i = end
+    }
+    out += runWs + words.join(' ')
+    run = ''
+  }
+  let last = 0
+  for (const m of text.matchAll(/([ \t]*)([^ \t]+)/g)) {
+    const [all, ws = '', word = ''] = m
+    last = (m.index ?? 0) + all.length
+    if (HAS_ENCODED_WORD.test(word)) {
+      if (run === '') runWs = ws
+      else run += ws
+      run += word
+    } else {
+      flush()
+      out += ws + word
+    }
+  }
+  flush()
+  return out + text.slice(last)
 }
 
 /**
