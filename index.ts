@@ -226,9 +226,11 @@ export function rspamd_init_master(this: RspamdPlugin, next: Next, server?: Hara
   const workers = nodes === 'cpus' ? cpus().length : Number(nodes)
   if (server?.cluster && g?.enabled && g.store === 'memory' && workers > 1) {
     this.logwarn(
-      `[greylist] store = memory with ${workers} cluster workers (smtp.ini nodes = ${String(nodes)}): each ` +
-        'worker keeps its own triplets, so a retry that reaches another worker is greylisted afresh; ' +
-        'set [greylist] store = redis to share them',
+      logLine(
+        `[greylist] store = memory with ${workers} cluster workers (smtp.ini nodes = ${String(nodes)}): each ` +
+          'worker keeps its own triplets, so a retry that reaches another worker is greylisted afresh; ' +
+          'set [greylist] store = redis to share them',
+      ),
     )
   }
   if (!server?.cluster) startStores(this)

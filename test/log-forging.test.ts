@@ -3,14 +3,23 @@
 // of the plugin or a line of rspamd-lda's stderr writes one line without control characters.
 
 import assert from 'node:assert/strict'
+import { writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { Readable, Writable } from 'node:stream'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 import { forLog, LOG_TEXT_MAX } from '../src/escape'
 import { run } from '../src/lda'
 import { parseReplyBody } from '../src/reply'
-import { captureLogs, connectionWith, corpus, dataPost, loadPlugin, unregister } from './support/harness'
+import {
+  captureLogs,
+  connectionWith,
+  corpus,
+  dataPost,
+  iniPathOf,
+  loadPlugin,
+  unregister,
+} from './support/harness'
 import { replyFor } from './support/replies'
 
 /** What a line must never hold: C0 controls (CR, LF, ESC, TAB…), DEL, C1 controls, U+2028/2029. */
@@ -189,6 +198,114 @@ describe('log forging through the plugin (haraka-test-fixtures, real transaction
     assertSafe(pluginLogs)
     const recorded = conn.transaction?.results.get('rspamd') as { failover?: string[] } | undefined
     assertSafe(recorded?.failover ?? [])
+  })
+})
+
+/** A Redis that answers every command with an error quoting HOSTILE's ESC and NEL (RESP errors are one line). */
+async function hostileRedis(): Promise<{ port: number; close: () => Promise<void> }> {
+  const answer = Buffer.from('-ERR FORGED\x1b[2J\u009b31m\u0085x\r\n', 'utf8')
+  const server = createTcpServer((sock) => {
+    let buf = Buffer.alloc(0)
+    sock.on('error', () => undefined)
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d])
+      // one error per complete RESP command (an array of bulk strings)
+      for (;;) {
+        const used = commandLength(buf)
+        if (used === 0) break
+        buf = buf.subarray(used)
+        sock.write(answer)
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  }
+}
+
+/** The length of the first whole RESP command in `b`, 0 when it is not all there yet. */
+function commandLength(b: Buffer): number {
+  if (b.length === 0 || b[0] !== 0x2a) return 0
+  const head = b.indexOf('\r\n')
+  if (head < 0) return 0
+  let at = head + 2
+  for (let k = Number(b.subarray(1, head).toString()); k > 0; k--) {
+    const end = b.indexOf('\r\n', at)
+    if (end < 0) return 0
+    at = end + 2 + Number(b.subarray(at + 1, end).toString()) + 2
+    if (at > b.length) return 0
+  }
+  return at
+}
+
+describe("log forging through the greylist store's errors", function () {
+  let plugin: FixturePlugin | undefined
+  const closers: (() => Promise<void>)[] = []
+  afterEach(async () => {
+    if (plugin) await unregister(plugin)
+    plugin = undefined
+    for (const c of closers.splice(0)) await c()
+  })
+
+  it('a Redis error (its text quotes the reply) in the warning of a greylisted message', async () => {
+    const redis = await hostileRedis()
+    closers.push(redis.close)
+    const rspamd = await rawServer(200, JSON.stringify(replyFor('greylist')))
+    closers.push(() => closeServer(rspamd))
+    plugin = loadPlugin(
+      `host = 127.0.0.1\nport = ${rspamd.port}\n[greylist]\nenabled = true\nstore = redis\n`,
+      { files: { 'redis.ini': `[server]\nhost = 127.0.0.1\nport = ${redis.port}\n` } },
+    )
+    const p = plugin
+    await new Promise<void>((done) => (p.rspamd_init_master as (n: () => void, s: unknown) => void)(done, {}))
+    const conn = await connectionWith(corpus('ham.eml'))
+    const logs = captureLogs(conn)
+    await dataPost(plugin, conn)
+    const store = logs.filter((l) => l.includes('greylist store'))
+    assert.equal(store.length, 1, JSON.stringify(logs))
+    assertSafe(store)
+  })
+})
+
+describe('log forging through config text (start-up warnings, reload)', function () {
+  let plugin: FixturePlugin | undefined
+  afterEach(async () => {
+    if (plugin) await unregister(plugin)
+    plugin = undefined
+  })
+
+  /** Resolves with the next line the plugin logs at `level` that matches `re`. */
+  function nextLog(p: FixturePlugin, level: 'logwarn' | 'logerror', re: RegExp): Promise<string> {
+    const original = p[level] as (msg: string) => void
+    return new Promise((done) => {
+      p[level] = (msg: string) => {
+        original.call(p, msg)
+        if (re.test(String(msg))) {
+          p[level] = original
+          done(String(msg))
+        }
+      }
+    })
+  }
+
+  // ini text cannot hold CR, LF or U+2028/2029 (haraka-config's line ends), nor a control in a
+  // key; a section name and a value hold ESC and C1 controls
+  const INI_HOSTILE = 'FORGED\x1b(2J\u009b31m\u0085x'
+
+  it('the "not used" warning names unknown sections as the file spells them', async () => {
+    plugin = loadPlugin(`host = 127.0.0.1\n[s${INI_HOSTILE}]\nk = 5\n`, { register: false })
+    const warned = nextLog(plugin, 'logwarn', /not used/)
+    plugin.register()
+    assertSafe([await warned])
+  })
+
+  it('a refused reload quotes the bad value', async () => {
+    plugin = loadPlugin('host = 127.0.0.1\n')
+    const refused = nextLog(plugin, 'logerror', /reload refused/)
+    writeFileSync(iniPathOf(plugin), `host = 127.0.0.1\nadd_headers = ${INI_HOSTILE}\n`)
+    assertSafe([await refused])
   })
 })
 
