@@ -17,6 +17,8 @@ import {
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import { symbolsForLog } from './src/reply'
+import { forLog, LOG_LINE_MAX } from './src/escape'
+import { fieldNameOf } from './src/fields'
 import { Greylist } from './src/greylist'
 import { RedisGreylist, type StoreResult } from './src/greylist-redis'
 import { type ScanFacts, skipReasons } from './src/policy'
@@ -66,6 +68,7 @@ interface Transaction {
   results: Results
   add_header(name: string, value: string): void
   remove_header(name: string): void
+  reset_headers?(): void
 }
 
 interface Connection {
@@ -138,8 +141,10 @@ function loadConfig(plugin: RspamdPlugin): Config {
   checkTimeout(plugin, cfg)
   if (cfg.ignored.length > 0) {
     plugin.logwarn(
-      `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
-        `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+      logLine(
+        `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
+          `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
+      ),
     )
   }
   return cfg
@@ -152,7 +157,7 @@ function reload(plugin: RspamdPlugin): void {
     next = loadConfig(plugin)
   } catch (err) {
     const why = err instanceof ConfigError ? err.message : String(err)
-    plugin.logerror(`rspamd.ini reload refused, keeping the previous config: ${why}`)
+    plugin.logerror(logLine(`rspamd.ini reload refused, keeping the previous config: ${why}`))
     return
   }
   const prev = plugin.cfg
@@ -161,14 +166,18 @@ function reload(plugin: RspamdPlugin): void {
     syncGreylistStore(plugin)
   } catch (err) {
     // the rest of rspamd.ini applies; greylisting keeps the store it had
-    plugin.logerror(`greylist store unchanged: ${err instanceof ConfigError ? err.message : String(err)}`)
+    plugin.logerror(
+      logLine(`greylist store unchanged: ${err instanceof ConfigError ? err.message : String(err)}`),
+    )
   }
   if (!prev || !plugin.client || !sameTarget(prev, next)) {
     const old = plugin.client
     // servers kept by the new config keep their health (dead stays dead, failures still count)
     plugin.client = newClient(plugin, next, old)
     // scans in flight finish on the old pool, then it closes
-    old?.close().catch((err: unknown) => plugin.logerror(`closing the old rspamd pool: ${String(err)}`))
+    old
+      ?.close()
+      .catch((err: unknown) => plugin.logerror(logLine(`closing the old rspamd pool: ${String(err)}`)))
   }
   plugin.loginfo(`rspamd.ini reloaded: ${plugin.client.server}`)
 }
@@ -198,7 +207,7 @@ export async function shutdown(this: RspamdPlugin): Promise<void> {
   this.started = false
   // Haraka calls shutdown() without waiting on it: a rejection here would be an unhandled one
   const done = await Promise.allSettled([client?.destroy(), redis?.close()])
-  for (const r of done) if (r.status === 'rejected') this.logerror(`shutdown: ${String(r.reason)}`)
+  for (const r of done) if (r.status === 'rejected') this.logerror(logLine(`shutdown: ${String(r.reason)}`))
 }
 
 /**
@@ -211,9 +220,11 @@ export function rspamd_init_master(this: RspamdPlugin, next: Next, server?: Hara
   const workers = nodes === 'cpus' ? cpus().length : Number(nodes)
   if (server?.cluster && g?.enabled && g.store === 'memory' && workers > 1) {
     this.logwarn(
-      `[greylist] store = memory with ${workers} cluster workers (smtp.ini nodes = ${String(nodes)}): each ` +
-        'worker keeps its own triplets, so a retry that reaches another worker is greylisted afresh; ' +
-        'set [greylist] store = redis to share them',
+      logLine(
+        `[greylist] store = memory with ${workers} cluster workers (smtp.ini nodes = ${String(nodes)}): each ` +
+          'worker keeps its own triplets, so a retry that reaches another worker is greylisted afresh; ' +
+          'set [greylist] store = redis to share them',
+      ),
     )
   }
   if (!server?.cluster) startStores(this)
@@ -240,7 +251,9 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
   const old = plugin.greylistRedis
   if (!g?.enabled || g.store !== 'redis') {
     plugin.greylistRedis = undefined
-    old?.close().catch((err: unknown) => plugin.logerror(`closing the greylist store: ${String(err)}`))
+    old
+      ?.close()
+      .catch((err: unknown) => plugin.logerror(logLine(`closing the greylist store: ${String(err)}`)))
     return
   }
   // haraka-plugin-redis's file, read as it reads it (no declared booleans: the same cached copy)
@@ -251,12 +264,15 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
     settings,
     keyPrefix: g.keyPrefix,
     identity: same,
-    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+    onEvent: (e) =>
+      e.level === 'warn' ? plugin.logwarn(logLine(e.message)) : plugin.loginfo(logLine(e.message)),
   })
   if (plugin.started) store.open()
   plugin.greylistRedis = store
-  plugin.loginfo(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`)
-  old?.close().catch((err: unknown) => plugin.logerror(`closing the old greylist store: ${String(err)}`))
+  plugin.loginfo(logLine(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`))
+  old
+    ?.close()
+    .catch((err: unknown) => plugin.logerror(logLine(`closing the old greylist store: ${String(err)}`)))
 }
 
 function redisIniChanged(plugin: RspamdPlugin): void {
@@ -264,7 +280,7 @@ function redisIniChanged(plugin: RspamdPlugin): void {
     syncGreylistStore(plugin)
   } catch (err) {
     const why = err instanceof ConfigError ? err.message : String(err)
-    plugin.logerror(`redis.ini reload refused, keeping the previous Redis connection: ${why}`)
+    plugin.logerror(logLine(`redis.ini reload refused, keeping the previous Redis connection: ${why}`))
   }
 }
 
@@ -404,11 +420,20 @@ function decodedSubject(header: Header): string | undefined {
 /** rspamd's host as the headers name it: worked out once per config (os.hostname() is a system call) */
 const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
+/**
+ * A log line that quotes outside text (a reply, an error, a server name from the config), escaped
+ * whole once more where it is written: one line, no control character, whatever was missed upstream.
+ */
+function logLine(text: string): string {
+  return forLog(text, LOG_LINE_MAX)
+}
+
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
 function newClient(plugin: RspamdPlugin, cfg: Config, previous?: RspamdClient): RspamdClient {
   return new RspamdClient(cfg, {
     previous,
-    onEvent: (e) => (e.level === 'warn' ? plugin.logwarn(e.message) : plugin.loginfo(e.message)),
+    onEvent: (e) =>
+      e.level === 'warn' ? plugin.logwarn(logLine(e.message)) : plugin.loginfo(logLine(e.message)),
   })
 }
 
@@ -426,8 +451,8 @@ async function act(
 ): Promise<[number?, unknown?] | undefined> {
   const size = txn.data_bytes
   // a server that failed before the one that answered (or failed last): worth a warning each
-  const failover = result.attempts.map(
-    (a) => `${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`,
+  const failover = result.attempts.map((a) =>
+    logLine(`${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`),
   )
   for (const f of failover) connection.logwarn(plugin, `failed over from ${f}`)
   if (failover.length > 0) txn.results.add(plugin, { failover })
@@ -436,17 +461,19 @@ async function act(
     const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
     // results.add logs an err at error level: the one log line of this message
     txn.results.add(plugin, {
-      err: `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
+      err: logLine(
+        `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
+      ),
     })
     return toNext(verdict)
   }
 
   const reply = result.reply
-  for (const w of result.warnings) connection.logwarn(plugin, `reply from ${result.server}: ${w}`)
+  for (const w of result.warnings) connection.logwarn(plugin, logLine(`reply from ${result.server}: ${w}`))
   if (!isKnownAction(reply.action)) {
     connection.logwarn(
       plugin,
-      `unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`,
+      logLine(`unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`),
     )
   }
   const action = finalAction(reply, cfg)
@@ -478,8 +505,10 @@ async function act(
       greylistState = 'error'
       connection.logwarn(
         plugin,
-        `greylist store ${plugin.greylistRedis?.server ?? ''}: ${grey.error.kind}: ${grey.error.message}; ` +
-          `${greylistFailure ? 'deferring with 451' : 'accepting'} per [defer] error`,
+        logLine(
+          `greylist store ${plugin.greylistRedis?.server ?? ''}: ${grey.error.kind}: ${forLog(grey.error.message)}; ` +
+            `${greylistFailure ? 'deferring with 451' : 'accepting'} per [defer] error`,
+        ),
       )
     }
   }
@@ -511,7 +540,7 @@ async function act(
   const symbols: Record<string, number> = {}
   for (const s of reply.symbols) symbols[s.name] = s.score
   record.symbols = symbols
-  record.human = human
+  record.human = logLine(human)
   record.emit = true
   txn.results.add(plugin, record)
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
@@ -546,24 +575,54 @@ function applyEdits(
   txn: Transaction,
   edits: HeaderEdits,
 ): void {
-  for (const d of edits.dropped) connection.logwarn(plugin, `header edit refused: ${d}`)
-  const header = txn.header
+  for (const d of edits.dropped) connection.logwarn(plugin, logLine(`header edit refused: ${d}`))
   // first, while the header block is still the one rspamd counted its positions in
+  const whole: string[] = []
   for (const r of edits.removeAt) {
     if (removeNumbered(txn, r)) continue
     connection.logwarn(
       plugin,
-      `cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`,
+      logLine(`cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`),
     )
-    txn.remove_header(r.name)
+    whole.push(r.name)
   }
-  for (const name of edits.remove) {
-    // most names are not in the message (remove_foreign lists every style's): Haraka's remove_header
-    // scans every header line per name, its get_all is a lookup
-    if (header.get_all && header.get_all(name).length === 0) continue
-    txn.remove_header(name)
-  }
+  removeFields(txn, whole.length === 0 ? edits.remove : edits.remove.concat(whole))
   for (const f of edits.add) txn.add_header(f.name, f.value)
+}
+
+/**
+ * Removes every field of the given names, as RFC 5322 names them (fieldNameOf): also those written
+ * `Name : value`, which Haraka keeps as header lines without parsing a value from them, so its
+ * remove_header() (a match on `name:`) leaves them in the message: a forged `X-Spam : no` would
+ * stay. One pass over the header lines for all names; the parsed values of each name go as
+ * Haraka's own Header.remove() drops them. A header object not shaped so (another Haraka) gets
+ * remove_header() per name.
+ */
+function removeFields(txn: Transaction, names: readonly string[]): void {
+  if (names.length === 0) return
+  const h = txn.header as unknown as HeaderInternals
+  const list = h.header_list
+  if (!Array.isArray(list)) {
+    for (const name of names) txn.remove_header(name)
+    return
+  }
+  const wanted = new Set(names.map((n) => n.toLowerCase()))
+  // in place: Haraka's message_stream writes the queued message from this very array
+  let write = 0
+  for (let read = 0; read < list.length; read++) {
+    const line: unknown = list[read]
+    const field = typeof line === 'string' ? fieldNameOf(line) : undefined
+    if (field && wanted.has(field.lower)) continue
+    list[write++] = line
+  }
+  const removed = write < list.length
+  list.length = write
+  for (const lower of wanted) {
+    if (h.headers && lower in h.headers) delete h.headers[lower]
+    if (h.headers_decoded && lower in h.headers_decoded) delete h.headers_decoded[lower]
+  }
+  // what Haraka's remove_header() does after a removal once the header block is complete
+  if (removed) txn.reset_headers?.()
 }
 
 /** Haraka's header object as its own remove() works on it (haraka-email-message's Header). */
@@ -589,13 +648,10 @@ function removeNumbered(txn: Transaction, r: RemoveAt): boolean {
   const lines: number[] = []
   for (let i = 0; i < list.length; i++) {
     const line: unknown = list[i]
-    // the match Haraka's Header.remove() makes: the name, then the colon
-    if (
-      typeof line === 'string' &&
-      line[lower.length] === ':' &&
-      line.slice(0, lower.length).toLowerCase() === lower
-    )
-      lines.push(i)
+    // rspamd counts fields written `Name:` only (it skips `Name :` as a broken line), and those are
+    // the ones Haraka parsed values for: the instances here and in `headers` stay in step
+    const field = typeof line === 'string' ? fieldNameOf(line) : undefined
+    if (field && !field.obsolete && field.lower === lower) lines.push(i)
   }
   if (lines.length === 0) return true
   const values = h.headers?.[lower]

@@ -4,6 +4,7 @@
 
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import type { Config, Target, TransportKind, UpstreamConfig } from './config'
+import { forLog } from './escape'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
 import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
@@ -138,6 +139,9 @@ class ClientGone extends Error {
     this.name = 'ClientGone'
   }
 }
+
+/** A scan error's message is cut here (its parts are cut smaller where they are made). */
+const ERROR_TEXT_MAX = 1000
 
 /** One failed try of a scan that then moved to another server. */
 export interface Attempt {
@@ -379,7 +383,10 @@ export class RspamdClient {
         if (small && whole === undefined) {
           const read = await readWhole(req.source, stop)
           if (read instanceof Error) {
-            const error = { kind: 'network' as const, message: `reading the message: ${read.message}` }
+            const error = {
+              kind: 'network' as const,
+              message: `reading the message: ${forLog(read.message)}`,
+            }
             return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
           }
           whole = read
@@ -464,11 +471,13 @@ export class RspamdClient {
         }
         resolve({ result, retryable })
       }
+      // every message may quote outside text (a reply, an error page, a library's error): it is
+      // logged, so it leaves here escaped and bounded
       const fail = (kind: ScanErrorKind, message: string, retryable = false) =>
         settle(
           {
             ok: false,
-            error: { kind, message },
+            error: { kind, message: forLog(message, ERROR_TEXT_MAX) },
             timeMs: elapsed(start),
             server: up.server,
             bytesSent: sent(),
@@ -660,7 +669,8 @@ function errorDetail(text: string | undefined): string {
     // eslint-disable-next-line no-control-regex
     .replace(/[\s\x00-\x1f\x7f\u2028\u2029]+/g, ' ')
     .trim()
-  return one ? `: ${one.slice(0, 120)}` : ''
+  // forLog() for what the line above leaves: C1 controls (CSI, NEL)
+  return one ? `: ${forLog(one, 120)}` : ''
 }
 
 /** errno and undici codes of a connection that was never made (a ConnectTimeout is one too) */

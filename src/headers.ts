@@ -2,6 +2,7 @@
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
 import { type Config, HEADER_STYLES, type HeaderStyle, oncePerConfig } from './config'
+import { forLog } from './escape'
 import { bySeverity, type Reply, type RspamdSymbol } from './reply'
 
 export interface HeaderField {
@@ -636,6 +637,7 @@ export function rspamdHostName(target: Config['target'], localHostname: string):
  * `%s` (and `%d`, `%%`) and RFC 2047-encoded the result when it is not ASCII
  * (rspamd_protocol_rewrite_subject in protocol.c). Replacing `%s` in it again would copy the subject
  * into itself wherever the sender wrote a `%s`; encodeValue() leaves its encoded-words as they are.
+ * The current subject is decoded text, shown as it reads: see literalSubject().
  */
 export function rewriteSubject(
   template: string,
@@ -643,7 +645,54 @@ export function rewriteSubject(
   rspamdSubject?: string,
 ): string {
   if (rspamdSubject !== undefined && rspamdSubject.trim() !== '') return rspamdSubject
-  return template.replace('%s', () => oldSubject ?? '')
+  return template.replace('%s', () => literalSubject(oldSubject ?? ''))
+}
+
+/** A word a lenient decoder could read an encoded-word in (Haraka's and libmime's decode them mid-word too). */
+const HAS_ENCODED_WORD = /=\?/
+
+/**
+ * Decoded subject text made to read the same once the written Subject is decoded. Text that came out
+ * of one decoding may itself look like an encoded-word (`=?UTF-8?B?RlJFRSBtb25leQ==?=` decodes to
+ * that very text when the sender encoded it twice): written as it is, the reader's decoder would
+ * decode it again and show `FREE money`, which the message never said. Each run of such words (with
+ * the spaces between them, which a decoder drops between adjacent encoded-words, RFC 2047 §6.2) is
+ * written as encoded-words of its own text, so it decodes to itself; other words are left for
+ * prepareField() to encode as any value.
+ */
+export function literalSubject(text: string): string {
+  if (!HAS_ENCODED_WORD.test(text)) return text
+  let out = ''
+  // the run of words to encode, with the whitespace inside it
+  let run = ''
+  let runWs = ''
+  const flush = () => {
+    if (run === '') return
+    const chars = new Chars(run)
+    const words: string[] = []
+    for (let i = 0; i < chars.length;) {
+      const { end } = chars.fit(i, EW_MAX_BYTES)
+      words.push(encodeWord(chars.text(i, end)))
+      i = end
+    }
+    out += runWs + words.join(' ')
+    run = ''
+  }
+  let last = 0
+  for (const m of text.matchAll(/([ \t]*)([^ \t]+)/g)) {
+    const [all, ws = '', word = ''] = m
+    last = (m.index ?? 0) + all.length
+    if (HAS_ENCODED_WORD.test(word)) {
+      if (run === '') runWs = ws
+      else run += ws
+      run += word
+    } else {
+      flush()
+      out += ws + word
+    }
+  }
+  flush()
+  return out + text.slice(last)
 }
 
 /**
@@ -692,12 +741,9 @@ export const STACKED_HEADERS: ReadonlySet<string> = new Set([
 export const MAX_ADDS_PER_NAME = 100
 export const MAX_ADDS = 500
 
-/** A name from rspamd, for the log: quoted, cut, and with the controls JSON.stringify leaves (DEL, U+2028/2029) escaped. */
-function show(name: string): string {
-  return JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name).replace(
-    /[\x7f\u2028\u2029]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  )
+/** A name from rspamd, for the log: cut, quoted, and with the controls JSON.stringify leaves (DEL, C1, U+2028/2029) escaped. */
+export function showName(name: string): string {
+  return forLog(JSON.stringify(name.length > 60 ? `${name.slice(0, 57)}...` : name), 400)
 }
 
 /** Some instances of a header, by rspamd's positions (1 = the first, -1 = the last; never 0 here). */
@@ -747,7 +793,7 @@ export function milterEdits(milter: Reply['milter']): {
 
   for (const r of milter.remove) {
     const lower = r.name.toLowerCase()
-    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${show(r.name)}`)
+    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${showName(r.name)}`)
     else if (PROTECTED_HEADERS.has(lower)) dropped.push(`remove of protected header ${r.name}`)
     else if (r.positions.includes(0)) queueRemove(r.name)
     else {
@@ -772,7 +818,7 @@ export function milterEdits(milter: Reply['milter']): {
   }
   for (const { a } of ordered) {
     if (!isFieldName(a.name)) {
-      dropped.push(`add of invalid header name ${show(a.name)}`)
+      dropped.push(`add of invalid header name ${showName(a.name)}`)
       continue
     }
     const lower = a.name.toLowerCase()

@@ -32,6 +32,8 @@ import {
   styleHeaders,
   verdictHeaderNames,
 } from './headers'
+import { forLog, LOG_LINE_MAX } from './escape'
+import { type FieldName, fieldNameOf } from './fields'
 import { buildRequestHeaders } from './request'
 import { type HeaderEdits, prepareEdits, rspamdEdits } from './verdict'
 import { packageVersion } from './version'
@@ -96,6 +98,14 @@ export interface LdaIo {
 }
 
 class UsageError extends Error {}
+
+/**
+ * One line on stderr, which the MTA copies into its log or a bounce: everything in it (a reply's
+ * text, a server name, a header name, an error quoting any of them) is escaped by forLog().
+ */
+function say(io: Pick<LdaIo, 'stderr'>, text: string): void {
+  io.stderr.write(`${COMMAND}: ${forLog(text, LOG_LINE_MAX)}\n`)
+}
 
 interface Options {
   cfg: Config
@@ -287,9 +297,9 @@ function readLayout(file: string): Layout {
  */
 export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonly RemoveAt[] = []): Buffer {
   if ((drop.size === 0 && numbered.length === 0) || head.length === 0) return head
-  // each field: where it starts and its lower-case name ('' for a line that is not a field)
+  // each field: where it starts and its name by the plugin's rule (none for a line that is not a field)
   const starts: number[] = []
-  const names: string[] = []
+  const names: (FieldName | undefined)[] = []
   for (let i = 0; i < head.length;) {
     const lf = head.indexOf(0x0a, i)
     const next = lf === -1 ? head.length : lf + 1
@@ -298,15 +308,16 @@ export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonl
       const line = head.subarray(i, next)
       const colon = continued ? -1 : line.indexOf(0x3a)
       starts.push(i)
-      names.push(colon > 0 ? line.subarray(0, colon).toString('latin1').trim().toLowerCase() : '')
+      names.push(colon > 0 ? fieldNameOf(line.subarray(0, colon + 1).toString('latin1')) : undefined)
     }
     i = next
   }
-  const gone = names.map((n) => drop.has(n))
+  const gone = names.map((n) => n !== undefined && drop.has(n.lower))
   for (const r of numbered) {
     const lower = r.name.toLowerCase()
+    // rspamd's numbers count the fields it parsed: `Name:`, never `Name :`
     const fields: number[] = []
-    names.forEach((n, f) => n === lower && fields.push(f))
+    names.forEach((n, f) => n !== undefined && !n.obsolete && n.lower === lower && fields.push(f))
     for (const k of instancesAt(r.positions, fields.length)) gone[fields[k] as number] = true
   }
   const keep: Buffer[] = []
@@ -382,21 +393,19 @@ function execDeliver(
       resolve(code)
     }
     child.once('error', (err) => {
-      io.stderr.write(`${COMMAND}: cannot run /bin/sh for --exec: ${err.message}\n`)
+      say(io, `cannot run /bin/sh for --exec: ${err.message}`)
       finish(EX_TEMPFAIL)
     })
     child.once('close', (code, signal) => {
       if (signal) {
-        io.stderr.write(
-          `${COMMAND}: --exec command killed by ${signal}; exiting 75 so the message is retried\n`,
-        )
+        say(io, `--exec command killed by ${signal}; exiting 75 so the message is retried`)
         finish(EX_TEMPFAIL)
       } else finish(code ?? EX_TEMPFAIL)
     })
     // a command that exits without reading all of stdin (EPIPE) is judged by its exit code alone
     child.stdin.on('error', () => undefined)
     message.on('error', (err) => {
-      io.stderr.write(`${COMMAND}: reading the spooled message: ${err.message}\n`)
+      say(io, `reading the spooled message: ${err.message}`)
       child.stdin.destroy()
     })
     message.pipe(child.stdin)
@@ -410,11 +419,12 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     opts = parseOptions(argv, io.env)
   } catch (err) {
     if (err instanceof UsageError) {
-      io.stderr.write(`${COMMAND}: ${err.message}\n\n${USAGE}`)
+      say(io, err.message)
+      io.stderr.write(`\n${USAGE}`)
       return EX_USAGE
     }
     if (err instanceof ConfigError) {
-      io.stderr.write(`${COMMAND}: ${err.message}\n`)
+      say(io, err.message)
       return err.key === '--styles' ? EX_USAGE : EX_CONFIG
     }
     throw err
@@ -424,7 +434,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     return EX_OK
   }
   if (opts !== 'version' && opts.cfg.ignored.length > 0) {
-    io.stderr.write(`${COMMAND}: warning: --config: not used: ${opts.cfg.ignored.join(', ')}\n`)
+    say(io, `warning: --config: not used: ${opts.cfg.ignored.join(', ')}`)
   }
   if (opts === 'version') {
     io.stdout.write(`${COMMAND} (haraka-plugin-rspamd) ${packageVersion()}\n`)
@@ -443,7 +453,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       return
     }
     cleanup()
-    io.stderr.write(`${COMMAND}: ${sig}: message not delivered\n`)
+    say(io, `${sig}: message not delivered`)
     process.exit(EX_TEMPFAIL)
   }
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
@@ -454,7 +464,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     try {
       await spool(io.stdin, file)
     } catch (err) {
-      io.stderr.write(`${COMMAND}: reading the message from stdin: ${(err as Error).message}\n`)
+      say(io, `reading the message from stdin: ${(err as Error).message}`)
       return EX_IOERR
     }
 
@@ -466,7 +476,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     let removeAt: RemoveAt[] = []
     let dropped: string[] = []
     if (result.ok) {
-      for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
+      for (const w of result.warnings) say(io, `reply from ${result.server}: ${w}`)
       const styled = styleHeaders(result.reply, opts.cfg, {
         scanner,
         rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
@@ -487,18 +497,19 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     } else {
       const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
       if (opts.tempfail) {
-        io.stderr.write(`${COMMAND}: scan failed, not delivering (--tempfail): ${why}\n`)
+        say(io, `scan failed, not delivering (--tempfail): ${why}`)
         return EX_TEMPFAIL
       }
-      io.stderr.write(`${COMMAND}: scan failed, delivering unscanned: ${why}\n`)
+      say(io, `scan failed, delivering unscanned: ${why}`)
       raw = ldaFailureStyle(scanner, result.error, result.timeMs)
     }
     const edits = prepareEdits(raw, remove, dropped, layout.eol, removeAt)
-    for (const d of edits.dropped) io.stderr.write(`${COMMAND}: header left out: ${d}\n`)
+    for (const d of edits.dropped) say(io, `header left out: ${d}`)
 
     if (layout.oversized) {
-      io.stderr.write(
-        `${COMMAND}: header block over ${MAX_HEADER_BLOCK} bytes: ours go on top, and headers of the names we add are not removed from it\n`,
+      say(
+        io,
+        `header block over ${MAX_HEADER_BLOCK} bytes: ours go on top, and headers of the names we add are not removed from it`,
       )
     }
     const message = delivered(file, layout, edits)
@@ -506,7 +517,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     try {
       await pipeline(message, io.stdout, { end: false })
     } catch (err) {
-      io.stderr.write(`${COMMAND}: writing the message to stdout: ${(err as Error).message}\n`)
+      say(io, `writing the message to stdout: ${(err as Error).message}`)
       return EX_IOERR
     }
     return EX_OK
@@ -529,8 +540,10 @@ export function main(): void {
       process.exitCode = code
     })
     .catch((err: unknown) => {
-      process.stderr.write(
-        `${COMMAND}: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      // the stack on one escaped line: its message may quote outside text
+      say(
+        { stderr: process.stderr },
+        `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
       )
       process.exitCode = EX_SOFTWARE
     })

@@ -1,6 +1,8 @@
 // rspamd's JSON reply (raw bytes or parsed JSON) → a typed Reply.
 // Nothing in the reply is trusted: every field is checked and a wrong type is dropped with a warning.
 
+import { forLog, hasUnsafe } from './escape'
+
 export interface RspamdSymbol {
   name: string
   score: number
@@ -49,11 +51,6 @@ export type ParseResult =
 
 type Obj = Record<string, unknown>
 
-/** What may not reach a log line as it is: C0 controls (CR/LF would forge a line), DEL, U+2028/2029. */
-// eslint-disable-next-line no-control-regex
-const CONTROLS = /[\x00-\x1f\x7f\u2028\u2029]/
-const ALL_CONTROLS = new RegExp(CONTROLS.source, 'g')
-
 function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
@@ -70,7 +67,7 @@ function num(v: unknown): number | undefined {
 function isUsableAction(v: unknown): v is string {
   if (typeof v !== 'string') return false
   const action = v.trim()
-  return action !== '' && action.length <= 64 && !CONTROLS.test(action)
+  return action !== '' && action.length <= 64 && !hasUnsafe(action)
 }
 
 /** Parse the body of a 200 reply. */
@@ -81,7 +78,8 @@ export function parseReplyBody(body: string | Buffer): ParseResult {
   try {
     json = JSON.parse(text)
   } catch (err) {
-    return { ok: false, error: `reply is not JSON: ${(err as Error).message}` }
+    // V8's message quotes the text it choked on (all of it, when short): it is reply text
+    return { ok: false, error: `reply is not JSON: ${forLog((err as Error).message)}` }
   }
   return parseReply(json)
 }
@@ -182,22 +180,12 @@ function roundScore(n: number): number {
  * lines) and other controls are escaped, and a huge key is cut.
  */
 function printable(field: string): string {
-  // most names have nothing to escape: a test is much cheaper than a replace with a function
-  const safe = CONTROLS.test(field) ? escapeControls(field) : field
-  return safe.length > 80 ? `${safe.slice(0, 77)}...` : safe
+  return forLog(field, 80)
 }
 
 /** rspamd's own error text (`{"error": …}`, with any status), as it goes into the log: cut and escaped. */
 export function rspamdErrorText(text: string): string {
-  return escapeControls(text.slice(0, 300))
-}
-
-/**
- * Text from rspamd made safe for one log line: every C0 control (a CR or LF would forge a line), DEL
- * and U+2028/2029 escaped as \uXXXX (JSON.stringify leaves the last three as they are).
- */
-function escapeControls(text: string): string {
-  return text.replace(ALL_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  return forLog(text)
 }
 
 function describe(v: unknown): string {
@@ -205,8 +193,9 @@ function describe(v: unknown): string {
   if (v === null) return 'null'
   if (Array.isArray(v)) return 'an array'
   if (typeof v === 'object') return 'an object'
-  const s = escapeControls(JSON.stringify(v))
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+  // JSON.stringify escapes C0 controls but leaves C1, U+2028/2029 and DEL as they are; a long
+  // string is cut first, so a huge one is not copied whole to show 60 characters of it
+  return forLog(JSON.stringify(typeof v === 'string' && v.length > 60 ? v.slice(0, 60) : v), 60)
 }
 
 type Warn = (field: string, v: unknown) => void

@@ -9,6 +9,7 @@ import { isIP, type LookupFunction, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
 import type { Config, Target, TransportKind } from './config'
+import { forLog } from './escape'
 import { LookupCache } from './lookup'
 import type { RequestHeaders } from './request'
 
@@ -67,8 +68,9 @@ function origin(target: Target): string {
   return `${target.scheme}://${host}:${target.port}`
 }
 
+/** The server as logs name it: config text (a socket path may hold any byte), so escaped for them. */
 export function describeTarget(target: Target): string {
-  return target.kind === 'unix' ? `unix:${target.socketPath}` : origin(target)
+  return forLog(target.kind === 'unix' ? `unix:${target.socketPath}` : origin(target))
 }
 
 /** The transport `kind` resolves to for this target: auto is node:http except for https. */

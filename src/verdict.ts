@@ -2,6 +2,7 @@
 // Also the one place that decides what a failed scan means ([defer] policy).
 
 import type { Config } from './config'
+import { SINGLE_FIELDS } from './fields'
 import type { Reply } from './reply'
 import {
   configuredStyleNames,
@@ -11,6 +12,7 @@ import {
   type RawField,
   type RemoveAt,
   rewriteSubject,
+  showName,
   STACKED_HEADERS,
   type StyleFacts,
   styleHeaders,
@@ -218,13 +220,26 @@ export function prepareEdits(
   removeAt: readonly RemoveAt[] = [],
 ): HeaderEdits {
   const add: HeaderField[] = []
+  // RFC 5322 §3.6: one of each SINGLE_FIELDS name; the first in `raw` wins (ours come before rspamd's)
+  // (the extra values counted per name, and reported once per name)
+  const once = new Map<string, number>()
   for (const f of raw) {
+    const lower = f.name.toLowerCase()
+    if (SINGLE_FIELDS.has(lower)) {
+      const extra = once.get(lower)
+      once.set(lower, extra === undefined ? 0 : extra + 1)
+      if (extra !== undefined) continue
+    }
     const ready = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal, foldWith: f.foldWith })
     if (ready === undefined) {
-      dropped.push(`invalid header name ${JSON.stringify(f.name)}`)
+      dropped.push(`invalid header name ${showName(f.name)}`)
       continue
     }
     add.push(ready)
+  }
+  for (const [lower, extra] of once) {
+    if (extra > 0)
+      dropped.push(`add of ${extra} more ${lower} value(s): RFC 5322 allows one, the first is written`)
   }
   const out: string[] = []
   const seen = new Set<string>()

@@ -1,0 +1,85 @@
+// The [subject] template is filled with the message's decoded Subject: the rewritten Subject must
+// decode, once, to exactly that text — never decode a second time (src/headers.ts rewriteSubject).
+
+import assert from 'node:assert/strict'
+import { Header } from 'haraka-email-message'
+import type { FixturePlugin } from 'haraka-test-fixtures'
+import { literalSubject, prepareField, rewriteSubject } from '../src/headers'
+import { FakeRspamd } from './support/fake-rspamd'
+import { connectionWith, corpus, dataPost, loadPlugin, unregister } from './support/harness'
+import { replyFor } from './support/replies'
+
+const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64')
+/** A text that is itself an encoded-word: what a Subject encoded twice decodes to, once. */
+const INNER = `=?UTF-8?B?${b64('FREE money')}?=`
+
+/** What a reader shows: the Subject written as Haraka writes it, then decoded by Haraka's Header. */
+function readerSees(value: string): string {
+  const field = prepareField('Subject', value)
+  assert.ok(field)
+  const h = new Header()
+  h.add_end(field.name, field.value)
+  return h.get_decoded('Subject').replace(/\n[ \t]*/g, ' ')
+}
+
+describe('the subject template decodes once', function () {
+  const cases: [string, string][] = [
+    ['an encoded-word', INNER],
+    ['an encoded-word between words', `Re: ${INNER} today`],
+    ['two adjacent encoded-words (their space must survive)', `${INNER} ${INNER}`],
+    ['an encoded-word inside a word', `x${INNER}y`],
+    ['a Q encoded-word', '=?ISO-8859-1?Q?Gr=FC=DFe?='],
+    ['non-ASCII words next to an encoded-word', `Grüße ${INNER} 抹茶`],
+    ['a long run of encoded-words', Array.from({ length: 12 }, () => INNER).join(' ')],
+    ['nothing that looks encoded', 'Lunch on Thursday?'],
+    ['a lone =?', 'a =? b'],
+  ]
+  for (const [label, subject] of cases) {
+    it(`a decoded Subject holding ${label} reads as it was`, () => {
+      assert.equal(readerSees(rewriteSubject('[SPAM] %s', subject)), `[SPAM] ${subject}`)
+    })
+  }
+
+  it("leaves rspamd's own subject (already encoded by rspamd) as it is", () => {
+    const fromRspamd = `[SPAM] =?UTF-8?B?${b64('Grüße')}?=`
+    assert.equal(rewriteSubject('[SPAM] %s', INNER, fromRspamd), fromRspamd)
+    assert.equal(readerSees(fromRspamd), '[SPAM] Grüße')
+  })
+
+  it('leaves text without `=?` untouched (prepareField encodes it as any value)', () => {
+    assert.equal(literalSubject('Grüße aus Köln'), 'Grüße aus Köln')
+  })
+
+  describe('through the plugin (a message whose Subject is encoded twice)', function () {
+    let server: FakeRspamd
+    let plugin: FixturePlugin | undefined
+    before(async () => {
+      server = await FakeRspamd.start()
+    })
+    after(async () => {
+      await server.close()
+    })
+    afterEach(async () => {
+      if (plugin) await unregister(plugin)
+      plugin = undefined
+    })
+
+    it('writes a Subject that decodes to the template around the once-decoded text', async () => {
+      const reply = replyFor('rewrite subject')
+      delete (reply as { subject?: unknown }).subject
+      server.setReply(reply)
+      plugin = loadPlugin(`host = 127.0.0.1\nport = ${server.port}\nsubject = [SPAM] %s\n`)
+      const message = corpus('ham.eml')
+        .toString('latin1')
+        .replace(/^Subject: .*$/m, `Subject: =?UTF-8?B?${b64(INNER)}?=`)
+      const conn = await connectionWith(Buffer.from(message, 'latin1'))
+      assert.equal(conn.transaction?.header.get_decoded('Subject').trim(), INNER)
+      await dataPost(plugin, conn)
+      const decoded = conn.transaction?.header
+        .get_decoded('Subject')
+        .replace(/\n[ \t]*/g, ' ')
+        .trim()
+      assert.equal(decoded, `[SPAM] ${INNER}`)
+    })
+  })
+})
