@@ -16,6 +16,14 @@ import {
 } from './src/config'
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
 import { buildRequestHeaders, type Envelope } from './src/request'
+import {
+  defined,
+  failoverField,
+  failureFields,
+  scanFields,
+  skipFields,
+  unscannedClients,
+} from './src/logline'
 import { symbolsForLog } from './src/reply'
 import { forLog, LOG_LINE_MAX } from './src/escape'
 import { fieldNameOf } from './src/fields'
@@ -85,7 +93,7 @@ interface Connection {
     once?(ev: string, fn: () => void): unknown
     removeListener?(ev: string, fn: () => void): unknown
   }
-  loginfo(plugin: unknown, msg: string): void
+  loginfo(plugin: unknown, msg: string | Record<string, unknown>): void
   logwarn(plugin: unknown, msg: string): void
   logerror(plugin: unknown, msg: string): void
   logdebug(plugin: unknown, msg: string): void
@@ -132,6 +140,8 @@ export function register(this: RspamdPlugin): void {
   }
   // says which copy Haraka loaded: its own bundled 1.6.x or the operator's 2.x
   this.loginfo(`haraka-plugin-rspamd ${packageVersion()} from ${__dirname}, rspamd at ${this.client.server}`)
+  const unscanned = unscannedClients(this.cfg)
+  if (unscanned) this.loginfo(`${unscanned}; set a key to true to scan them`)
 }
 
 /** Read and validate rspamd.ini; throws a ConfigError naming the key (Haraka then refuses to start). */
@@ -294,9 +304,8 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
 
   const skip = skipReasons(scanFacts(connection, txn), cfg)
   if (skip.length > 0) {
-    if (skip.includes('size')) {
-      connection.loginfo(this, `not scanned: ${txn.data_bytes} bytes is over max_size ${cfg.maxSize}`)
-    }
+    // every message gets its line, a skipped one too: with the [check] key that would scan it
+    connection.loginfo(this, defined(skipFields(skip, txn.data_bytes, cfg)))
     txn.results.add(this, { skip })
     return next()
   }
@@ -456,15 +465,26 @@ async function act(
   )
   for (const f of failover) connection.logwarn(plugin, `failed over from ${f}`)
   if (failover.length > 0) txn.results.add(plugin, { failover })
+  const failedOver = failoverField(result.attempts)
   if (!result.ok) {
     const verdict = onFailure(result.error, cfg)
     const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
-    // results.add logs an err at error level: the one log line of this message
+    // results.add logs an err at error level, with the error's text
     txn.results.add(plugin, {
       err: logLine(
         `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
       ),
     })
+    const line = failureFields({
+      error: result.error.kind,
+      verdict: verdict.kind,
+      code: verdict.kind === 'defer' ? verdict.code : undefined,
+      server: result.server,
+      ms: result.timeMs,
+      size: size ?? result.bytesSent,
+      failover: failedOver,
+    })
+    connection.loginfo(plugin, defined(line))
     return toNext(verdict)
   }
 
@@ -529,20 +549,41 @@ async function act(
   }
   if (action !== reply.action) record.local_action = action
   if (greylistState !== undefined) record.greylist = greylistState
-  // the one info line per message (haraka-results logs it because of emit): the fields above as
-  // haraka-results would write them, then the symbols, which it leaves out of a line
+  // haraka-results' human text: the fields above as it would write them, the failover, then the symbols
   let human = ''
   for (const key in record) {
     const v = record[key]
     if (v !== undefined) human += `${key}: ${String(v)}, `
   }
-  human += `symbols: ${symbolsForLog(reply.symbols)}`
+  if (failedOver !== undefined) human += `failover: ${failedOver}, `
+  const symbolText = symbolsForLog(reply.symbols)
+  human += `symbols: ${symbolText}`
   const symbols: Record<string, number> = {}
   for (const s of reply.symbols) symbols[s.name] = s.score
   record.symbols = symbols
   record.human = logLine(human)
-  record.emit = true
   txn.results.add(plugin, record)
+  // the one info line of the message, as fields (Haraka's logfmt and json formats keep them apart)
+  const line = scanFields({
+    action: reply.action,
+    localAction: action !== reply.action ? action : undefined,
+    score: reply.score,
+    required: reply.requiredScore,
+    skipped: reply.isSkipped,
+    verdict: verdict.kind,
+    code: verdict.kind === 'deny' || verdict.kind === 'defer' ? verdict.code : undefined,
+    reply:
+      verdict.kind === 'deny' || verdict.kind === 'defer'
+        ? `${verdict.status} ${verdict.message}`
+        : undefined,
+    greylist: greylistState,
+    server: result.server,
+    ms: result.timeMs,
+    size: size ?? result.bytesSent,
+    failover: failedOver,
+    symbols: symbolText,
+  })
+  connection.loginfo(plugin, defined(line))
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
   return toNext(verdict)
 }

@@ -20,6 +20,7 @@ import {
   iniFor,
   iniPathOf,
   infoLines,
+  infoRecords,
   loadPlugin,
   queuedMessage,
   replyCode,
@@ -386,33 +387,58 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.equal(conn.transaction?.header.get('DKIM-Signature'), '')
     })
 
-    it('logs one info line per message: action, score, time, server, size, verdict, symbols heaviest first', async () => {
+    it('logs one info line per message, as fields: action, score, required, verdict, server, ms, size, symbols heaviest first', async () => {
       plugin = loadPlugin(iniFor(server))
       server.setReply(replyFor('add header'))
       const conn = await connectionWith(corpus('ham.eml'))
-      const lines = infoLines(conn)
+      const { lines, fields } = infoRecords(conn)
       await dataPost(plugin, conn)
       assert.equal(lines.length, 1, lines.join('\n'))
+      assert.deepEqual(Object.keys(fields[0] ?? {}), [
+        'action',
+        'score',
+        'required',
+        'verdict',
+        'server',
+        'ms',
+        'size',
+        'symbols',
+      ])
       const line = lines[0]
       assert.match(
         line,
-        /^action: add header, score: [\d.]+, required_score: 15, is_skipped: false, time: [\d.]+, /,
+        new RegExp(
+          `^action="add header" score=[\\d.]+ required=15 verdict=accept server=http://127\\.0\\.0\\.1:${server.port} ` +
+            'ms=[\\d.]+ size=\\d+ symbols="',
+        ),
       )
-      assert.match(
-        line,
-        new RegExp(`server: http://127\\.0\\.0\\.1:${server.port}, size: \\d+, verdict: accept, symbols: `),
-      )
-      const time = /time: ([\d.e-]+),/.exec(line)?.[1] ?? ''
-      assert.ok(!/e|\d{5}/.test(time.replace(/^0\./, '')), `time without float noise: ${time}`)
       // every symbol of the reply, by |score| descending
       const reply = replyFor('add header')
-      const listed = [...(/symbols: (.*)$/.exec(line)?.[1] ?? '').matchAll(/(\w+)\((-?[\d.]+)\)/g)]
+      const listed = [...(/symbols="(.*)"$/.exec(line)?.[1] ?? '').matchAll(/(\w+)\((-?[\d.]+)\)/g)]
       assert.deepEqual(listed.map((m) => m[1]).sort(), Object.keys(reply.symbols).sort())
       const scores = listed.map((m) => Math.abs(Number(m[2])))
       assert.deepEqual(
         scores,
         [...scores].sort((a, b) => b - a),
       )
+    })
+
+    it('logs the SMTP code and reply of a reject and a defer, and the failure of a failed scan', async () => {
+      plugin = loadPlugin(iniFor(server))
+      server.setReply(replyFor('reject', { messages: { smtp_message: 'Go away' } }))
+      let conn = await connectionWith(corpus('gtube.eml'))
+      let rec = infoRecords(conn)
+      await dataPost(plugin, conn)
+      assert.equal(rec.fields.length, 1)
+      assert.equal(rec.fields[0]?.verdict, 'deny')
+      assert.equal(rec.fields[0]?.code, 550)
+      assert.equal(rec.fields[0]?.reply, '5.7.1 Go away')
+      server.setMode('status:500')
+      conn = await connectionWith(corpus('ham.eml'))
+      rec = infoRecords(conn)
+      await dataPost(plugin, conn)
+      assert.equal(rec.fields.length, 1, rec.lines.join('\n'))
+      assert.match(rec.lines[0] ?? '', /^error=http verdict=accept server=\S+ ms=[\d.]+ size=\d+$/)
     })
 
     it('escapes symbol names in the log line and lists at most 64 of them', async () => {
@@ -426,8 +452,8 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       await dataPost(plugin, conn)
       assert.equal(lines.length, 1)
       assert.doesNotMatch(lines[0], /[\r\n]/)
-      assert.match(lines[0], /symbols: EVIL\\u000d\\u000a\[INFO\] forged line\(100\) S499\(4\.99\) /)
-      assert.match(lines[0], /… 437 more$/)
+      assert.match(lines[0], /symbols="EVIL\\\\u000d\\\\u000a\[INFO\] forged line\(100\) S499\(4\.99\) /)
+      assert.match(lines[0], /… 437 more"$/)
       assert.ok(lines[0].length < 2000, `${lines[0].length} characters`)
     })
 

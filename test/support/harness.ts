@@ -241,16 +241,44 @@ export function captureLogs(conn: FixtureConnection): string[] {
   return lines
 }
 
-/** What the plugin logs at info level on this connection from now on. */
+const LOGFMT_ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\r': '\\r', '\n': '\\n' }
+
+/**
+ * Fields as Haraka's logger writes a plain object (its default and logfmt formats): `key=value`,
+ * the value quoted (with `"` and `\` escaped) when empty or holding a space, `=`, `"`, `\`, CR or LF.
+ */
+export function logfmt(fields: Record<string, unknown>): string {
+  const out: string[] = []
+  for (const key in fields) {
+    const v = fields[key] == null ? '' : String(fields[key])
+    out.push(
+      /(^$|[ ="\\\r\n])/.test(v)
+        ? `${key}="${v.replace(/["\\\r\n]/g, (c) => LOGFMT_ESCAPES[c] ?? c)}"`
+        : `${key}=${v}`,
+    )
+  }
+  return out.join(' ')
+}
+
+/** What the plugin logs at info level on this connection from now on (fields written as Haraka writes them). */
 export function infoLines(conn: FixtureConnection): string[] {
-  const c = conn as unknown as { loginfo: (plugin: unknown, msg: string) => void }
+  return infoRecords(conn).lines
+}
+
+/** The info lines, and the field objects among them as the plugin passed them. */
+export function infoRecords(conn: FixtureConnection): { lines: string[]; fields: Record<string, unknown>[] } {
+  const c = conn as unknown as { loginfo: (plugin: unknown, msg: unknown) => void }
   const lines: string[] = []
+  const fields: Record<string, unknown>[] = []
   const original = c.loginfo.bind(conn)
   c.loginfo = (plugin, msg) => {
-    lines.push(String(msg))
+    if (typeof msg === 'object' && msg !== null) {
+      fields.push(msg as Record<string, unknown>)
+      lines.push(logfmt(msg as Record<string, unknown>))
+    } else lines.push(String(msg))
     original(plugin, msg)
   }
-  return lines
+  return { lines, fields }
 }
 
 /** An rspamd.ini pointing at a (fake) rspamd on 127.0.0.1, plus `extra` lines. */
