@@ -96,9 +96,11 @@ async function main(): Promise<void> {
         .join('; ')
     } else {
       // rejected or deferred: what rspamd said is in Haraka's log line for this message
-      const line = haraka.logged(/\[rspamd\].*action: /).at(-1) ?? ''
-      action = /action: ([^,]+)/.exec(line)?.[1] ?? ''
-      score = /score: ([-\d.]+)/.exec(line)?.[1] ?? ''
+      // (the plugin's line is key=value fields, the action quoted when it has a space)
+      const line = haraka.logged(/\[rspamd\].* action=/).at(-1) ?? ''
+      const found = /action=(?:"([^"]*)"|(\S+))/.exec(line)
+      action = found?.[1] ?? found?.[2] ?? ''
+      score = /score=([-\d.]+)/.exec(line)?.[1] ?? ''
     }
     rows.push([
       m.label,
