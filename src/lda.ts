@@ -390,6 +390,10 @@ function execDeliver(
     const finish = (code: number) => {
       if (done) return
       done = true
+      // the command is gone: stop reading the spool, which run() removes next (a read still
+      // under way would fail with ENOENT and print a second, false reason)
+      message.unpipe(child.stdin)
+      message.destroy()
       resolve(code)
     }
     child.once('error', (err) => {
@@ -405,6 +409,7 @@ function execDeliver(
     // a command that exits without reading all of stdin (EPIPE) is judged by its exit code alone
     child.stdin.on('error', () => undefined)
     message.on('error', (err) => {
+      if (done) return
       say(io, `reading the spooled message: ${err.message}`)
       child.stdin.destroy()
     })
