@@ -20,7 +20,7 @@ import { Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
-import { RspamdClient, type ScanResult } from './client'
+import { RspamdClient, type ScanOutcome } from './client'
 import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
 import {
   configuredStyleNames,
@@ -334,7 +334,7 @@ async function spool(stdin: NodeJS.ReadableStream, file: string): Promise<number
   return out.bytesWritten
 }
 
-async function scan(opts: Options, file: string): Promise<ScanResult> {
+async function scan(opts: Options, file: string): Promise<ScanOutcome> {
   const client = new RspamdClient(opts.cfg, { connections: 1 })
   let stream: ReturnType<typeof createReadStream> | undefined
   try {
@@ -474,6 +474,10 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     }
 
     const result = await scan(opts, file)
+    // a server that failed before the one that answered (or failed last): the MTA's log shows it
+    for (const a of result.attempts) {
+      say(io, `failed over from ${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`)
+    }
     const scanner = `${COMMAND} ${packageVersion()}`
     const layout = readLayout(file)
     let raw: RawField[]

@@ -485,6 +485,11 @@ describe('rspamd-lda with the fake rspamd', function () {
     assert.equal(r.code, 0, r.stderr)
     assert.equal(addedHeaders(r.stdout, ham).get('X-Spam-Action'), 'add header')
     assert.ok(server.requests.at(-1)?.body.equals(ham), 'the second server got the message exactly')
+    // the MTA's log shows why a server was passed over
+    assert.match(
+      r.stderr,
+      new RegExp(`^rspamd-lda: failed over from http://127\\.0\\.0\\.1:${refusing}: connect: `, 'm'),
+    )
   })
 
   for (const bad of ['::1', 'host:0', 'ftp://host', ' , ']) {
