@@ -8,7 +8,7 @@ import * as https from 'node:https'
 import { isIP, type LookupFunction, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
-import type { Config, Target, TransportKind } from './config'
+import { type Config, type Target, type TransportKind, targetOrigin, transportFor } from './config'
 import { LookupCache } from './lookup'
 import type { RequestHeaders } from './request'
 
@@ -61,20 +61,11 @@ function loadUndici(): typeof import('undici') {
 /** rspamd closes idle keep-alive connections after a while; ours are dropped first. */
 const IDLE_MS = 4_000
 
-function origin(target: Target): string {
-  if (target.kind === 'unix') return 'http://localhost'
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host
-  return `${target.scheme}://${host}:${target.port}`
-}
+// how a target is named and which transport it gets are decided in config.ts, where they are validated
+export { transportFor }
 
 export function describeTarget(target: Target): string {
-  return target.kind === 'unix' ? `unix:${target.socketPath}` : origin(target)
-}
-
-/** The transport `kind` resolves to for this target: auto is node:http except for https. */
-export function transportFor(target: Target, kind: TransportKind): 'node' | 'undici' {
-  if (kind !== 'auto') return kind
-  return target.kind === 'tcp' && target.scheme === 'https' ? 'undici' : 'node'
+  return target.kind === 'unix' ? `unix:${target.socketPath}` : targetOrigin(target)
 }
 
 export function makeTransport(target: Target, cfg: Config, opts: TransportOptions = {}): Transport {
@@ -268,7 +259,7 @@ class UndiciTransport implements Transport {
   private readonly lookups: ServerLookups | undefined
 
   constructor(target: Target, cfg: Config, opts: TransportOptions) {
-    this.origin = origin(target)
+    this.origin = targetOrigin(target)
     this.lookups = lookupsFor(target)
     const undici = loadUndici()
     this.pool = new undici.Pool(this.origin, {

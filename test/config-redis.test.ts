@@ -48,6 +48,26 @@ const GOOD: Array<[label: string, ini: unknown, expected: Partial<RedisSettings>
   ],
   ['[server] connectTimeout', { server: { connectTimeout: 500 } }, { connectTimeout: 500 }],
   ['[pubsub] is not ours', { pubsub: { host: 'elsewhere', port: 'x' } }, {}],
+  // url: what node-redis makes of haraka-plugin-redis's options, the url's parts over the separate keys
+  [
+    '[server] url with every part',
+    { server: { url: 'redis://haraka:p%40ss@redis.example:6390/3' } },
+    { host: 'redis.example', port: 6390, username: 'haraka', password: 'p@ss', database: 3 },
+  ],
+  ['[opts] url, host only', { opts: { url: 'redis://redis.example' } }, { host: 'redis.example' }],
+  [
+    'url over host, port and database; [server] port kept where the url has none',
+    { server: { host: 'a', port: 6381, database: 1, url: 'redis://b/2' } },
+    { host: 'b', port: 6381, database: 2 },
+  ],
+  [
+    'url without credentials keeps [opts] password',
+    { opts: { password: 'pw' }, server: { url: 'redis://b:1' } },
+    { host: 'b', port: 1, password: 'pw' },
+  ],
+  ['rediss:// is TLS', { server: { url: 'rediss://b' } }, { host: 'b', tls: true }],
+  ['rediss:// with tls = true', { server: { url: 'rediss://b', tls: 'true' } }, { host: 'b', tls: true }],
+  ['an IPv6 url', { server: { url: 'redis://[::1]:7000' } }, { host: '::1', port: 7000 }],
 ]
 
 const BAD: Array<[label: string, ini: unknown, key: string]> = [
@@ -62,7 +82,45 @@ const BAD: Array<[label: string, ini: unknown, key: string]> = [
   ['[server] path relative', { server: { path: 'redis.sock' } }, 'server.path'],
   ['[server] connectTimeout = 0', { server: { connectTimeout: 0 } }, 'server.connectTimeout'],
   ['[server] as text', { server: 'on' }, '[server]'],
+  ['[server] host:port in host', { server: { host: 'redis.example:6380' } }, 'server.host'],
+  ['[server] url that is not one', { server: { url: 'redis.example:6379' } }, 'server.url'],
+  ['[server] url of another scheme', { server: { url: 'http://redis.example' } }, 'server.url'],
+  ['[opts] url without a host', { opts: { url: 'redis://' } }, 'opts.url'],
+  ['[server] url with a bad database', { server: { url: 'redis://b/x' } }, 'server.url'],
+  ['[server] url and path', { server: { url: 'redis://b', path: '/run/redis.sock' } }, 'server.url'],
+  ['[server] redis:// url with tls = true', { server: { url: 'redis://b', tls: 'true' } }, 'server.url'],
+  ['[server] url with bad %-encoding', { server: { url: 'redis://u:%zz@b' } }, 'server.url'],
 ]
+
+describe('config: redis.ini secrets', function () {
+  const CASES: Array<[label: string, ini: unknown, key: string]> = [
+    ['a password as a list', { opts: { password: ['hunter2-s3cret'] } }, 'opts.password'],
+    ['credentials in a url that is not one', { server: { url: 'redis//u:hunter2-s3cret@b' } }, 'server.url'],
+    [
+      'credentials in a url of another scheme',
+      { server: { url: 'http://u:hunter2-s3cret@b' } },
+      'server.url',
+    ],
+    [
+      'credentials in a url with a bad database',
+      { server: { url: 'redis://:hunter2-s3cret@b/x' } },
+      'server.url',
+    ],
+  ]
+  for (const [label, ini, key] of CASES) {
+    it(`shows ${label} as <redacted, N bytes>, naming ${key}`, () => {
+      assert.throws(
+        () => parseRedisIni(ini),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.key === key &&
+          !/hunter2/.test(err.message) &&
+          !/hunter2/.test(String(err.value)) &&
+          /<redacted, \d+ bytes>/.test(err.message),
+      )
+    })
+  }
+})
 
 describe('config: redis.ini', function () {
   for (const [label, ini, expected] of GOOD) {
