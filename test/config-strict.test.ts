@@ -3,9 +3,32 @@
 // an error message. The ini text goes through haraka-config's own reader, as Haraka hands it to us.
 
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { BOOL_WORDS, type Config, ConfigError, INI_BOOLEANS, parseConfig } from '../src/config'
 import { RspamdClient } from '../src/client'
+import { run } from '../src/lda'
+
+/** rspamd-lda --config with `text`: its exit code and stderr (it stops before reading the message). */
+async function ldaWith(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stderr: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'lda-strict-'))
+  try {
+    const file = join(dir, 'rspamd.ini')
+    writeFileSync(file, text)
+    let stderr = ''
+    const err = new PassThrough()
+    err.on('data', (c: Buffer) => (stderr += c.toString()))
+    const stdin = new PassThrough()
+    stdin.end('Subject: x\r\n\r\nbody\r\n')
+    const code = await run(['--config', file], { stdin, stdout: new PassThrough(), stderr: err, env })
+    return { code, stderr }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
 
 /** rspamd.ini text as the plugin now reads it: no declared booleans. */
 function fromText(text: string, env: NodeJS.ProcessEnv = {}): Config {
@@ -237,5 +260,32 @@ describe('config: secrets never printed', function () {
       const cfg = fromText('[auth]\nheader = X-Key\nvalue_env = KEY', { KEY: v })
       assert.equal(cfg.auth.valueEnv, 'KEY')
     }
+  })
+})
+
+describe('rspamd-lda --config: the same rules', function () {
+  it('exits 78 naming the key for a boolean typo', async () => {
+    const r = await ldaWith('host = 127.0.0.1\nport = 1\n[defer]\nerror = ture\n')
+    assert.equal(r.code, 78)
+    assert.match(r.stderr, /rspamd\.ini: defer\.error = "ture": expected true or false/)
+  })
+
+  it('exits 78 naming host for the https host:port typo', async () => {
+    const r = await ldaWith('scheme = https\nhost = rspamd.example.com:11334\n')
+    assert.equal(r.code, 78)
+    assert.match(r.stderr, /rspamd\.ini: host = /)
+  })
+
+  it('never writes a secret to stderr', async () => {
+    const secret = '[auth]\nheader = X-Key\nvalue_env = KEY\n'
+    const r = await ldaWith(`host = 127.0.0.1\nport = 1\n${secret}`, { KEY: 'hunter2-s3cret\u0000' })
+    assert.equal(r.code, 78)
+    assert.doesNotMatch(r.stderr, /hunter2/)
+    assert.match(r.stderr, /auth\.value_env \(KEY\) = "<redacted, 15 bytes>"/)
+    // a line haraka-config cannot read, in [auth]: by its number, not its text
+    const bad = await ldaWith('host = 127.0.0.1\n[auth]\nhunter2 s3cret\n')
+    assert.equal(bad.code, 78)
+    assert.doesNotMatch(bad.stderr, /hunter2/)
+    assert.match(bad.stderr, /line 3 is not key = value/)
   })
 })
