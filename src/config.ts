@@ -438,13 +438,23 @@ export function hostProblem(host: string): string | undefined {
   return 'expected a host name or IP address (ASCII letters, digits, - _ and .; IPv6 in [brackets] or bare)'
 }
 
-/** Printable ASCII without colon or space: RFC 5322 field-name, also valid as an HTTP token here. */
+/** Printable ASCII without colon or space: an RFC 5322 field-name (the verdict headers written into the message). */
 const FIELD_NAME = /^[!-9;-~]+$/
 // CR, LF and NUL would split or end an HTTP header line.
 const UNSAFE_VALUE = /[\r\n\0]/
+/**
+ * An HTTP header name (RFC 9110 token): what node:http and undici take. A header of ours to rspamd
+ * with `(`, `@` or `/` in its name would throw at every request, so every scan would fail.
+ */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** What node:http and undici refuse in a header value: controls but tab, and anything past U+00FF. */
+const NOT_HTTP_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 
 function headerValue(key: string, value: string): string {
   if (UNSAFE_VALUE.test(value)) throw new ConfigError(key, value, 'CR, LF or NUL in a header value')
+  if (NOT_HTTP_VALUE.test(value)) {
+    throw new ConfigError(key, value, 'a control character or one past U+00FF, which HTTP cannot send')
+  }
   return value
 }
 
@@ -699,7 +709,7 @@ function parseAddHeaders(main: Reader): AddHeaders {
 
 function parseAuth(auth: Reader, env: NodeJS.ProcessEnv): AuthConfig {
   const header = auth.str('header')
-  if (header !== undefined && !FIELD_NAME.test(header)) {
+  if (header !== undefined && !HTTP_TOKEN.test(header)) {
     throw new ConfigError('auth.header', header, 'not a valid header name')
   }
   const out: AuthConfig = {
@@ -756,7 +766,7 @@ function parseRequestHeaders(s: Section): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(s)) {
     const key = `request_headers.${name}`
-    if (!FIELD_NAME.test(name)) throw new ConfigError(key, value, 'not a valid header name')
+    if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, value, 'not a valid HTTP header name')
     if (value === undefined || value === null || value === '' || value === false) continue
     if (typeof value === 'object') throw new ConfigError(key, value, 'expected text')
     out[name] = headerValue(key, String(value))

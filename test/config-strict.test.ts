@@ -174,6 +174,14 @@ describe('config: what reaches a URL, a socket or a Pool', function () {
     ['[upstream]\ndead_time = 9999999', 'upstream.dead_time'],
     ['scheme = https\n[tls]\nservername = bad name', 'tls.servername'],
     ['scheme = https\n[tls]\nservername = 192.0.2.1', 'tls.servername'],
+    // header names and values node:http and undici throw at, on every request
+    ['[auth]\nheader = X(Key)\nvalue = k', 'auth.header'],
+    ['[request_headers]\nX@Key = v', 'request_headers.X@Key'],
+    ['[request_headers]\nX/Key = v', 'request_headers.X/Key'],
+    ['[request_headers]\nX-Tag = 東京', 'request_headers.X-Tag'],
+    ['[request_headers]\nX-Tag = a\u0001b', 'request_headers.X-Tag'],
+    ['[request]\nsettings = {"city":"東京"}', 'request.settings'],
+    ['[auth]\nheader = X-Key\nvalue = k€y', 'auth.value'],
   ]
   for (const [text, key] of BAD) {
     it(`refuses ${JSON.stringify(text)}, naming ${key}`, () => {
@@ -191,6 +199,11 @@ describe('config: what reaches a URL, a socket or a Pool', function () {
     ['servers = [fe80::1%eth0]:11334', 'http://[fe80::1%eth0]:11334'],
     ['servers = https://rspamd.example:443, /run/r.sock', 'https://rspamd.example:443, unix:/run/r.sock'],
   ]
+  it('sends a header value of Latin-1 text (as 1.6.x did) and a tab', () => {
+    const cfg = fromText('[request_headers]\nX-City = Zürich\nX-Tab = a\tb\n')
+    assert.deepEqual(cfg.requestHeaders, { 'X-City': 'Zürich', 'X-Tab': 'a\tb' })
+  })
+
   for (const [text, server] of GOOD) {
     it(`loads ${JSON.stringify(text)} and builds its client (${server})`, async () => {
       const client = new RspamdClient(fromText(text))
