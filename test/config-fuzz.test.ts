@@ -181,6 +181,22 @@ describe('config fuzz', function () {
     )
   })
 
+  it('register(): the https host:port typo stops start-up with a ConfigError naming host, not a bare Invalid URL', async () => {
+    const plugin = loadPlugin(`${iniFor(server)}scheme = https\nhost = rspamd.example.com:11334\n`, {
+      register: false,
+    })
+    try {
+      assert.throws(
+        () => plugin.register(),
+        (err: Error) =>
+          err.name === 'ConfigError' &&
+          /^rspamd\.ini: host = "rspamd\.example\.com:11334": /.test(err.message),
+      )
+    } finally {
+      await unregister(plugin)
+    }
+  })
+
   it('register(): any text for any key starts, or stops start-up with a ConfigError naming the key', async () => {
     const samples = fc.sample(edits, { seed: SEED, numRuns: 40 })
     for (const pairs of samples) {
