@@ -61,9 +61,8 @@ function loadUndici(): typeof import('undici') {
 /** rspamd closes idle keep-alive connections after a while; ours are dropped first. */
 const IDLE_MS = 4_000
 
-// how a target is named and which transport it gets are decided in config.ts, where they are validated
-export { transportFor }
-
+// how a target is named (targetOrigin) and which transport it gets (transportFor) are worked out in
+// config.ts, where they are validated: what the Pool below parses has been parsed there first
 export function describeTarget(target: Target): string {
   return target.kind === 'unix' ? `unix:${target.socketPath}` : targetOrigin(target)
 }
