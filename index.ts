@@ -5,16 +5,9 @@ import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import DSN from 'haraka-dsn'
-import {
-  ConfigError,
-  INI_BOOLEANS,
-  oncePerConfig,
-  parseConfig,
-  parseRedisIni,
-  sameTarget,
-  type Config,
-} from './src/config'
+import { ConfigError, oncePerConfig, parseConfig, parseRedisIni, sameTarget, type Config } from './src/config'
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
+import { describeTarget } from './src/transport'
 import { buildRequestHeaders, type Envelope } from './src/request'
 import {
   defined,
@@ -127,8 +120,9 @@ interface HarakaServer {
 // ---- lifecycle ----
 
 export function register(this: RspamdPlugin): void {
-  this.cfg = loadConfig(this)
-  this.client = newClient(this, this.cfg)
+  const cfg = loadConfig(this)
+  this.client = clientFor(this, cfg)
+  this.cfg = cfg
   this.greylist ??= new Greylist()
   syncGreylistStore(this)
   // explicit hook names (not hook_data_post) so that a plugin inheriting this one does not
@@ -146,7 +140,8 @@ export function register(this: RspamdPlugin): void {
 
 /** Read and validate rspamd.ini; throws a ConfigError naming the key (Haraka then refuses to start). */
 function loadConfig(plugin: RspamdPlugin): Config {
-  const ini = plugin.config.get('rspamd.ini', { booleans: INI_BOOLEANS }, () => reload(plugin))
+  // no declared booleans: haraka-config would read every unknown word as false; parseConfig reads the text
+  const ini = plugin.config.get('rspamd.ini', () => reload(plugin))
   const cfg = parseConfig(ini)
   checkTimeout(plugin, cfg)
   if (cfg.ignored.length > 0) {
@@ -160,36 +155,71 @@ function loadConfig(plugin: RspamdPlugin): Config {
   return cfg
 }
 
-/** haraka-config calls this when rspamd.ini changes: a bad file keeps the running config. */
+/**
+ * haraka-config calls this when rspamd.ini changes, from a timer: anything thrown here would reach Haraka's
+ * uncaughtException handler, which exits. So nothing is: a bad file (or a client that cannot be built for it)
+ * is logged and the running config and client stay, together; cfg changes only with the client it needs.
+ */
 function reload(plugin: RspamdPlugin): void {
-  let next: Config
   try {
-    next = loadConfig(plugin)
+    let next: Config
+    let client: RspamdClient
+    try {
+      next = loadConfig(plugin)
+      const prev = plugin.cfg
+      // servers kept by the new config keep their health (dead stays dead, failures still count)
+      client =
+        prev && plugin.client && sameTarget(prev, next)
+          ? plugin.client
+          : clientFor(plugin, next, plugin.client)
+    } catch (err) {
+      plugin.logerror(
+        logLine(`rspamd.ini reload refused, keeping the previous config: ${describeError(err)}`),
+      )
+      return
+    }
+    const old = plugin.client
+    plugin.cfg = next
+    plugin.client = client
+    // scans in flight finish on the old pool, then it closes
+    if (old !== client) {
+      old
+        ?.close()
+        .catch((err: unknown) => plugin.logerror(logLine(`closing the old rspamd pool: ${String(err)}`)))
+    }
+    try {
+      syncGreylistStore(plugin)
+    } catch (err) {
+      // the rest of rspamd.ini applies; greylisting keeps the store it had
+      plugin.logerror(logLine(`greylist store unchanged: ${describeError(err)}`))
+    }
+    plugin.loginfo(logLine(`rspamd.ini reloaded: ${client.server}`))
   } catch (err) {
-    const why = err instanceof ConfigError ? err.message : String(err)
-    plugin.logerror(logLine(`rspamd.ini reload refused, keeping the previous config: ${why}`))
-    return
+    // a bug of ours (a log call that throws, say): still never out to haraka-config's timer
+    plugin.logerror(logLine(`rspamd.ini reload: internal error: ${describeError(err)}`))
   }
-  const prev = plugin.cfg
-  plugin.cfg = next
+}
+
+/** A ConfigError's message (secrets redacted already); anything else with its name, no value of the file. */
+function describeError(err: unknown): string {
+  if (err instanceof ConfigError) return err.message
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+}
+
+/**
+ * newClient() for a validated config. parseConfig builds what the client will (undici's URL included),
+ * so this does not throw; if it ever did, the error still names the file rather than a bare "Invalid URL".
+ */
+function clientFor(plugin: RspamdPlugin, cfg: Config, previous?: RspamdClient): RspamdClient {
   try {
-    syncGreylistStore(plugin)
+    return newClient(plugin, cfg, previous)
   } catch (err) {
-    // the rest of rspamd.ini applies; greylisting keeps the store it had
-    plugin.logerror(
-      logLine(`greylist store unchanged: ${err instanceof ConfigError ? err.message : String(err)}`),
+    throw new ConfigError(
+      'servers',
+      cfg.targets.map(describeTarget).join(', '),
+      `cannot set up a client for it: ${err instanceof Error ? err.message : String(err)}`,
     )
   }
-  if (!prev || !plugin.client || !sameTarget(prev, next)) {
-    const old = plugin.client
-    // servers kept by the new config keep their health (dead stays dead, failures still count)
-    plugin.client = newClient(plugin, next, old)
-    // scans in flight finish on the old pool, then it closes
-    old
-      ?.close()
-      .catch((err: unknown) => plugin.logerror(logLine(`closing the old rspamd pool: ${String(err)}`)))
-  }
-  plugin.loginfo(`rspamd.ini reloaded: ${plugin.client.server}`)
 }
 
 function checkTimeout(plugin: RspamdPlugin, cfg: Config): void {
@@ -285,12 +315,14 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
     .catch((err: unknown) => plugin.logerror(logLine(`closing the old greylist store: ${String(err)}`)))
 }
 
+/** haraka-config's callback for redis.ini, from a timer as reload() is: nothing may be thrown out of it. */
 function redisIniChanged(plugin: RspamdPlugin): void {
   try {
     syncGreylistStore(plugin)
   } catch (err) {
-    const why = err instanceof ConfigError ? err.message : String(err)
-    plugin.logerror(logLine(`redis.ini reload refused, keeping the previous Redis connection: ${why}`))
+    plugin.logerror(
+      logLine(`redis.ini reload refused, keeping the previous Redis connection: ${describeError(err)}`),
+    )
   }
 }
 

@@ -129,7 +129,11 @@ export interface Config {
   ignored: string[]
 }
 
-/** Booleans declared to haraka-config, with 1.6.x's defaults (+ = true, - = false). */
+/**
+ * The boolean keys, with 1.6.x's defaults (+ = true, - = false). Not declared to haraka-config (1.6.x did):
+ * it turns every word but `true yes ok enabled on 1` into false, so `spam = flase` would turn a protection
+ * off without a word. Read as text instead, by Reader.bool: a word outside BOOL_WORDS is an error.
+ */
 export const INI_BOOLEANS: readonly string[] = [
   '-main.always_add_headers',
   '-check.authenticated',
@@ -176,14 +180,71 @@ const FLAG_KEYS = [
   'zstd',
 ] as const
 
+/** The words a boolean key takes, in any case: haraka-config's true words, and their opposites. */
+export const BOOL_WORDS = {
+  true: ['true', 'yes', 'ok', 'enabled', 'on', '1'],
+  false: ['false', 'no', 'disabled', 'off', '0'],
+} as const
+
+/**
+ * Keys whose values are secrets: `[auth]` passwords and tokens (value_env's contents too), every
+ * `[request_headers]` value (an API key, often), redis.ini's password. Their values never reach a message.
+ */
+function isSecretKey(key: string): boolean {
+  return (
+    /^auth\.(value|basic_pass|value_env)\b/.test(key) ||
+    key === '[auth]' ||
+    key === '[request_headers]' ||
+    key.startsWith('request_headers.') ||
+    /^(server|opts)\.password$/.test(key)
+  )
+}
+
+/** redis.ini's url: a user and password in it are secret even where the text is not a URL. */
+function isUrlKey(key: string): boolean {
+  return /^(server|opts)\.url$/.test(key)
+}
+
+/** Everything up to the last `@` of a text (a URL's user and password, however mistyped) redacted. */
+function redactUserinfo(value: unknown): unknown {
+  if (typeof value !== 'string') return redacted(value)
+  const at = value.lastIndexOf('@')
+  if (at === -1) return value
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value)?.[0] ?? ''
+  return `${scheme}${redacted(value.slice(scheme.length, at))}${value.slice(at)}`
+}
+
+/** What a log or error shows for a secret: its size only. */
+export function redacted(value: unknown): string {
+  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value))
+  return `<redacted, ${Buffer.byteLength(text)} bytes>`
+}
+
+/** `scheme://user:password@host…` with the user and password replaced by redacted(), wherever they appear. */
+export function redactUrlCredentials(text: string): string {
+  return text.replace(
+    /([a-z][a-z0-9+.-]*:\/\/)([^\s"'/]*)@/gi,
+    (_m, scheme: string, userinfo: string) => `${scheme}${redacted(userinfo)}@`,
+  )
+}
+
 export class ConfigError extends Error {
   readonly key: string
+  /** the offending value; for a secret key, only redacted() of it */
   readonly value: unknown
   constructor(key: string, value: unknown, why: string, file = 'rspamd.ini') {
-    super(`${file}: ${key} = ${JSON.stringify(value)}: ${why}`)
+    const shown = isSecretKey(key)
+      ? redacted(value)
+      : isUrlKey(key)
+        ? redactUserinfo(value)
+        : typeof value === 'string'
+          ? redactUrlCredentials(value)
+          : value
+    // TODO(escape): the key comes from haraka-config (word characters only) or from our own code
+    super(redactUrlCredentials(`${file}: ${key} = ${JSON.stringify(shown) ?? String(shown)}: ${why}`))
     this.name = 'ConfigError'
     this.key = key
-    this.value = value
+    this.value = shown
   }
 }
 
@@ -215,8 +276,6 @@ function tracked(s: Section, name: string, read: Map<string, Set<string>>): Sect
 
 /** Every `section.key` (or `[section]`) of the file that no setting read. */
 function ignoredKeys(ini: Section, read: Map<string, Set<string>>): string[] {
-  // haraka-config puts every declared boolean in, with its default, whether the file has it or not
-  const declared = new Set(INI_BOOLEANS.map((b) => b.slice(1)))
   const out: string[] = []
   for (const [name, value] of Object.entries(ini)) {
     const keys = read.get(name)
@@ -226,8 +285,7 @@ function ignoredKeys(ini: Section, read: Map<string, Set<string>>): string[] {
     }
     if (!isSection(value)) continue
     for (const key of Object.keys(value)) {
-      if (!keys.has(key) && !declared.has(`${name}.${key}`))
-        out.push(name === 'main' ? key : `${name}.${key}`)
+      if (!keys.has(key)) out.push(name === 'main' ? key : `${name}.${key}`)
     }
   }
   return out
@@ -276,20 +334,29 @@ class Reader {
     return v.trim()
   }
 
+  /**
+   * A key missing from the file is `dflt`; a word of BOOL_WORDS (any case) is its value; anything else,
+   * an empty value and a bare `key` line included, is an error (1.6.x read each of them as false).
+   */
   bool(key: string, dflt: boolean): boolean {
     const v = this.s[key]
-    if (v === undefined || v === null || v === '') return dflt
+    if (v === undefined && !Object.prototype.hasOwnProperty.call(this.s, key)) return dflt
     if (typeof v === 'boolean') return v
+    // haraka-config reads 1 and 0 (and 01, 1.0) as numbers before we see them
     if (typeof v === 'number' && (v === 0 || v === 1)) return v === 1
     if (typeof v === 'string') {
       const t = v.trim().toLowerCase()
-      if (['true', 'yes', 'on', '1'].includes(t)) return true
-      if (['false', 'no', 'off', '0'].includes(t)) return false
+      if ((BOOL_WORDS.true as readonly string[]).includes(t)) return true
+      if ((BOOL_WORDS.false as readonly string[]).includes(t)) return false
     }
-    throw new ConfigError(this.name(key), v, 'expected true or false')
+    throw new ConfigError(
+      this.name(key),
+      v,
+      `expected true or false (true: ${BOOL_WORDS.true.join(', ')}; false: ${BOOL_WORDS.false.join(', ')})`,
+    )
   }
 
-  /** A positive number of seconds (fractions allowed). */
+  /** A positive number of seconds (fractions allowed), at most MAX_SECONDS. */
   seconds(key: string): number | undefined {
     const v = this.s[key]
     if (v === undefined || v === null || v === '') return undefined
@@ -297,6 +364,8 @@ class Reader {
     if (!Number.isFinite(n) || n <= 0) {
       throw new ConfigError(this.name(key), v, 'expected a positive number of seconds')
     }
+    // Node's timers take at most 2^31-1 ms and fire after 1 ms for anything longer (with a warning only)
+    if (n > MAX_SECONDS) throw new ConfigError(this.name(key), v, `expected at most ${MAX_SECONDS} seconds`)
     return n
   }
 
@@ -345,13 +414,47 @@ class Reader {
   }
 }
 
-/** Printable ASCII without colon or space: RFC 5322 field-name, also valid as an HTTP token here. */
+/** The longest time a Node timer keeps: 2^31-1 ms, in whole seconds (24.8 days). */
+const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000)
+
+/**
+ * A DNS host name (RFC 1123 labels; `_` too, as container names have it; a final dot allowed), in ASCII:
+ * what node:http, undici and `new URL()` all take as it is. An international name goes in its xn-- form.
+ */
+const HOST_NAME =
+  /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/
+
+/**
+ * `host` (or a `servers` entry's host, brackets taken off) → undefined when it is a host name or an IP
+ * address, else why not. An IPv6 zone index (`fe80::1%eth0`) reaches node:http only: undici takes a URL,
+ * and URLs have no zone index.
+ */
+export function hostProblem(host: string): string | undefined {
+  if (isIP(host) !== 0) return undefined
+  const zone = /^([0-9A-Fa-f:.]+)%([A-Za-z0-9_.-]+)$/.exec(host)
+  if (zone && isIP(zone[1] ?? '') === 6) return undefined
+  if (host.length <= 254 && HOST_NAME.test(host)) return undefined
+  if (/^[^:]+:\d*$/.test(host)) return 'expected a host name or IP address; the port goes in `port`'
+  return 'expected a host name or IP address (ASCII letters, digits, - _ and .; IPv6 in [brackets] or bare)'
+}
+
+/** Printable ASCII without colon or space: an RFC 5322 field-name (the verdict headers written into the message). */
 const FIELD_NAME = /^[!-9;-~]+$/
 // CR, LF and NUL would split or end an HTTP header line.
 const UNSAFE_VALUE = /[\r\n\0]/
+/**
+ * An HTTP header name (RFC 9110 token): what node:http and undici take. A header of ours to rspamd
+ * with `(`, `@` or `/` in its name would throw at every request, so every scan would fail.
+ */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** What node:http and undici refuse in a header value: controls but tab, and anything past U+00FF. */
+const NOT_HTTP_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 
 function headerValue(key: string, value: string): string {
   if (UNSAFE_VALUE.test(value)) throw new ConfigError(key, value, 'CR, LF or NUL in a header value')
+  if (NOT_HTTP_VALUE.test(value)) {
+    throw new ConfigError(key, value, 'a control character or one past U+00FF, which HTTP cannot send')
+  }
   return value
 }
 
@@ -368,7 +471,10 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
   const auth = new Reader(sec('auth'), 'auth')
   const request = new Reader(sec('request'), 'request')
 
-  const targets = parseServers(main) ?? [parseTarget(main)]
+  const listed = parseServers(main)
+  const targets = listed ?? [parseTarget(main)]
+  const transport = main.choice('transport', TRANSPORTS, 'auto')
+  checkTargets(targets, transport, listed ? 'servers' : 'host', main.raw(listed ? 'servers' : 'host'))
   // [tls] is read only for an https:// server (as 1.6.x did): a file named there need not exist
   // otherwise, and its keys are reported as not used
   const secure = targets.some((t) => t.kind === 'tcp' && t.scheme === 'https')
@@ -376,7 +482,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     target: targets[0] ?? parseTarget(main),
     targets,
     connectTimeout: main.seconds('connect_timeout') ?? 1,
-    transport: main.choice('transport', TRANSPORTS, 'auto'),
+    transport,
     upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
     path: parsePath(main),
     // 1.6.x: `timeout || Haraka's timeout - 1`, so 0 meant the default, as it does here
@@ -389,7 +495,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     tls: secure
       ? {
           rejectUnauthorized: tls.bool('reject_unauthorized', true),
-          servername: tls.str('servername'),
+          servername: parseServername(tls),
           ca: tls.file('ca_file'),
           cert: tls.file('cert_file'),
           key: tls.file('key_file'),
@@ -433,20 +539,72 @@ function parseTarget(main: Reader): Target {
     throw new ConfigError('scheme', main.raw('scheme'), 'expected http or https')
   }
   const host = main.str('host') ?? 'localhost'
-  if (/[\s/]/.test(host)) throw new ConfigError('host', host, 'expected a host name or IP address')
-  const port = main.port('port', 11333)
-  if (socketPath !== undefined) {
-    if (!socketPath.startsWith('/')) {
-      throw new ConfigError('unix_socket', socketPath, 'expected an absolute path')
-    }
-    return { kind: 'unix', socketPath }
-  }
   // [::1] and ::1 both name an IPv6 host; undici wants the bracketed form in a URL.
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
+  const problem = hostProblem(bare)
+  if (problem !== undefined) throw new ConfigError('host', main.raw('host'), problem)
+  const port = main.port('port', 11333)
+  if (socketPath !== undefined) {
+    const why = socketProblem(socketPath)
+    if (why !== undefined) throw new ConfigError('unix_socket', socketPath, why)
+    return { kind: 'unix', socketPath }
+  }
   return { kind: 'tcp', scheme, host: bare, port }
 }
 
+/** undefined for an absolute path to a Unix socket, else why it is not one. */
+function socketProblem(path: string): string | undefined {
+  if (!path.startsWith('/')) return 'expected an absolute path'
+  // eslint-disable-next-line no-control-regex
+  if (/[\s\x00-\x1f\x7f]/.test(path)) return 'a socket path may not contain spaces or control characters'
+  return undefined
+}
+
+/** The URL origin a target is reached at (undici's Pool and the log): the host in brackets when IPv6. */
+export function targetOrigin(target: Target): string {
+  if (target.kind === 'unix') return 'http://localhost'
+  const host = target.host.includes(':') ? `[${target.host}]` : target.host
+  return `${target.scheme}://${host}:${target.port}`
+}
+
+/** The transport `kind` resolves to for this target: auto is node:http except for https. */
+export function transportFor(target: Target, kind: TransportKind): 'node' | 'undici' {
+  if (kind !== 'auto') return kind
+  return target.kind === 'tcp' && target.scheme === 'https' ? 'undici' : 'node'
+}
+
+/**
+ * What the client will build for each target, built here: undici's Pool parses the origin as a URL (a
+ * name that does not parse would throw there, out of a reload), node:http takes host and port as they are.
+ * `key`: the key the targets came from, for the error.
+ */
+function checkTargets(targets: Target[], kind: TransportKind, key: string, value: unknown): void {
+  for (const t of targets) {
+    if (t.kind !== 'tcp' || transportFor(t, kind) !== 'undici') continue
+    const origin = targetOrigin(t)
+    let url: URL | undefined
+    try {
+      url = new URL(origin)
+    } catch {
+      url = undefined
+    }
+    if (url === undefined || url.origin === 'null') {
+      const zone = t.host.includes('%') ? ': an IPv6 zone index needs transport = node' : ''
+      throw new ConfigError(key, value, `${origin} is not a URL undici can reach${zone}`)
+    }
+  }
+}
+
 const DEFAULT_PORT = 11333
+
+/** `[tls] servername`: the name sent in TLS SNI and checked against the certificate: a host name. */
+function parseServername(tls: Reader): string | undefined {
+  const name = tls.str('servername')
+  if (name !== undefined && (isIP(name) !== 0 || hostProblem(name) !== undefined)) {
+    throw new ConfigError(tls.name('servername'), tls.raw('servername'), 'expected a host name')
+  }
+  return name
+}
 
 /**
  * `servers`: a comma list of `host`, `host:port`, `[v6]:port`, `/path.sock`, `unix:/path.sock`,
@@ -476,9 +634,7 @@ function describeTargetKey(t: Target): string {
 /** One `servers` entry → a Target, or why it is not one. */
 export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): Target | string {
   if (entry.startsWith('unix:')) entry = entry.slice(5)
-  if (entry.startsWith('/')) {
-    return /\s/.test(entry) ? 'a socket path may not contain spaces' : { kind: 'unix', socketPath: entry }
-  }
+  if (entry.startsWith('/')) return socketProblem(entry) ?? { kind: 'unix', socketPath: entry }
   const url = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(entry)
   let rest = entry
   if (url) {
@@ -490,7 +646,7 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
   }
   let host: string
   let portText: string | undefined
-  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::(.*))?$/.exec(rest)
+  const v6 = /^\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\](?::(.*))?$/.exec(rest)
   if (v6) {
     host = v6[1] ?? ''
     portText = v6[2]
@@ -500,7 +656,8 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
     host = parts[0] ?? ''
     portText = parts[1]
   }
-  if (host === '' || /[\s/@?#[\]]/.test(host)) return 'expected a host name or IP address'
+  const problem = hostProblem(host)
+  if (problem !== undefined) return problem
   // an https URL without a port is rspamd behind a TLS proxy on 443; anything else is rspamd's port
   let port = url && scheme === 'https' ? 443 : DEFAULT_PORT
   if (portText !== undefined) {
@@ -532,18 +689,19 @@ function parseUpstream(up: Reader): UpstreamConfig {
 
 function parsePath(main: Reader): string {
   const path = main.str('path') ?? '/checkv2'
-  if (!path.startsWith('/') || /[\s?#]/.test(path)) {
+  // printable ASCII: node:http and undici both throw at a request on anything else
+  if (!/^\/[!-~]*$/.test(path) || /[?#]/.test(path)) {
     throw new ConfigError('path', path, 'expected an absolute URL path such as /checkv2')
   }
   return path
 }
 
 function parseAddHeaders(main: Reader): AddHeaders {
+  // 1.6.x: the old always_add_headers=true meant add_headers=always; read (and checked) even when
+  // add_headers is set, as 1.6.x's declared boolean was
+  const always = main.bool('always_add_headers', false)
   const v = main.str('add_headers')
-  if (v === undefined) {
-    // 1.6.x: the old always_add_headers=true meant add_headers=always
-    return main.bool('always_add_headers', false) ? 'always' : 'sometimes'
-  }
+  if (v === undefined) return always ? 'always' : 'sometimes'
   const t = v.toLowerCase()
   if (t === 'always' || t === 'never' || t === 'sometimes') return t
   throw new ConfigError('add_headers', v, 'expected always, never or sometimes')
@@ -551,7 +709,7 @@ function parseAddHeaders(main: Reader): AddHeaders {
 
 function parseAuth(auth: Reader, env: NodeJS.ProcessEnv): AuthConfig {
   const header = auth.str('header')
-  if (header !== undefined && !FIELD_NAME.test(header)) {
+  if (header !== undefined && !HTTP_TOKEN.test(header)) {
     throw new ConfigError('auth.header', header, 'not a valid header name')
   }
   const out: AuthConfig = {
@@ -566,7 +724,9 @@ function parseAuth(auth: Reader, env: NodeJS.ProcessEnv): AuthConfig {
   }
   if (out.value !== undefined) headerValue('auth.value', out.value)
   if (out.valueEnv !== undefined) {
-    const fromEnv = env[out.valueEnv]
+    // a secret written to a file or variable with `echo` (a Kubernetes secret, often) ends in a newline that
+    // no header value can carry: request.ts trims it as it trims every value, so it is not an error here
+    const fromEnv = env[out.valueEnv]?.replace(/\r?\n$/, '')
     if (fromEnv !== undefined) headerValue(`auth.value_env (${out.valueEnv})`, fromEnv)
   }
   return out
@@ -606,7 +766,7 @@ function parseRequestHeaders(s: Section): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(s)) {
     const key = `request_headers.${name}`
-    if (!FIELD_NAME.test(name)) throw new ConfigError(key, value, 'not a valid header name')
+    if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, value, 'not a valid HTTP header name')
     if (value === undefined || value === null || value === '' || value === false) continue
     if (typeof value === 'object') throw new ConfigError(key, value, 'expected text')
     out[name] = headerValue(key, String(value))
@@ -768,8 +928,10 @@ export function parseRedisIni(ini: unknown): RedisSettings {
   }
 
   const hostAt = pick('host', 'ip')
-  const host = text(hostAt) ?? '127.0.0.1'
-  if (hostAt && (host === '' || /[\s/]/.test(host))) fail(hostAt, 'expected a host name or IP address')
+  let host = text(hostAt) ?? '127.0.0.1'
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
+  const hostWhy = hostProblem(host)
+  if (hostAt && hostWhy !== undefined) fail(hostAt, hostWhy)
   const pathAt = pick('path')
   const path = text(pathAt)
   if (pathAt && !path?.startsWith('/')) fail(pathAt, 'expected an absolute path to a Unix socket')
@@ -781,7 +943,7 @@ export function parseRedisIni(ini: unknown): RedisSettings {
     else if (!(t === false || t === 0 || t === 'false' || t === 'no' || t === 'off' || t === '0'))
       fail(tlsAt, 'expected true or false')
   }
-  return {
+  const out: RedisSettings = {
     host,
     port: whole(pick('port'), 1, 65535, 'expected a TCP port, 1 to 65535') ?? 6379,
     path,
@@ -791,6 +953,49 @@ export function parseRedisIni(ini: unknown): RedisSettings {
     tls,
     connectTimeout: whole(pick('connectTimeout'), 1, 2 ** 31 - 1, 'expected milliseconds, 1 or more'),
   }
+  const urlAt = pick('url')
+  if (urlAt !== undefined)
+    applyRedisUrl(out, text(urlAt) ?? '', tlsAt !== undefined, (why) => fail(urlAt, why))
+  return out
+}
+
+/**
+ * redis.ini's `url`, as haraka-plugin-redis hands it to node-redis (RedisClient.parseOptions): what the URL
+ * names wins over the separate keys — its host and scheme always, its port, user, password and database
+ * when it has them. node-redis refuses a url whose scheme says otherwise than an explicit `tls`; a Unix
+ * socket `path` would win over the url's host without a word, so the two together are refused as well.
+ */
+function applyRedisUrl(out: RedisSettings, url: string, tlsSet: boolean, fail: (why: string) => never): void {
+  const form = 'expected redis://[[user]:password@]host[:port][/database] or rediss://… for TLS'
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    return fail(form)
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') return fail(form)
+  const host = u.hostname.replace(/^\[(.*)\]$/, '$1')
+  if (host === '' || hostProblem(host) !== undefined) return fail(`${form}: no host name or IP address`)
+  if (out.path !== undefined) return fail('set either url or path (a Unix socket), not both')
+  const tls = u.protocol === 'rediss:'
+  if (tlsSet && tls !== out.tls) {
+    return fail(`the url's ${u.protocol}// says TLS ${tls ? 'on' : 'off'}, tls = says otherwise`)
+  }
+  out.host = host
+  out.tls = tls
+  if (u.port !== '') out.port = Number(u.port)
+  try {
+    if (u.username !== '') out.username = decodeURIComponent(u.username)
+    if (u.password !== '') out.password = decodeURIComponent(u.password)
+  } catch {
+    return fail('a user or password in the url is not valid %-encoding')
+  }
+  if (u.pathname.length > 1) {
+    const db = u.pathname.slice(1)
+    if (!/^\d{1,10}$/.test(db) || Number(db) > 2 ** 31 - 1) return fail(`${form}: the database is a number`)
+    out.database = Number(db)
+  }
+  if (u.search !== '' || u.hash !== '') return fail(`${form}: no ?query or #fragment`)
 }
 
 /** Threshold keys from the least to the most severe action: each must be above the ones before it. */

@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanOutcome } from './client'
-import { type Config, ConfigError, INI_BOOLEANS, parseConfig, parseServer, parseStyles } from './config'
+import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from './config'
 import {
   configuredStyleNames,
   instancesAt,
@@ -138,9 +138,16 @@ function readIni(path: string): Record<string, unknown> {
   }
   const problems: string[] = []
   const saved = iniReader.logger
-  iniReader.logger = (msg: string) => problems.push(msg)
+  // the reader quotes a line it cannot parse, which may be a password: say which line, not what it holds
+  const lines = text.split(/\r\n|\r|\n/)
+  iniReader.logger = (msg: string) => {
+    const quoted = /^Invalid line in config file '.*?': (.*)$/s.exec(msg)?.[1]
+    const at = quoted === undefined ? -1 : lines.indexOf(quoted)
+    problems.push(quoted === undefined ? msg : `line ${at === -1 ? '?' : at + 1} is not key = value`)
+  }
   try {
-    const ini = iniReader.parseIni(path, { booleans: INI_BOOLEANS }, text)
+    // no declared booleans, as in the plugin: parseConfig reads their text and refuses an unknown word
+    const ini = iniReader.parseIni(path, {}, text)
     // Haraka only logs such lines; a command run by an MTA has no log, so they are errors here
     if (problems.length > 0) throw new ConfigError('--config', path, problems.join('; '))
     return ini as Record<string, unknown>

@@ -8,7 +8,7 @@ import * as https from 'node:https'
 import { isIP, type LookupFunction, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
-import type { Config, Target, TransportKind } from './config'
+import { type Config, type Target, type TransportKind, targetOrigin, transportFor } from './config'
 import { forLog } from './escape'
 import { LookupCache } from './lookup'
 import type { RequestHeaders } from './request'
@@ -62,21 +62,12 @@ function loadUndici(): typeof import('undici') {
 /** rspamd closes idle keep-alive connections after a while; ours are dropped first. */
 const IDLE_MS = 4_000
 
-function origin(target: Target): string {
-  if (target.kind === 'unix') return 'http://localhost'
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host
-  return `${target.scheme}://${host}:${target.port}`
-}
+// how a target is named (targetOrigin) and which transport it gets (transportFor) are worked out in
+// config.ts, where they are validated: what the Pool below parses has been parsed there first
 
 /** The server as logs name it: config text (a socket path may hold any byte), so escaped for them. */
 export function describeTarget(target: Target): string {
-  return forLog(target.kind === 'unix' ? `unix:${target.socketPath}` : origin(target))
-}
-
-/** The transport `kind` resolves to for this target: auto is node:http except for https. */
-export function transportFor(target: Target, kind: TransportKind): 'node' | 'undici' {
-  if (kind !== 'auto') return kind
-  return target.kind === 'tcp' && target.scheme === 'https' ? 'undici' : 'node'
+  return forLog(target.kind === 'unix' ? `unix:${target.socketPath}` : targetOrigin(target))
 }
 
 export function makeTransport(target: Target, cfg: Config, opts: TransportOptions = {}): Transport {
@@ -270,7 +261,7 @@ class UndiciTransport implements Transport {
   private readonly lookups: ServerLookups | undefined
 
   constructor(target: Target, cfg: Config, opts: TransportOptions) {
-    this.origin = origin(target)
+    this.origin = targetOrigin(target)
     this.lookups = lookupsFor(target)
     const undici = loadUndici()
     this.pool = new undici.Pool(this.origin, {

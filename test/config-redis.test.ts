@@ -3,6 +3,10 @@
 
 import assert from 'node:assert/strict'
 import { ConfigError, parseRedisIni, type RedisSettings } from '../src/config'
+import { tripletDigest } from '../src/greylist'
+import { RedisGreylist } from '../src/greylist-redis'
+import { REDIS_PORT, redisClient, redisServer } from './support/redis'
+import { loadPlugin, unregister } from './support/harness'
 
 const DEFAULT: RedisSettings = {
   host: '127.0.0.1',
@@ -48,6 +52,26 @@ const GOOD: Array<[label: string, ini: unknown, expected: Partial<RedisSettings>
   ],
   ['[server] connectTimeout', { server: { connectTimeout: 500 } }, { connectTimeout: 500 }],
   ['[pubsub] is not ours', { pubsub: { host: 'elsewhere', port: 'x' } }, {}],
+  // url: what node-redis makes of haraka-plugin-redis's options, the url's parts over the separate keys
+  [
+    '[server] url with every part',
+    { server: { url: 'redis://haraka:p%40ss@redis.example:6390/3' } },
+    { host: 'redis.example', port: 6390, username: 'haraka', password: 'p@ss', database: 3 },
+  ],
+  ['[opts] url, host only', { opts: { url: 'redis://redis.example' } }, { host: 'redis.example' }],
+  [
+    'url over host, port and database; [server] port kept where the url has none',
+    { server: { host: 'a', port: 6381, database: 1, url: 'redis://b/2' } },
+    { host: 'b', port: 6381, database: 2 },
+  ],
+  [
+    'url without credentials keeps [opts] password',
+    { opts: { password: 'pw' }, server: { url: 'redis://b:1' } },
+    { host: 'b', port: 1, password: 'pw' },
+  ],
+  ['rediss:// is TLS', { server: { url: 'rediss://b' } }, { host: 'b', tls: true }],
+  ['rediss:// with tls = true', { server: { url: 'rediss://b', tls: 'true' } }, { host: 'b', tls: true }],
+  ['an IPv6 url', { server: { url: 'redis://[::1]:7000' } }, { host: '::1', port: 7000 }],
 ]
 
 const BAD: Array<[label: string, ini: unknown, key: string]> = [
@@ -62,7 +86,45 @@ const BAD: Array<[label: string, ini: unknown, key: string]> = [
   ['[server] path relative', { server: { path: 'redis.sock' } }, 'server.path'],
   ['[server] connectTimeout = 0', { server: { connectTimeout: 0 } }, 'server.connectTimeout'],
   ['[server] as text', { server: 'on' }, '[server]'],
+  ['[server] host:port in host', { server: { host: 'redis.example:6380' } }, 'server.host'],
+  ['[server] url that is not one', { server: { url: 'redis.example:6379' } }, 'server.url'],
+  ['[server] url of another scheme', { server: { url: 'http://redis.example' } }, 'server.url'],
+  ['[opts] url without a host', { opts: { url: 'redis://' } }, 'opts.url'],
+  ['[server] url with a bad database', { server: { url: 'redis://b/x' } }, 'server.url'],
+  ['[server] url and path', { server: { url: 'redis://b', path: '/run/redis.sock' } }, 'server.url'],
+  ['[server] redis:// url with tls = true', { server: { url: 'redis://b', tls: 'true' } }, 'server.url'],
+  ['[server] url with bad %-encoding', { server: { url: 'redis://u:%zz@b' } }, 'server.url'],
 ]
+
+describe('config: redis.ini secrets', function () {
+  const CASES: Array<[label: string, ini: unknown, key: string]> = [
+    ['a password as a list', { opts: { password: ['hunter2-s3cret'] } }, 'opts.password'],
+    ['credentials in a url that is not one', { server: { url: 'redis//u:hunter2-s3cret@b' } }, 'server.url'],
+    [
+      'credentials in a url of another scheme',
+      { server: { url: 'http://u:hunter2-s3cret@b' } },
+      'server.url',
+    ],
+    [
+      'credentials in a url with a bad database',
+      { server: { url: 'redis://:hunter2-s3cret@b/x' } },
+      'server.url',
+    ],
+  ]
+  for (const [label, ini, key] of CASES) {
+    it(`shows ${label} as <redacted, N bytes>, naming ${key}`, () => {
+      assert.throws(
+        () => parseRedisIni(ini),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.key === key &&
+          !/hunter2/.test(err.message) &&
+          !/hunter2/.test(String(err.value)) &&
+          /<redacted, \d+ bytes>/.test(err.message),
+      )
+    })
+  }
+})
 
 describe('config: redis.ini', function () {
   for (const [label, ini, expected] of GOOD) {
@@ -79,4 +141,63 @@ describe('config: redis.ini', function () {
       )
     })
   }
+})
+
+describe('config: redis.ini url against a real redis-server', function () {
+  this.timeout(60_000)
+  before(() => redisServer('start'))
+  after(() => redisServer('stop'))
+
+  it('greylists in the Redis and database the url names, over [server] host, port and db', async () => {
+    // host, port and db point nowhere useful: only the url leads to the test Redis, database 5
+    const settings = parseRedisIni({
+      server: { host: '192.0.2.1', port: 1, db: 2, url: `redis://127.0.0.1:${REDIS_PORT}/5` },
+    })
+    const grey = new RedisGreylist({ settings, keyPrefix: 'url-test:' })
+    const redis = await redisClient()
+    try {
+      grey.open()
+      const res = await grey.check('192.0.2.9', 'a@example.org', ['b@example.net'], 300_000, 5000)
+      assert.equal(res.ok, true, JSON.stringify(res))
+      await redis.select(5)
+      const key = `url-test:${tripletDigest('192.0.2.9', 'a@example.org', 'b@example.net')}`
+      assert.deepEqual(await redis.keys('url-test:*'), [key])
+      await redis.del(key)
+      assert.equal(grey.server, `redis://127.0.0.1:${REDIS_PORT}/5`)
+    } finally {
+      await grey.close()
+      await redis.close()
+    }
+  })
+
+  it('never logs the password of the url (start-up and a refused redis.ini)', async () => {
+    const plugin = loadPlugin('[greylist]\nenabled = true\nstore = redis\n', {
+      register: false,
+      files: { 'redis.ini': `[server]\nurl = redis://haraka:hunter2-s3cret@127.0.0.1:${REDIS_PORT}/5\n` },
+    })
+    const lines: string[] = []
+    for (const level of ['loginfo', 'logwarn', 'logerror'] as const) {
+      plugin[level] = (msg: string) => lines.push(String(msg))
+    }
+    try {
+      plugin.register()
+      assert.ok(
+        lines.some((l) => l.includes(`greylisting in Redis at redis://127.0.0.1:${REDIS_PORT}/5`)),
+        lines.join('\n'),
+      )
+      assert.equal(lines.filter((l) => l.includes('hunter2')).length, 0, lines.join('\n'))
+    } finally {
+      await unregister(plugin)
+    }
+    const bad = loadPlugin('[greylist]\nenabled = true\nstore = redis\n', {
+      register: false,
+      files: { 'redis.ini': '[server]\nurl = http://haraka:hunter2-s3cret@127.0.0.1/5\n' },
+    })
+    assert.throws(
+      () => bad.register(),
+      (err: Error) =>
+        err.name === 'ConfigError' && /server\.url/.test(err.message) && !/hunter2/.test(err.message),
+    )
+    await unregister(bad)
+  })
 })
