@@ -1,6 +1,7 @@
 // rspamd.ini, as haraka-config returns it, → a typed, validated Config.
 // Every 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the key.
 
+import { forLog, LOG_LINE_MAX } from './escape'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 
@@ -240,8 +241,14 @@ export class ConfigError extends Error {
         : typeof value === 'string'
           ? redactUrlCredentials(value)
           : value
-    // TODO(escape): the key comes from haraka-config (word characters only) or from our own code
-    super(redactUrlCredentials(`${file}: ${key} = ${JSON.stringify(shown) ?? String(shown)}: ${why}`))
+    // one safe line for Haraka's log and rspamd-lda's stderr: JSON.stringify leaves C1 controls (NEL,
+    // CSI) and U+2028/2029 as they are, and `why` may quote the value again
+    super(
+      forLog(
+        redactUrlCredentials(`${file}: ${key} = ${JSON.stringify(shown) ?? String(shown)}: ${why}`),
+        LOG_LINE_MAX,
+      ),
+    )
     this.name = 'ConfigError'
     this.key = key
     this.value = shown
