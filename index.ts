@@ -173,9 +173,11 @@ function reload(plugin: RspamdPlugin): void {
           ? plugin.client
           : clientFor(plugin, next, plugin.client)
     } catch (err) {
-      plugin.logerror(
-        logLine(`rspamd.ini reload refused, keeping the previous config: ${describeError(err)}`),
-      )
+      // every error of the file, one line each
+      const whys = err instanceof ConfigError ? err.problems.map((e) => e.message) : [describeError(err)]
+      for (const why of whys) {
+        plugin.logerror(logLine(`rspamd.ini reload refused, keeping the previous config: ${why}`))
+      }
       return
     }
     const old = plugin.client

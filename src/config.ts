@@ -230,9 +230,11 @@ export function redactUrlCredentials(text: string): string {
 }
 
 export class ConfigError extends Error {
-  readonly key: string
+  declare readonly key: string
   /** the offending value; for a secret key, only redacted() of it */
-  readonly value: unknown
+  declare readonly value: unknown
+  /** every error of the file, this one first: a file is checked whole, each bad key reported */
+  declare readonly problems: readonly ConfigError[]
   constructor(key: string, value: unknown, why: string, file = 'rspamd.ini') {
     const shown = isSecretKey(key)
       ? redacted(value)
@@ -250,8 +252,28 @@ export class ConfigError extends Error {
       ),
     )
     this.name = 'ConfigError'
-    this.key = key
-    this.value = shown
+    // not enumerable, and no stack: Haraka prints an error thrown at start-up with util.inspect(), which
+    // would add every own property and a dozen lines of our frames to what is the operator's typo
+    Object.defineProperty(this, 'key', { value: key })
+    Object.defineProperty(this, 'value', { value: shown })
+    Object.defineProperty(this, 'problems', { value: [this] })
+    this.stack = `${this.name}: ${this.message}`
+  }
+
+  /** One error for several: the first's key and value, a message of one line per error. */
+  static all(errors: readonly ConfigError[]): ConfigError {
+    const [first] = errors
+    if (first === undefined) throw new Error('ConfigError.all() of no errors')
+    if (errors.length === 1) return first
+    const combined = Object.create(ConfigError.prototype) as ConfigError
+    const message = errors.map((e) => e.message).join('\n')
+    Object.defineProperty(combined, 'message', { value: message, writable: true })
+    Object.defineProperty(combined, 'name', { value: 'ConfigError', writable: true })
+    Object.defineProperty(combined, 'key', { value: first.key })
+    Object.defineProperty(combined, 'value', { value: first.value })
+    Object.defineProperty(combined, 'problems', { value: errors })
+    Object.defineProperty(combined, 'stack', { value: `ConfigError: ${message}`, writable: true })
+    return combined
   }
 }
 
@@ -478,61 +500,89 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
   const auth = new Reader(sec('auth'), 'auth')
   const request = new Reader(sec('request'), 'request')
 
-  const listed = parseServers(main)
-  const targets = listed ?? [parseTarget(main)]
-  const transport = main.choice('transport', TRANSPORTS, 'auto')
-  checkTargets(targets, transport, listed ? 'servers' : 'host', main.raw(listed ? 'servers' : 'host'))
+  // every key is checked, and every error reported at once (one line each), not only the first
+  const errors: ConfigError[] = []
+  const get = <T>(fn: () => T): T => {
+    try {
+      return fn()
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      for (const e of err.problems) errors.push(e)
+      // never used: the file is refused below
+      return undefined as T
+    }
+  }
+  let serversBad = false
+  const listed = get(() => {
+    try {
+      return parseServers(main)
+    } catch (err) {
+      serversBad = true
+      throw err
+    }
+  })
+  const targets = listed ?? (serversBad ? [] : (get(() => [parseTarget(main)]) ?? []))
+  const transport = get(() => main.choice('transport', TRANSPORTS, 'auto')) ?? 'auto'
+  if (targets.length > 0) {
+    get(() =>
+      checkTargets(targets, transport, listed ? 'servers' : 'host', main.raw(listed ? 'servers' : 'host')),
+    )
+  }
   // [tls] is read only for an https:// server (as 1.6.x did): a file named there need not exist
   // otherwise, and its keys are reported as not used
   const secure = targets.some((t) => t.kind === 'tcp' && t.scheme === 'https')
   const cfg: Omit<Config, 'ignored'> = {
-    target: targets[0] ?? parseTarget(main),
+    target: targets[0] ?? (undefined as unknown as Target),
     targets,
-    connectTimeout: main.seconds('connect_timeout') ?? 1,
+    connectTimeout: get(() => main.seconds('connect_timeout')) ?? 1,
     transport,
-    upstream: parseUpstream(new Reader(sec('upstream'), 'upstream')),
-    path: parsePath(main),
+    upstream: get(() => parseUpstream(new Reader(sec('upstream'), 'upstream'))),
+    path: get(() => parsePath(main)),
     // 1.6.x: `timeout || Haraka's timeout - 1`, so 0 meant the default, as it does here
-    timeout:
+    timeout: get(() =>
       main.raw('timeout') === 0 || String(main.raw('timeout')).trim() === '0'
         ? undefined
         : main.seconds('timeout'),
-    addHeaders: parseAddHeaders(main),
-    subject: main.str('subject') ?? '[SPAM] %s',
-    tls: secure
-      ? {
-          rejectUnauthorized: tls.bool('reject_unauthorized', true),
-          servername: parseServername(tls),
-          ca: tls.file('ca_file'),
-          cert: tls.file('cert_file'),
-          key: tls.file('key_file'),
-        }
-      : { rejectUnauthorized: true },
-    auth: parseAuth(auth, env),
-    request: parseRequest(request),
-    requestHeaders: parseRequestHeaders(sec('request_headers')),
-    dkim: { enabled: new Reader(sec('dkim'), 'dkim').bool('enabled', true) },
-    header: parseHeaderNames(new Reader(sec('header'), 'header')),
-    spambar: parseSpambar(new Reader(sec('spambar'), 'spambar')),
-    check: parseCheck(new Reader(sec('check'), 'check')),
-    maxSize: parseSize(main, 'max_size'),
-    greylist: parseGreylist(new Reader(sec('greylist'), 'greylist')),
-    thresholds: parseThresholds(new Reader(sec('thresholds'), 'thresholds')),
-    ham: parseHam(new Reader(sec('ham'), 'ham')),
-    reject: parseReject(new Reader(sec('reject'), 'reject')),
-    softReject: parseSoftReject(new Reader(sec('soft_reject'), 'soft_reject')),
+    ),
+    addHeaders: get(() => parseAddHeaders(main)),
+    subject: get(() => main.str('subject')) ?? '[SPAM] %s',
+    tls: get(() =>
+      secure
+        ? {
+            rejectUnauthorized: tls.bool('reject_unauthorized', true),
+            servername: parseServername(tls),
+            ca: tls.file('ca_file'),
+            cert: tls.file('cert_file'),
+            key: tls.file('key_file'),
+          }
+        : { rejectUnauthorized: true },
+    ),
+    auth: get(() => parseAuth(auth, env)),
+    request: get(() => parseRequest(request)),
+    requestHeaders: get(() => parseRequestHeaders(sec('request_headers'))),
+    dkim: { enabled: get(() => new Reader(sec('dkim'), 'dkim').bool('enabled', true)) },
+    header: get(() => parseHeaderNames(new Reader(sec('header'), 'header'))),
+    spambar: get(() => parseSpambar(new Reader(sec('spambar'), 'spambar'))),
+    check: get(() => parseCheck(new Reader(sec('check'), 'check'))),
+    maxSize: get(() => parseSize(main, 'max_size')),
+    greylist: get(() => parseGreylist(new Reader(sec('greylist'), 'greylist'))),
+    thresholds: get(() => parseThresholds(new Reader(sec('thresholds'), 'thresholds'))),
+    ham: get(() => parseHam(new Reader(sec('ham'), 'ham'))),
+    reject: get(() => parseReject(new Reader(sec('reject'), 'reject'))),
+    softReject: get(() => parseSoftReject(new Reader(sec('soft_reject'), 'soft_reject'))),
     rewriteSubject: {
-      enabled: new Reader(sec('rewrite_subject'), 'rewrite_subject').bool('enabled', true),
+      enabled: get(() => new Reader(sec('rewrite_subject'), 'rewrite_subject').bool('enabled', true)),
     },
     rmilterHeaders: {
-      enabled: new Reader(sec('rmilter_headers'), 'rmilter_headers').bool('enabled', true),
+      enabled: get(() => new Reader(sec('rmilter_headers'), 'rmilter_headers').bool('enabled', true)),
     },
     smtpMessage: {
-      enabled: new Reader(sec('smtp_message'), 'smtp_message').bool('enabled', true),
+      enabled: get(() => new Reader(sec('smtp_message'), 'smtp_message').bool('enabled', true)),
     },
-    defer: parseDefer(new Reader(sec('defer'), 'defer')),
-    spamHeaders: parseSpamHeaders(new Reader(sec('spam_headers'), 'spam_headers')),
+    defer: get(() => parseDefer(new Reader(sec('defer'), 'defer'))),
+    spamHeaders: get(() => parseSpamHeaders(new Reader(sec('spam_headers'), 'spam_headers'))),
   }
+  if (errors.length > 0) throw ConfigError.all(errors)
   const ignored = ignoredKeys(ini, read).map((k) =>
     !secure && k.startsWith('tls.') ? `${k} (no https:// server)` : k,
   )

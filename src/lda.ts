@@ -436,7 +436,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       return EX_USAGE
     }
     if (err instanceof ConfigError) {
-      say(io, err.message)
+      for (const e of err.problems) say(io, e.message)
       return err.key === '--styles' ? EX_USAGE : EX_CONFIG
     }
     throw err

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { inspect } from 'node:util'
 import { type Config, ConfigError, parseConfig, sameTarget } from '../src/config'
 
 type Ini = Record<string, unknown>
@@ -830,5 +831,50 @@ describe('config', function () {
         assert.equal(sameTarget(cb, ca), same, 'not symmetric')
       })
     }
+  })
+})
+
+describe('config: every error of a file at once', function () {
+  it('reports each bad key of the file, one line each, not only the first', () => {
+    const ini = {
+      main: { timeout: 'soon', add_headers: 'bogus' },
+      reject: { spam: 'flase' },
+      defer: { error: 'ture' },
+      greylist: { delay: '-3' },
+    }
+    assert.throws(
+      () => parseConfig(ini),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError)
+        const keys = err.problems.map((e) => e.key)
+        assert.deepEqual(keys.sort(), [
+          'add_headers',
+          'defer.error',
+          'greylist.delay',
+          'reject.spam',
+          'timeout',
+        ])
+        assert.equal(err.message.split('\n').length, 5)
+        for (const line of err.message.split('\n')) assert.match(line, /^rspamd\.ini: \S+ = /)
+        return true
+      },
+    )
+  })
+
+  it('is printed by util.inspect (as Haraka prints an error thrown at start-up) as its lines alone: no stack, no fields', () => {
+    const one = (() => {
+      try {
+        parseConfig({ main: { add_headers: 'bogus' }, reject: { spam: 'flase' } })
+      } catch (err) {
+        return err
+      }
+      return undefined
+    })()
+    const lines = inspect(one).split('\n')
+    assert.equal(lines.length, 2, inspect(one))
+    // (Node writes an error without frames in brackets)
+    assert.match(lines[0] ?? '', /^\[?ConfigError: rspamd\.ini: add_headers = "bogus": /)
+    assert.match(lines[1] ?? '', /^rspamd\.ini: reject\.spam = "flase": expected true or false/)
+    assert.doesNotMatch(inspect(one), /\bat \S+ \(|key:|value:/)
   })
 })
