@@ -466,6 +466,7 @@ async function act(
       rspamdHost: rspamdHost(cfg),
       queueId: txn.uuid,
       json: result.json,
+      replyBytes: result.replyBytes,
       scanTimeMs: result.timeMs,
     },
   }

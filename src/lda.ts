@@ -471,6 +471,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         scanner,
         rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
         json: result.json,
+        replyBytes: result.replyBytes,
         scanTimeMs: result.timeMs,
       })
       // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
