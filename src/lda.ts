@@ -303,10 +303,12 @@ export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonl
     i = next
   }
   const gone = names.map((n) => drop.has(n))
+  // the fields of each numbered name, in one pass (not one pass per name)
+  const fieldsOf = new Map<string, number[]>()
+  for (const r of numbered) fieldsOf.set(r.name.toLowerCase(), [])
+  if (fieldsOf.size > 0) names.forEach((n, f) => fieldsOf.get(n)?.push(f))
   for (const r of numbered) {
-    const lower = r.name.toLowerCase()
-    const fields: number[] = []
-    names.forEach((n, f) => n === lower && fields.push(f))
+    const fields = fieldsOf.get(r.name.toLowerCase()) ?? []
     for (const k of instancesAt(r.positions, fields.length)) gone[fields[k] as number] = true
   }
   const keep: Buffer[] = []
@@ -403,6 +405,66 @@ function execDeliver(
   })
 }
 
+/** The verdict headers a message must not bring: every style's with remove_foreign, else those of ours. */
+function forgeable(cfg: Config): string[] {
+  return cfg.spamHeaders.removeForeign ? verdictHeaderNames(cfg) : Array.from(configuredStyleNames(cfg))
+}
+
+/** An error's message for one line of stderr: controls out, cut. */
+function errorText(err: unknown): string {
+  const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f\u2028\u2029]+/g, ' ').slice(0, 300)
+}
+
+/**
+ * The header edits for a scan's result: rspamc's set, rspamd's own headers, the forged ones out;
+ * for a failed scan the failure headers, or EX_TEMPFAIL with --tempfail.
+ */
+function scannedEdits(
+  opts: Options,
+  result: ScanResult,
+  scanner: string,
+  layout: Layout,
+  io: LdaIo,
+): HeaderEdits | typeof EX_TEMPFAIL {
+  let raw: RawField[] = []
+  // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but ours;
+  // without it, still none of the names our styles write (X-Spam even for ham); an unscanned one
+  // neither ("unscanned" is not "scanned clean")
+  const remove = forgeable(opts.cfg)
+  let removeAt: RemoveAt[] = []
+  const dropped: string[] = []
+  if (result.ok) {
+    for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
+    const styled = styleHeaders(result.reply, opts.cfg, {
+      scanner,
+      rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
+      json: result.json,
+      replyBytes: result.replyBytes,
+      scanTimeMs: result.timeMs,
+    })
+    // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
+    // (loops, not spreads: these lists come from rspamd)
+    const fromRspamd = rspamdEdits(result.reply, opts.cfg)
+    for (const f of styled.fields) raw.push(f)
+    for (const f of fromRspamd.add) raw.push(f)
+    for (const d of styled.dropped) dropped.push(d)
+    for (const d of fromRspamd.dropped) dropped.push(d)
+    for (const n of fromRspamd.remove) remove.push(n)
+    removeAt = fromRspamd.removeAt
+  } else {
+    const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
+    if (opts.tempfail) {
+      io.stderr.write(`${COMMAND}: scan failed, not delivering (--tempfail): ${why}\n`)
+      return EX_TEMPFAIL
+    }
+    io.stderr.write(`${COMMAND}: scan failed, delivering unscanned: ${why}\n`)
+    raw = ldaFailureStyle(scanner, result.error, result.timeMs)
+  }
+  return prepareEdits(raw, remove, dropped, layout.eol, removeAt)
+}
+
 /** Run the command; resolves to the exit code. */
 export async function run(argv: string[], io: LdaIo): Promise<number> {
   let opts: ReturnType<typeof parseOptions>
@@ -458,43 +520,36 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       return EX_IOERR
     }
 
-    const result = await scan(opts, file)
     const scanner = `${COMMAND} ${packageVersion()}`
-    const layout = readLayout(file)
-    let raw: RawField[]
-    let remove: string[] = []
-    let removeAt: RemoveAt[] = []
-    let dropped: string[] = []
-    if (result.ok) {
-      for (const w of result.warnings) io.stderr.write(`${COMMAND}: reply from ${result.server}: ${w}\n`)
-      const styled = styleHeaders(result.reply, opts.cfg, {
-        scanner,
-        rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
-        json: result.json,
-        replyBytes: result.replyBytes,
-        scanTimeMs: result.timeMs,
-      })
-      // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
-      const fromRspamd = rspamdEdits(result.reply, opts.cfg)
-      raw = [...styled.fields, ...fromRspamd.add]
-      dropped = [...styled.dropped, ...fromRspamd.dropped]
-      // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but
-      // ours; without it, still none of the names our styles write (X-Spam even for ham)
-      const ours = opts.cfg.spamHeaders.removeForeign
-        ? verdictHeaderNames(opts.cfg)
-        : configuredStyleNames(opts.cfg)
-      remove = [...ours, ...fromRspamd.remove]
-      removeAt = fromRspamd.removeAt
-    } else {
-      const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
+    const started = performance.now()
+    let layout: Layout
+    let edits: HeaderEdits
+    try {
+      const result = await scan(opts, file)
+      layout = readLayout(file)
+      const ready = scannedEdits(opts, result, scanner, layout, io)
+      if (ready === EX_TEMPFAIL) return EX_TEMPFAIL
+      edits = ready
+    } catch (err) {
+      // a bug of ours is no free pass either: the [--tempfail] policy of a failed scan, and the
+      // message never goes out with verdict headers it brought itself
+      // where it happened, for the bug report: the stack's first frame (an MTA logs all of stderr)
+      const at = err instanceof Error ? (err.stack?.split('\n')[1]?.trim() ?? '') : ''
+      const why = `internal error: ${errorText(err)}${at === '' ? '' : ` (${errorText(at)})`}`
       if (opts.tempfail) {
-        io.stderr.write(`${COMMAND}: scan failed, not delivering (--tempfail): ${why}\n`)
+        io.stderr.write(`${COMMAND}: ${why}; not delivering (--tempfail)\n`)
         return EX_TEMPFAIL
       }
-      io.stderr.write(`${COMMAND}: scan failed, delivering unscanned: ${why}\n`)
-      raw = ldaFailureStyle(scanner, result.error, result.timeMs)
+      io.stderr.write(`${COMMAND}: ${why}; delivering unscanned\n`)
+      layout = readLayout(file)
+      const error = { kind: 'internal', message: errorText(err) }
+      edits = prepareEdits(
+        ldaFailureStyle(scanner, error, performance.now() - started),
+        forgeable(opts.cfg),
+        [],
+        layout.eol,
+      )
     }
-    const edits = prepareEdits(raw, remove, dropped, layout.eol, removeAt)
     for (const d of edits.dropped) io.stderr.write(`${COMMAND}: header left out: ${d}\n`)
 
     if (layout.oversized) {
