@@ -57,8 +57,9 @@ Scans the message on stdin with rspamd and adds, at the end of its header block,
 greylist), X-Spam-Action, X-Spam-Score, X-Spam-Level, X-Spam-Symbols; then rspamd's
 DKIM-Signature and milter headers. Writes the message to stdout or to the stdin of --exec's
 command (run by /bin/sh), exiting with that command's exit code. When rspamd cannot be asked,
-the message goes out with only X-Spam-Scanner, X-Spam-Scan-Time and X-Spam-Error, or with
---tempfail not at all (exit 75). rspamc's spellings of these options work too.
+the message goes out with only X-Spam-Scanner, X-Spam-Scan-Time and X-Spam-Error (and
+without any verdict header it brought), or with --tempfail not at all (exit 75). rspamc's
+spellings of these options work too.
 
 Options:
   -c, --config FILE   rspamd.ini of haraka-plugin-rspamd (host, port, unix_socket, timeout,
@@ -85,7 +86,8 @@ Options:
 
 Exit codes: CMD's own, or 0 when writing to stdout; 64 bad usage; 75 scan failed with
 --tempfail (or CMD killed by a signal); 74 reading stdin or writing stdout failed;
-78 bad rspamd.ini; 70 an internal error.
+78 bad rspamd.ini; 70 an internal error before the message was read (after it: as a
+failed scan).
 `
 
 export interface LdaIo {
