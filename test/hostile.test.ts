@@ -21,7 +21,7 @@ import {
   milterEdits,
   prepareField,
 } from '../src/headers'
-import { MAX_WARNINGS, parseReply } from '../src/reply'
+import { bySeverity, heaviest, MAX_WARNINGS, parseReply } from '../src/reply'
 import { FakeRspamd } from './support/fake-rspamd'
 import {
   DENYSOFT,
@@ -144,6 +144,25 @@ describe('hostile sizes: the header code (fast-check)', function () {
     assert.deepEqual(e.remove, ['X-N'])
     assert.deepEqual(e.removeAt, [])
     assert.equal(e.dropped.length, 1)
+  })
+
+  it('heaviest(k) is bySeverity() cut to k, without sorting the whole list', () => {
+    const symbol = fc.record({
+      name: fc.constantFrom('A', 'B', 'C', 'D', 'E', 'F'),
+      score: fc.integer({ min: -8, max: 8 }),
+      options: fc.constant([] as string[]),
+    })
+    fc.assert(
+      fc.property(fc.array(symbol, { maxLength: 300 }), fc.integer({ min: 0, max: 40 }), (symbols, k) => {
+        const want = bySeverity(symbols).slice(0, k)
+        const got = heaviest(symbols, k)
+        assert.deepEqual(
+          got.map((s) => `${s.name}${s.score}`),
+          want.map((s) => `${s.name}${s.score}`),
+        )
+      }),
+      { seed: SEED, numRuns: 200 },
+    )
   })
 
   it('parseReply() lists at most MAX_WARNINGS fields of the wrong type and counts the rest in one', () => {
