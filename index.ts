@@ -33,7 +33,14 @@ import {
   type SenderFacts,
   type Verdict,
 } from './src/verdict'
-import { DEFAULT_SCANNER, instancesAt, type RemoveAt, rspamdHostName } from './src/headers'
+import {
+  configuredStyleNames,
+  DEFAULT_SCANNER,
+  instancesAt,
+  type RemoveAt,
+  rspamdHostName,
+  verdictHeaderNames,
+} from './src/headers'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
@@ -377,14 +384,72 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
       once(...(answer ?? []))
     })
     .catch((err: unknown) => {
-      // scan() does not reject; this is a bug of ours, and mail must still flow per [defer]
-      connection.logerror(
-        this,
-        `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
-      )
-      if (connection.transaction !== txn) return once()
-      once(...toNext(onFailure({ kind: 'network', message: 'internal error' }, cfg)))
+      // scan() does not reject and act() should not throw: this is a bug of ours, and it must not
+      // be a free pass (a message made to trip it would go out with its forged verdict headers)
+      if (connection.transaction !== txn) {
+        connection.logerror(this, `internal error: ${errorText(err)}`)
+        return once()
+      }
+      once(...onInternalError(this, connection, txn, cfg, err))
     })
+}
+
+/**
+ * Whatever failed after the scan: the verdict headers the message could have forged go (those of
+ * the configured styles, every style's with remove_foreign), one error line says what happened,
+ * the stack goes to the debug log, and [defer] error decides: accept, or 451.
+ */
+function onInternalError(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  cfg: Config,
+  err: unknown,
+): [number?, unknown?] {
+  const verdict = onFailure({ kind: 'network', message: 'internal error' }, cfg)
+  let line = `internal error: ${errorText(err)}; ${verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'} per [defer] error`
+  const failed = removeForged(plugin, connection, txn, cfg)
+  if (failed !== undefined) line += `; the verdict headers could not be removed: ${failed}`
+  try {
+    connection.logdebug(plugin, logLine(`internal error: ${err instanceof Error ? (err.stack ?? '') : ''}`))
+    // results.add logs an err at error level, with the error's text; the info line as for any message
+    txn.results.add(plugin, { err: line })
+    const code = verdict.kind === 'defer' ? verdict.code : undefined
+    connection.loginfo(
+      plugin,
+      defined(failureFields({ error: 'internal', verdict: verdict.kind, code, size: txn.data_bytes })),
+    )
+  } catch {
+    connection.logerror(plugin, line)
+  }
+  return toNext(verdict)
+}
+
+/**
+ * A message that goes on without our verdict (a failed scan, an internal error) keeps no verdict
+ * header it brought: those of the configured styles, every style's with remove_foreign. Never
+ * throws: what went wrong is returned for the caller's log line.
+ */
+function removeForged(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  cfg: Config,
+): string | undefined {
+  try {
+    const names = cfg.spamHeaders.removeForeign
+      ? verdictHeaderNames(cfg)
+      : Array.from(configuredStyleNames(cfg))
+    applyEdits(plugin, connection, txn, { remove: names, removeAt: [], add: [], dropped: [] })
+    return undefined
+  } catch (err: unknown) {
+    return errorText(err)
+  }
+}
+
+/** An error's message for one log line: escaped (no forged lines), cut. */
+function errorText(err: unknown): string {
+  return forLog(err instanceof Error ? `${err.name}: ${err.message}` : String(err))
 }
 
 /** Haraka's message_stream as a source the client can pipe (CRLF line endings, dot-stuffing undone). */
@@ -503,10 +568,14 @@ async function act(
   if (!result.ok) {
     const verdict = onFailure(result.error, cfg)
     const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
+    // unscanned is not "scanned clean": a reply made too large to read must not let the forged
+    // verdict headers through either
+    const failed = verdict.kind === 'accept' ? removeForged(plugin, connection, txn, cfg) : undefined
+    const unremoved = failed === undefined ? '' : `; the verdict headers could not be removed: ${failed}`
     // results.add logs an err at error level, with the error's text
     txn.results.add(plugin, {
       err: logLine(
-        `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])`,
+        `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])${unremoved}`,
       ),
     })
     const line = failureFields({
@@ -542,6 +611,7 @@ async function act(
       rspamdHost: rspamdHost(cfg),
       queueId: txn.uuid,
       json: result.json,
+      replyBytes: result.replyBytes,
       scanTimeMs: result.timeMs,
     },
   }

@@ -78,6 +78,8 @@ export type ScanResult =
       ok: true
       reply: Reply
       json: Record<string, unknown>
+      /** the reply's size as received */
+      replyBytes: number
       warnings: string[]
       timeMs: number
       server: string
@@ -500,6 +502,7 @@ export class RspamdClient {
             ok: true,
             reply: parsed.reply,
             json: parsed.json,
+            replyBytes: size,
             warnings: parsed.warnings,
             timeMs: elapsed(start),
             server: up.server,

@@ -3,7 +3,14 @@
 
 import { type Config, HEADER_STYLES, type HeaderStyle, oncePerConfig } from './config'
 import { forLog } from './escape'
-import { bySeverity, type Reply, type RspamdSymbol } from './reply'
+import {
+  bySeverity,
+  heaviest,
+  type MilterAdd,
+  type MilterRemove,
+  type Reply,
+  type RspamdSymbol,
+} from './reply'
 
 export interface HeaderField {
   name: string
@@ -276,24 +283,47 @@ class Layout {
     return true
   }
 
-  /** The folded value, with the marker when the budget ran out. */
-  finish(): string {
-    if (this.truncated) {
+  /** The folded value, with the marker when the budget ran out (or `cut`: the input was cut before). */
+  finish(cut: boolean): { value: string; truncated: boolean } {
+    const truncated = this.truncated || cut
+    if (truncated) {
       this.limit = Infinity
       if (!this.started && this.lines.length === 0) this.plain('', TRUNCATED.trimStart())
       else this.plain(' ', TRUNCATED.trimStart())
     }
-    return [...this.lines, this.line].join(this.eol)
+    this.lines.push(this.line)
+    return { value: this.lines.join(this.eol), truncated }
   }
 }
 
-function layout(list: Piece[], used: number, eol: string, limit: number): string {
+/** Lays the pieces out until `limit` is spent: the work stops where the output does. */
+function layout(
+  list: readonly Piece[],
+  used: number,
+  eol: string,
+  limit: number,
+  cut: boolean,
+): { value: string; truncated: boolean } {
   const l = new Layout(eol, used, limit)
   for (const p of list) {
     if (p.brk && !l.breakLine()) break
     if (!(p.encode ? l.encoded(p.ws, p.text) : l.plain(p.ws, p.text))) break
   }
-  return l.finish()
+  return l.finish(cut)
+}
+
+/**
+ * Input read per character of a value's cap. Every character left after sanitising comes out as at
+ * least one (whitespace runs are cut to MAX_WSP_RUN first), so 4 × the cap of an ordinary value
+ * always fills the cap; only a value mostly of controls and whitespace is cut earlier than the
+ * whole would be, and then it ends in the marker as well.
+ */
+const INPUT_PER_OUTPUT = 4
+
+/** The first `n` UTF-16 units of `text`, not ending in half a surrogate pair. */
+function cutAt(text: string, n: number): string {
+  const last = text.charCodeAt(n - 1)
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? n - 1 : n)
 }
 
 /**
@@ -312,8 +342,22 @@ export function prepareField(
   if (!isFieldName(name)) return undefined
   const eol = opts.eol ?? '\n'
   const maxTotal = Math.max(opts.maxTotal ?? MAX_TOTAL, MIN_TOTAL)
+  const parts = typeof value === 'string' ? [value] : value
+  // a multi-MB value (or 10⁵ list items) is read only as far as its cap can show
+  let room = maxTotal * INPUT_PER_OUTPUT
+  let cut = false
   const list: Piece[] = []
-  for (const part of typeof value === 'string' ? [value] : value) {
+  for (let i = 0; i < parts.length; i++) {
+    let part = parts[i] ?? ''
+    if (room <= 0) {
+      cut = true
+      break
+    }
+    if (part.length > room) {
+      part = cutAt(part, room)
+      cut = true
+    }
+    room -= part.length
     const text = sanitizeValue(part).replace(/[ \t]{65,}/g, (run) => run.slice(0, MAX_WSP_RUN))
     const partPieces = pieces(text).list
     const first = partPieces[0]
@@ -322,13 +366,15 @@ export function prepareField(
       first.ws = opts.foldWith ?? ' '
       first.brk = true
     }
-    list.push(...partPieces)
+    for (const p of partPieces) list.push(p)
   }
   const used = name.length + 2
-  const whole = layout(list, used, eol, Infinity)
-  if (whole.length <= maxTotal) return { name, value: whole }
+  if (!cut) {
+    const whole = layout(list, used, eol, maxTotal, false)
+    if (!whole.truncated) return { name, value: whole.value }
+  }
   // the marker may need a fold of its own: keep room for both
-  return { name, value: layout(list, used, eol, maxTotal - eol.length - TRUNCATED.length) }
+  return { name, value: layout(list, used, eol, maxTotal - eol.length - TRUNCATED.length, cut).value }
 }
 
 /** 1.6.x: one character per whole point of score, capped so a hostile score cannot make a huge string. */
@@ -371,6 +417,8 @@ export interface StyleFacts {
   queueId?: string
   /** the reply JSON as rspamd sent it, for the lda style's X-Spam-Result */
   json?: Record<string, unknown>
+  /** the reply's size in bytes as received, when known: X-Spam-Result is not built for one far over its cap */
+  replyBytes?: number
   /** how long the scan took, for the lda style's X-Spam-Scan-Time; omitted when unknown */
   scanTimeMs?: number
 }
@@ -432,10 +480,10 @@ export function extendedStyle(reply: Reply, facts: StyleFacts): RawField[] {
   const verdict =
     `default: ${reply.action === 'reject' ? 'True' : 'False'} ` +
     `[${reply.score.toFixed(2)} / ${required === undefined ? '-' : required.toFixed(2)}]`
-  const items = [
-    verdict,
-    ...bySeverity(reply.symbols).map((s) => `${s.name}(${s.score.toFixed(2)})[${s.options.join(',')}]`),
-  ]
+  const items = [verdict]
+  for (const s of bySeverity(reply.symbols)) {
+    items.push(`${s.name}(${s.score.toFixed(2)})[${joinUpTo(s.options, ',', MAX_TOTAL)}]`)
+  }
   const out: RawField[] = [
     { name: EXTENDED.result, value: items.map((r, i) => (i < items.length - 1 ? `${r};` : r)) },
   ]
@@ -522,7 +570,12 @@ export function ldaStyle(
     { name: LDA.symbols, value: symbolList(reply.symbols), foldWith: '\t' },
   )
   const dropped: string[] = []
-  if (withJson && facts.json) {
+  // a reply far over the cap is not serialised again only to be refused (16 MiB: most of a second)
+  if (withJson && facts.json && (facts.replyBytes ?? 0) > (MAX_RESULT_BASE64 / 4) * 3 * 2) {
+    dropped.push(
+      `X-Spam-Result: the reply is ${facts.replyBytes} bytes, over ${MAX_RESULT_BASE64} characters of base64`,
+    )
+  } else if (withJson && facts.json) {
     const b64 = Buffer.from(JSON.stringify(facts.json), 'utf8').toString('base64')
     if (b64.length > MAX_RESULT_BASE64) {
       dropped.push(
@@ -600,23 +653,49 @@ export function styleHeaders(
   const fields: RawField[] = []
   const dropped: string[] = []
   const written = new Set<string>()
+  const shown = withHeaderSymbols(reply, dropped)
   for (const style of cfg.spamHeaders.styles) {
     let own: RawField[]
-    if (style === 'rspamd') own = rspamdStyle(reply, cfg)
-    else if (style === 'exim') own = eximStyle(reply, cfg)
-    else if (style === 'extended') own = extendedStyle(reply, facts)
+    if (style === 'rspamd') own = rspamdStyle(shown, cfg)
+    else if (style === 'exim') own = eximStyle(shown, cfg)
+    else if (style === 'extended') own = extendedStyle(shown, facts)
     else {
-      const lda = ldaStyle(reply, facts, cfg.spamHeaders.ldaJson)
+      const lda = ldaStyle(shown, facts, cfg.spamHeaders.ldaJson)
       own = lda.fields
-      dropped.push(...lda.dropped)
+      for (const d of lda.dropped) dropped.push(d)
     }
     // exim and lda both write X-Spam-Score, in their own formats: the style listed first writes it
     // (two values of one name would leave a filter reading either)
-    const fresh = own.filter((f) => !written.has(f.name.toLowerCase()))
-    for (const f of own) written.add(f.name.toLowerCase())
-    fields.push(...fresh)
+    for (const f of own) {
+      const lower = f.name.toLowerCase()
+      if (written.has(lower)) continue
+      written.add(lower)
+      fields.push(f)
+    }
   }
   return { fields, dropped }
+}
+
+/**
+ * The reply with at most MAX_HEADER_SYMBOLS symbols, the heaviest (in the reply's order), and the
+ * count of the others in `dropped`: a reply of 10⁵ symbols costs no more than one of 500.
+ */
+function withHeaderSymbols(reply: Reply, dropped: string[]): Reply {
+  const all = reply.symbols
+  if (all.length <= MAX_HEADER_SYMBOLS) return reply
+  const kept = new Set(heaviest(all, MAX_HEADER_SYMBOLS))
+  dropped.push(
+    `symbols: ${all.length - MAX_HEADER_SYMBOLS} of ${all.length} left out of the headers, the lightest ` +
+      `(over the limit of ${MAX_HEADER_SYMBOLS})`,
+  )
+  return { ...reply, symbols: all.filter((s) => kept.has(s)) }
+}
+
+/** `list` joined with `sep`, stopping once the text is longer than `max` (the value it goes into is cut there anyway). */
+export function joinUpTo(list: readonly string[], sep: string, max: number): string {
+  let out = ''
+  for (let i = 0; i < list.length && out.length <= max; i++) out += i === 0 ? list[i] : sep + list[i]
+  return out
 }
 
 /**
@@ -738,8 +817,67 @@ export const STACKED_HEADERS: ReadonlySet<string> = new Set([
   'arc-authentication-results',
 ])
 
+// Caps on what rspamd's reply may make us write or remove (docs/failure-behaviour.md lists them):
+// a hostile or broken reply is bounded in work and in what reaches the message, and whatever is
+// over a cap is counted into one log line per kind, never one per item.
 export const MAX_ADDS_PER_NAME = 100
 export const MAX_ADDS = 500
+/**
+ * Header names one reply may remove (whole or numbered). rspamd's milter_headers removes the headers
+ * of its own routines, about 20 names in all (X-Spam-*, X-Rspamd-*, Authentication-Results…).
+ */
+export const MAX_REMOVES = 100
+/** rspamd's remove_headers names read at all (in the reply's order); the rest are counted. */
+export const MAX_REMOVE_ITEMS = 10 * MAX_REMOVES
+/** Positions one name may number; past this every instance of it goes, the side rspamd asked for. */
+export const MAX_POSITIONS = 100
+/**
+ * Signatures from the reply's `dkim-signature`. rspamd's dkim_signing signs once per configured
+ * domain and selector: one, two with RSA and Ed25519 side by side, a few for multi-domain setups.
+ * Each is a header every receiver verifies, so the cap stays small.
+ */
+export const MAX_DKIM_SIGNATURES = 10
+/**
+ * Symbols written into the verdict headers, the heaviest first. Real replies carry tens (rarely
+ * over 150); 500 items are more than any style's 16 KiB value shows.
+ */
+export const MAX_HEADER_SYMBOLS = 500
+/**
+ * Characters of rspamd's added values in all (each counted up to its MAX_TOTAL cap): 500 values of
+ * 16 KiB would put 8 MB of headers on a message, which no receiver takes (Postfix's
+ * header_size_limit is 100 KiB per header; Haraka spends seconds adding them). rspamd's own adds
+ * (ARC sets, Authentication-Results, its verdict headers) are a few KiB.
+ */
+export const MAX_ADD_CHARS = 256 * 1024
+/** rspamd's add_headers values read at all (in the reply's order, before its `order` sorts them). */
+export const MAX_ADD_ITEMS = 10 * MAX_ADDS
+/** Items named in a refusal's log line; the rest are counted. */
+const SHOWN = 5
+
+/**
+ * What was refused, one entry per kind however many items: 10⁵ bad names from a reply make one log
+ * line with the first few and a count, not 10⁵ lines.
+ */
+class Refusals {
+  private readonly kinds = new Map<string, { n: number; shown: string[]; why: string }>()
+
+  add(kind: string, item: string, why = ''): void {
+    let k = this.kinds.get(kind)
+    if (!k) {
+      k = { n: 0, shown: [], why }
+      this.kinds.set(kind, k)
+    }
+    k.n++
+    if (k.shown.length < SHOWN) k.shown.push(item)
+  }
+
+  addTo(dropped: string[]): void {
+    for (const [kind, { n, shown, why }] of this.kinds) {
+      const more = n > shown.length ? ` and ${n - shown.length} more` : ''
+      dropped.push(`${kind} ${shown.join(', ')}${more}${why}`)
+    }
+  }
+}
 
 /** A name from rspamd, for the log: cut, quoted, and with the controls JSON.stringify leaves (DEL, C1, U+2028/2029) escaped. */
 export function showName(name: string): string {
@@ -783,6 +921,7 @@ export function milterEdits(milter: Reply['milter']): {
   const numbered = new Map<string, RemoveAt>()
   const add: HeaderField[] = []
   const dropped: string[] = []
+  const refused = new Refusals()
   const removing = new Set<string>()
   const queueRemove = (name: string) => {
     const lower = name.toLowerCase()
@@ -791,26 +930,62 @@ export function milterEdits(milter: Reply['milter']): {
     remove.push(name)
   }
 
-  for (const r of milter.remove) {
+  // the names rspamd's remove_headers names, for MAX_REMOVES
+  const removeNames = new Set<string>()
+  // numbered past MAX_POSITIONS: every instance goes instead
+  const overPositions = new Set<string>()
+  // at most MAX_REMOVES names can be removed: a list of 10⁵ is read as far as MAX_REMOVE_ITEMS
+  const readRemoves = Math.min(milter.remove.length, MAX_REMOVE_ITEMS)
+  for (let i = 0; i < readRemoves; i++) {
+    const r = milter.remove[i] as MilterRemove
     const lower = r.name.toLowerCase()
-    if (!isFieldName(r.name)) dropped.push(`remove of invalid header name ${showName(r.name)}`)
-    else if (PROTECTED_HEADERS.has(lower)) dropped.push(`remove of protected header ${r.name}`)
-    else if (r.positions.includes(0)) queueRemove(r.name)
-    else {
-      const seen = numbered.get(lower)
-      if (seen) seen.positions = [...seen.positions, ...r.positions]
-      else numbered.set(lower, { name: r.name, positions: r.positions })
+    if (!isFieldName(r.name)) {
+      refused.add('remove of invalid header name', showName(r.name))
+      continue
     }
+    if (PROTECTED_HEADERS.has(lower)) {
+      refused.add('remove of protected header', r.name)
+      continue
+    }
+    if (!removeNames.has(lower)) {
+      if (removeNames.size >= MAX_REMOVES) {
+        refused.add(`remove over the limit of ${MAX_REMOVES} header names:`, r.name)
+        continue
+      }
+      removeNames.add(lower)
+    }
+    if (r.positions.includes(0) || overPositions.has(lower)) {
+      queueRemove(r.name)
+      continue
+    }
+    const seen = numbered.get(lower)
+    if ((seen?.positions.length ?? 0) + r.positions.length > MAX_POSITIONS) {
+      overPositions.add(lower)
+      numbered.delete(lower)
+      refused.add(
+        `numbered remove of over ${MAX_POSITIONS} positions, every instance removed instead:`,
+        r.name,
+      )
+      queueRemove(r.name)
+      continue
+    }
+    const positions = seen ? seen.positions : []
+    for (const n of r.positions) positions.push(n)
+    if (!seen) numbered.set(lower, { name: r.name, positions })
   }
 
+  // at most MAX_ADDS can be added: a list of 10⁵ is read as far as MAX_ADD_ITEMS, the rest counted
+  const read = Math.min(milter.add.length, MAX_ADD_ITEMS)
+  const ordered: Array<{ a: MilterAdd; i: number }> = []
+  for (let i = 0; i < read; i++) ordered.push({ a: milter.add[i] as MilterAdd, i })
   // stable sort by rspamd's order (its insert position); entries without one keep their place after
-  const ordered = milter.add
-    .map((a, i) => ({ a, i }))
-    .sort((x, y) => (x.a.order ?? Infinity) - (y.a.order ?? Infinity) || x.i - y.i)
+  ordered.sort((x, y) => (x.a.order ?? Infinity) - (y.a.order ?? Infinity) || x.i - y.i)
   const perName = new Map<string, number>()
-  // over-limit values are counted and reported once per name, not once per value
+  // over-limit values are counted by name, and reported in one line per limit
   const overName = new Map<string, { name: string; n: number }>()
   const overAll = new Map<string, { name: string; n: number }>()
+  const overChars = new Map<string, { name: string; n: number }>()
+  let chars = 0
   const count = (m: typeof overName, lower: string, name: string) => {
     const o = m.get(lower) ?? { name, n: 0 }
     o.n++
@@ -818,13 +993,13 @@ export function milterEdits(milter: Reply['milter']): {
   }
   for (const { a } of ordered) {
     if (!isFieldName(a.name)) {
-      dropped.push(`add of invalid header name ${showName(a.name)}`)
+      refused.add('add of invalid header name', showName(a.name))
       continue
     }
     const lower = a.name.toLowerCase()
     const stacked = STACKED_HEADERS.has(lower)
     if (PROTECTED_HEADERS.has(lower) && !stacked) {
-      dropped.push(`add of protected header ${a.name}: a message has one, it is not replaced`)
+      refused.add('add of protected header', a.name, ': a message has one, it is not replaced')
       continue
     }
     const n = perName.get(lower) ?? 0
@@ -836,17 +1011,49 @@ export function milterEdits(milter: Reply['milter']): {
       count(overAll, lower, a.name)
       continue
     }
+    // what prepareField() can make of it: at most MAX_TOTAL, and about the value's length below that
+    const size = Math.min(a.value.length, MAX_TOTAL)
+    if (chars + size > MAX_ADD_CHARS) {
+      count(overChars, lower, a.name)
+      continue
+    }
+    chars += size
     perName.set(lower, n + 1)
     if (!stacked) queueRemove(a.name)
     add.push({ name: a.name, value: a.value })
   }
-  for (const { name, n } of overName.values()) {
-    dropped.push(`add of ${n} more ${name} value(s): over the limit of ${MAX_ADDS_PER_NAME} per name`)
+  refused.addTo(dropped)
+  if (milter.remove.length > readRemoves) {
+    const n = milter.remove.length - readRemoves
+    dropped.push(`remove of ${n} more name(s) not read: over ${MAX_REMOVE_ITEMS} in the reply`)
   }
-  for (const { name, n } of overAll.values()) {
-    dropped.push(`add of ${n} more ${name} value(s): over the limit of ${MAX_ADDS} added headers`)
+  overLimit(overName, `${MAX_ADDS_PER_NAME} per name`, dropped)
+  overLimit(overAll, `${MAX_ADDS} added headers`, dropped)
+  overLimit(overChars, `${MAX_ADD_CHARS / 1024} KiB of added values`, dropped)
+  if (milter.add.length > read) {
+    dropped.push(
+      `add of ${milter.add.length - read} more value(s) not read: over ${MAX_ADD_ITEMS} in the reply`,
+    )
   }
   // where every instance of a name goes anyway, rspamd's numbered ones go with them
-  const removeAt = [...numbered].filter(([lower]) => !removing.has(lower)).map(([, r]) => r)
+  const removeAt: RemoveAt[] = []
+  for (const [lower, r] of numbered) if (!removing.has(lower)) removeAt.push(r)
   return { remove, removeAt, add, dropped }
+}
+
+/** One line for the adds over a limit: how many values in all, and of which names (the first few, with their counts). */
+function overLimit(
+  over: ReadonlyMap<string, { name: string; n: number }>,
+  limit: string,
+  dropped: string[],
+): void {
+  if (over.size === 0) return
+  let total = 0
+  const shown: string[] = []
+  for (const { name, n } of over.values()) {
+    total += n
+    if (shown.length < SHOWN) shown.push(`${n} ${name}`)
+  }
+  const more = over.size > shown.length ? ` and ${over.size - shown.length} more names` : ''
+  dropped.push(`add of ${total} more value(s) over the limit of ${limit}: ${shown.join(', ')}${more}`)
 }

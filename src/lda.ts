@@ -59,8 +59,9 @@ Scans the message on stdin with rspamd and adds, at the end of its header block,
 greylist), X-Spam-Action, X-Spam-Score, X-Spam-Level, X-Spam-Symbols; then rspamd's
 DKIM-Signature and milter headers. Writes the message to stdout or to the stdin of --exec's
 command (run by /bin/sh), exiting with that command's exit code. When rspamd cannot be asked,
-the message goes out with only X-Spam-Scanner, X-Spam-Scan-Time and X-Spam-Error, or with
---tempfail not at all (exit 75). rspamc's spellings of these options work too.
+the message goes out with only X-Spam-Scanner, X-Spam-Scan-Time and X-Spam-Error (and
+without any verdict header it brought), or with --tempfail not at all (exit 75). rspamc's
+spellings of these options work too.
 
 Options:
   -c, --config FILE   rspamd.ini of haraka-plugin-rspamd (host, port, unix_socket, timeout,
@@ -87,7 +88,8 @@ Options:
 
 Exit codes: CMD's own, or 0 when writing to stdout; 64 bad usage; 75 scan failed with
 --tempfail (or CMD killed by a signal); 74 reading stdin or writing stdout failed;
-78 bad rspamd.ini; 70 an internal error.
+78 bad rspamd.ini; 70 an internal error before the message was read (after it: as a
+failed scan).
 `
 
 export interface LdaIo {
@@ -320,11 +322,17 @@ export function withoutFields(head: Buffer, drop: Set<string>, numbered: readonl
     i = next
   }
   const gone = names.map((n) => n !== undefined && drop.has(n.lower))
+  // the fields of each numbered name, in one pass (not one pass per name); rspamd's numbers count
+  // the fields it parsed: `Name:`, never `Name :`
+  const fieldsOf = new Map<string, number[]>()
+  for (const r of numbered) fieldsOf.set(r.name.toLowerCase(), [])
+  if (fieldsOf.size > 0) {
+    names.forEach((n, f) => {
+      if (n !== undefined && !n.obsolete) fieldsOf.get(n.lower)?.push(f)
+    })
+  }
   for (const r of numbered) {
-    const lower = r.name.toLowerCase()
-    // rspamd's numbers count the fields it parsed: `Name:`, never `Name :`
-    const fields: number[] = []
-    names.forEach((n, f) => n !== undefined && !n.obsolete && n.lower === lower && fields.push(f))
+    const fields = fieldsOf.get(r.name.toLowerCase()) ?? []
     for (const k of instancesAt(r.positions, fields.length)) gone[fields[k] as number] = true
   }
   const keep: Buffer[] = []
@@ -424,6 +432,64 @@ function execDeliver(
   })
 }
 
+/** The verdict headers a message must not bring: every style's with remove_foreign, else those of ours. */
+function forgeable(cfg: Config): string[] {
+  return cfg.spamHeaders.removeForeign ? verdictHeaderNames(cfg) : Array.from(configuredStyleNames(cfg))
+}
+
+/** An error's message for one line of stderr: controls out, cut. */
+function errorText(err: unknown): string {
+  return forLog(err instanceof Error ? `${err.name}: ${err.message}` : String(err))
+}
+
+/**
+ * The header edits for a scan's result: rspamc's set, rspamd's own headers, the forged ones out;
+ * for a failed scan the failure headers, or EX_TEMPFAIL with --tempfail.
+ */
+function scannedEdits(
+  opts: Options,
+  result: ScanOutcome,
+  scanner: string,
+  layout: Layout,
+  io: LdaIo,
+): HeaderEdits | typeof EX_TEMPFAIL {
+  let raw: RawField[] = []
+  // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but ours;
+  // without it, still none of the names our styles write (X-Spam even for ham); an unscanned one
+  // neither ("unscanned" is not "scanned clean")
+  const remove = forgeable(opts.cfg)
+  let removeAt: RemoveAt[] = []
+  const dropped: string[] = []
+  if (result.ok) {
+    for (const w of result.warnings) say(io, `reply from ${result.server}: ${w}`)
+    const styled = styleHeaders(result.reply, opts.cfg, {
+      scanner,
+      rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
+      json: result.json,
+      replyBytes: result.replyBytes,
+      scanTimeMs: result.timeMs,
+    })
+    // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
+    // (loops, not spreads: these lists come from rspamd)
+    const fromRspamd = rspamdEdits(result.reply, opts.cfg)
+    for (const f of styled.fields) raw.push(f)
+    for (const f of fromRspamd.add) raw.push(f)
+    for (const d of styled.dropped) dropped.push(d)
+    for (const d of fromRspamd.dropped) dropped.push(d)
+    for (const n of fromRspamd.remove) remove.push(n)
+    removeAt = fromRspamd.removeAt
+  } else {
+    const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
+    if (opts.tempfail) {
+      say(io, `scan failed, not delivering (--tempfail): ${why}`)
+      return EX_TEMPFAIL
+    }
+    say(io, `scan failed, delivering unscanned: ${why}`)
+    raw = ldaFailureStyle(scanner, result.error, result.timeMs)
+  }
+  return prepareEdits(raw, remove, dropped, layout.eol, removeAt)
+}
+
 /** Run the command; resolves to the exit code. */
 export async function run(argv: string[], io: LdaIo): Promise<number> {
   let opts: ReturnType<typeof parseOptions>
@@ -480,46 +546,40 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       return EX_IOERR
     }
 
-    const result = await scan(opts, file)
-    // a server that failed before the one that answered (or failed last): the MTA's log shows it
-    for (const a of result.attempts) {
-      say(io, `failed over from ${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`)
-    }
     const scanner = `${COMMAND} ${packageVersion()}`
-    const layout = readLayout(file)
-    let raw: RawField[]
-    let remove: string[] = []
-    let removeAt: RemoveAt[] = []
-    let dropped: string[] = []
-    if (result.ok) {
-      for (const w of result.warnings) say(io, `reply from ${result.server}: ${w}`)
-      const styled = styleHeaders(result.reply, opts.cfg, {
-        scanner,
-        rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
-        json: result.json,
-        scanTimeMs: result.timeMs,
-      })
-      // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
-      const fromRspamd = rspamdEdits(result.reply, opts.cfg)
-      raw = [...styled.fields, ...fromRspamd.add]
-      dropped = [...styled.dropped, ...fromRspamd.dropped]
-      // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but
-      // ours; without it, still none of the names our styles write (X-Spam even for ham)
-      const ours = opts.cfg.spamHeaders.removeForeign
-        ? verdictHeaderNames(opts.cfg)
-        : configuredStyleNames(opts.cfg)
-      remove = [...ours, ...fromRspamd.remove]
-      removeAt = fromRspamd.removeAt
-    } else {
-      const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
+    const started = performance.now()
+    let layout: Layout
+    let edits: HeaderEdits
+    try {
+      const result = await scan(opts, file)
+      // a server that failed before the one that answered (or failed last): the MTA's log shows it
+      for (const a of result.attempts) {
+        say(io, `failed over from ${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`)
+      }
+      layout = readLayout(file)
+      const ready = scannedEdits(opts, result, scanner, layout, io)
+      if (ready === EX_TEMPFAIL) return EX_TEMPFAIL
+      edits = ready
+    } catch (err) {
+      // a bug of ours is no free pass either: the [--tempfail] policy of a failed scan, and the
+      // message never goes out with verdict headers it brought itself
+      // where it happened, for the bug report: the stack's first frame (an MTA logs all of stderr)
+      const at = err instanceof Error ? (err.stack?.split('\n')[1]?.trim() ?? '') : ''
+      const why = `internal error: ${errorText(err)}${at === '' ? '' : ` (${errorText(at)})`}`
       if (opts.tempfail) {
-        say(io, `scan failed, not delivering (--tempfail): ${why}`)
+        say(io, `${why}; not delivering (--tempfail)`)
         return EX_TEMPFAIL
       }
-      say(io, `scan failed, delivering unscanned: ${why}`)
-      raw = ldaFailureStyle(scanner, result.error, result.timeMs)
+      say(io, `${why}; delivering unscanned`)
+      layout = readLayout(file)
+      const error = { kind: 'internal', message: errorText(err) }
+      edits = prepareEdits(
+        ldaFailureStyle(scanner, error, performance.now() - started),
+        forgeable(opts.cfg),
+        [],
+        layout.eol,
+      )
     }
-    const edits = prepareEdits(raw, remove, dropped, layout.eol, removeAt)
     for (const d of edits.dropped) say(io, `header left out: ${d}`)
 
     if (layout.oversized) {

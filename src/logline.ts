@@ -96,8 +96,8 @@ export function failureFields(f: {
   error: string
   verdict: string
   code?: number
-  server: string
-  ms: number
+  server?: string
+  ms?: number
   size?: number
   failover?: string
 }): LogFields {

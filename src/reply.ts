@@ -92,7 +92,12 @@ export function parseReply(json: unknown): ParseResult {
     return { ok: false, error: `reply has no action (got ${describe(json.action)})` }
   }
   const warnings: string[] = []
-  const warn = (field: string, v: unknown) => warnings.push(`ignored ${printable(field)}: ${describe(v)}`)
+  // each is a log line: a reply of 10⁵ bad items makes MAX_WARNINGS of them and a count
+  let unlisted = 0
+  const warn = (field: string, v: unknown) => {
+    if (warnings.length < MAX_WARNINGS) warnings.push(`ignored ${printable(field)}: ${describe(v)}`)
+    else unlisted++
+  }
 
   let score = num(json.score)
   if (score === undefined) {
@@ -109,10 +114,17 @@ export function parseReply(json: unknown): ParseResult {
 
   const messages: Record<string, string> = {}
   if (isObj(json.messages)) {
-    for (const [k, v] of Object.entries(json.messages)) {
-      if (typeof v === 'string') messages[k] = v
-      else warn(`messages.${k}`, v)
+    let kept = 0
+    let unkept = 0
+    for (const k of Object.keys(json.messages)) {
+      const v = json.messages[k]
+      if (typeof v !== 'string') warn(`messages.${k}`, v)
+      else if (kept < MAX_MESSAGES || k === 'smtp_message') {
+        messages[k] = v
+        kept++
+      } else unkept++
     }
+    if (unkept > 0) warnings.push(`ignored ${unkept} more messages: over ${MAX_MESSAGES}`)
   } else if (json.messages !== undefined) warn('messages', json.messages)
 
   const subject = typeof json.subject === 'string' ? json.subject : undefined
@@ -123,33 +135,35 @@ export function parseReply(json: unknown): ParseResult {
 
   const thresholds: Record<string, number> = {}
   if (isObj(json.thresholds)) {
-    for (const [k, v] of Object.entries(json.thresholds)) {
-      const n = num(v)
+    for (const k of Object.keys(json.thresholds)) {
+      const n = num(json.thresholds[k])
       if (n !== undefined) thresholds[k] = n
     }
   }
 
-  return {
-    ok: true,
-    json,
-    warnings,
-    reply: {
-      action: json.action.trim().toLowerCase(),
-      score,
-      requiredScore,
-      isSkipped,
-      symbols: parseSymbols(json.symbols, warn),
-      messages,
-      smtpMessage: messages.smtp_message,
-      subject,
-      milter: parseMilter(json.milter, warn),
-      dkimSignatures: parseDkim(json['dkim-signature'], warn),
-      messageId,
-      timeReal,
-      thresholds,
-    },
+  const reply: Reply = {
+    action: json.action.trim().toLowerCase(),
+    score,
+    requiredScore,
+    isSkipped,
+    symbols: parseSymbols(json.symbols, warn),
+    messages,
+    smtpMessage: messages.smtp_message,
+    subject,
+    milter: parseMilter(json.milter, warn),
+    dkimSignatures: parseDkim(json['dkim-signature'], warn),
+    messageId,
+    timeReal,
+    thresholds,
   }
+  if (unlisted > 0) warnings.push(`ignored ${unlisted} more field(s) of the wrong type`)
+  return { ok: true, json, warnings, reply }
 }
+
+/** `messages` kept (smtp_message always): rspamd sends one or two; each is a line of the exim style's report. */
+export const MAX_MESSAGES = 50
+/** Warnings listed for one reply; the rest are counted in one more. */
+export const MAX_WARNINGS = 20
 
 /** The heaviest symbols first (by |score|), then by name, so that output is stable (rspamd's x-spamd-result order). */
 export function bySeverity(symbols: readonly RspamdSymbol[]): RspamdSymbol[] {
@@ -159,14 +173,27 @@ export function bySeverity(symbols: readonly RspamdSymbol[]): RspamdSymbol[] {
 }
 
 /**
+ * The `k` heaviest symbols, in bySeverity()'s order, without sorting all of them: a reply of 10⁵
+ * symbols is sorted 2k at a time, each round keeping the best k (n log k, not n log n).
+ */
+export function heaviest(symbols: readonly RspamdSymbol[], k: number): RspamdSymbol[] {
+  if (symbols.length <= k) return bySeverity(symbols)
+  let best: RspamdSymbol[] = []
+  for (const s of symbols) {
+    best.push(s)
+    if (best.length >= 2 * k) best = bySeverity(best).slice(0, k)
+  }
+  return bySeverity(best).slice(0, k)
+}
+
+/**
  * The symbols for the one log line: heaviest first, as `NAME(score)`. Names come from the reply,
  * so they are escaped and cut like any field; past `max` symbols the rest is counted, not listed,
  * so a hostile reply cannot make a megabyte log line.
  */
 export function symbolsForLog(symbols: readonly RspamdSymbol[], max = 64): string {
-  const sorted = bySeverity(symbols)
-  const shown = sorted.slice(0, max).map((s) => `${printable(s.name)}(${roundScore(s.score)})`)
-  if (sorted.length > max) shown.push(`… ${sorted.length - max} more`)
+  const shown = heaviest(symbols, max).map((s) => `${printable(s.name)}(${roundScore(s.score)})`)
+  if (symbols.length > max) shown.push(`… ${symbols.length - max} more`)
   return shown.join(' ')
 }
 
@@ -207,7 +234,8 @@ function parseSymbols(v: unknown, warn: Warn): RspamdSymbol[] {
     return []
   }
   const out: RspamdSymbol[] = []
-  for (const [key, s] of Object.entries(v)) {
+  for (const key of Object.keys(v)) {
+    const s = v[key]
     if (!isObj(s)) {
       warn(`symbols.${key}`, s)
       continue
@@ -242,32 +270,40 @@ function parseMilter(v: unknown, warn: Warn): Reply['milter'] {
   }
   const add = v.add_headers
   if (isObj(add)) {
-    for (const [name, value] of Object.entries(add)) {
+    // Object.keys, not entries: a reply of 10⁵ names would allocate a pair for each
+    for (const name of Object.keys(add)) {
       // rspamd sends a string, {value, order}, or an array of either
-      const items = Array.isArray(value) ? value : [value]
-      for (const item of items) {
-        if (typeof item === 'string') milter.add.push({ name, value: item })
-        else if (isObj(item) && typeof item.value === 'string') {
-          milter.add.push({ name, value: item.value, order: num(item.order) })
-        } else warn(`milter.add_headers.${name}`, item)
-      }
+      const value = add[name]
+      if (!Array.isArray(value)) addItem(milter, name, value, warn)
+      else for (const item of value as unknown[]) addItem(milter, name, item, warn)
     }
   } else if (add !== undefined) warn('milter.add_headers', add)
 
   const remove = v.remove_headers
   if (isObj(remove)) {
-    for (const [name, value] of Object.entries(remove)) {
+    for (const name of Object.keys(remove)) {
       // rspamd's milter takes integers only (UCL_INT), alone or in a list, and skips anything else
-      const items: unknown[] = Array.isArray(value) ? value : [value]
+      const value = remove[name]
       const positions: number[] = []
-      for (const item of items) {
-        if (Number.isSafeInteger(item)) positions.push(item as number)
-        else warn(`milter.remove_headers.${name}`, item)
+      if (Number.isSafeInteger(value)) positions.push(value as number)
+      else if (!Array.isArray(value)) warn(`milter.remove_headers.${name}`, value)
+      else {
+        for (const item of value as unknown[]) {
+          if (Number.isSafeInteger(item)) positions.push(item as number)
+          else warn(`milter.remove_headers.${name}`, item)
+        }
       }
       if (positions.length > 0) milter.remove.push({ name, positions })
     }
   } else if (remove !== undefined) warn('milter.remove_headers', remove)
   return milter
+}
+
+function addItem(milter: Reply['milter'], name: string, item: unknown, warn: Warn): void {
+  if (typeof item === 'string') milter.add.push({ name, value: item })
+  else if (isObj(item) && typeof item.value === 'string') {
+    milter.add.push({ name, value: item.value, order: num(item.order) })
+  } else warn(`milter.add_headers.${name}`, item)
 }
 
 function parseDkim(v: unknown, warn: Warn): string[] {

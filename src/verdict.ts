@@ -7,6 +7,7 @@ import type { Reply } from './reply'
 import {
   configuredStyleNames,
   type HeaderField,
+  MAX_DKIM_SIGNATURES,
   milterEdits,
   prepareField,
   type RawField,
@@ -195,14 +196,23 @@ export function rspamdEdits(
   const removeAt: RemoveAt[] = []
   const dropped: string[] = []
   if (cfg.dkim.enabled) {
-    for (const sig of reply.dkimSignatures) add.push({ name: 'DKIM-Signature', value: sig })
+    const sigs = reply.dkimSignatures
+    for (let i = 0; i < sigs.length && i < MAX_DKIM_SIGNATURES; i++) {
+      add.push({ name: 'DKIM-Signature', value: sigs[i] as string })
+    }
+    if (sigs.length > MAX_DKIM_SIGNATURES) {
+      dropped.push(
+        `DKIM-Signature: ${sigs.length - MAX_DKIM_SIGNATURES} more signature(s) over the limit of ${MAX_DKIM_SIGNATURES}`,
+      )
+    }
   }
   if (cfg.rmilterHeaders.enabled) {
+    // loops, not push(...list): a list of 10⁵ arguments overflows the stack
     const m = milterEdits(reply.milter)
-    remove.push(...m.remove)
-    removeAt.push(...m.removeAt)
-    add.push(...m.add)
-    dropped.push(...m.dropped)
+    for (const n of m.remove) remove.push(n)
+    for (const r of m.removeAt) removeAt.push(r)
+    for (const f of m.add) add.push(f)
+    for (const d of m.dropped) dropped.push(d)
   }
   return { remove, removeAt, add, dropped }
 }
@@ -267,14 +277,14 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
     raw.push({ name: 'Subject', value: rewriteSubject(cfg.subject, facts.subject, reply.subject) })
   }
   const fromRspamd = rspamdEdits(reply, cfg)
-  remove.push(...fromRspamd.remove)
-  raw.push(...fromRspamd.add)
-  dropped.push(...fromRspamd.dropped)
+  for (const n of fromRspamd.remove) remove.push(n)
+  for (const f of fromRspamd.add) raw.push(f)
+  for (const d of fromRspamd.dropped) dropped.push(d)
   if (wantsSpamHeaders(reply, cfg)) {
-    remove.push(...configuredStyleNames(cfg))
+    for (const n of configuredStyleNames(cfg)) remove.push(n)
     const styled = styleHeaders(reply, cfg, facts.style ?? {})
-    raw.push(...styled.fields)
-    dropped.push(...styled.dropped)
+    for (const f of styled.fields) raw.push(f)
+    for (const d of styled.dropped) dropped.push(d)
   }
   return prepareEdits(raw, remove, dropped, '\n', fromRspamd.removeAt)
 }

@@ -378,8 +378,10 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
         ['X-Good'],
         'only the valid one was added',
       )
+      // one line for them all, naming the first few and counting the rest
       const refused = logs.filter((l) => /^WARN header edit refused: add of invalid header name/.test(l))
-      assert.equal(refused.length, badNames.length, logs.join('\n'))
+      assert.equal(refused.length, 1, logs.join('\n'))
+      assert.match(refused[0] ?? '', new RegExp(` and ${badNames.length - 5} more$`))
     })
 
     it('folds 10 000-character values, with and without spaces, into lines of at most 998 octets', async () => {
@@ -405,7 +407,7 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
       )
       assert.deepEqual(valuesOf(queued, 'X-Flood'), values.slice(0, 100))
       assert.equal(
-        logs.filter((l) => /400 more X-Flood value\(s\): over the limit of 100 per name/.test(l)).length,
+        logs.filter((l) => /400 more value\(s\) over the limit of 100 per name: 400 X-Flood$/.test(l)).length,
         1,
       )
     })
@@ -486,9 +488,10 @@ describe('faults: hostile headers (haraka-test-fixtures)', function () {
       assert.equal(valuesOf(queued, 'Received').length, 1)
       assert.equal(valuesOf(queued, 'From').length, 1)
       assert.equal(valuesOf(queued, 'Message-ID').length, 1)
-      for (const h of ['Received', 'From', 'Message-ID']) {
-        assert.ok(logs.includes(`WARN header edit refused: remove of protected header ${h}`), logs.join('\n'))
-      }
+      assert.ok(
+        logs.includes('WARN header edit refused: remove of protected header Received, From, Message-ID'),
+        logs.join('\n'),
+      )
     })
   })
 

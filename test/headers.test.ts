@@ -716,10 +716,8 @@ describe('headers', function () {
     it('refuses numbered removals of protected headers too', () => {
       const e = milterEdits(fromJson({ remove_headers: { Received: 1, 'DKIM-Signature': [-1] } }))
       assert.deepEqual(e.removeAt, [])
-      assert.deepEqual(e.dropped, [
-        'remove of protected header Received',
-        'remove of protected header DKIM-Signature',
-      ])
+      // one line per kind of refusal, however many names
+      assert.deepEqual(e.dropped, ['remove of protected header Received, DKIM-Signature'])
     })
 
     for (const bad of ['X Bad', 'X-Bad:', 'Bcc\r\nX', '', 'X-Ünï', 'N'.repeat(200), 'X\u007f\u2028Y']) {
@@ -805,7 +803,7 @@ describe('headers', function () {
       )
       assert.deepEqual(e.remove, ['X-Flood'])
       assert.equal(e.dropped.length, 1)
-      assert.match(e.dropped[0] ?? '', /400 more X-Flood/)
+      assert.equal(e.dropped[0], 'add of 400 more value(s) over the limit of 100 per name: 400 X-Flood')
     })
 
     it(`adds at most ${MAX_ADDS} values in all and reports the rest per name`, () => {
@@ -815,8 +813,7 @@ describe('headers', function () {
       assert.equal(e.add.length, MAX_ADDS)
       // 7 × 90 = 630: the first 5 names fit (450), 50 of the 6th, none of the 7th
       assert.deepEqual(e.dropped, [
-        `add of 40 more X-Many-5 value(s): over the limit of ${MAX_ADDS} added headers`,
-        `add of 90 more X-Many-6 value(s): over the limit of ${MAX_ADDS} added headers`,
+        `add of 130 more value(s) over the limit of ${MAX_ADDS} added headers: 40 X-Many-5, 90 X-Many-6`,
       ])
       assert.ok(!e.remove.includes('X-Many-6'), 'a name with nothing added is not removed')
     })

@@ -122,6 +122,28 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     assert.deepEqual(headerValue(q.message, 'Subject'), ['*** SPAM *** Garden club meets on Wednesday'])
   })
 
+  it('rewrites the subject of a ~280 KB Subject folded over 300 lines (10⁵ words), the forged verdict headers gone', async () => {
+    // issue 22: this threw RangeError in the header code and went out unmarked, forged headers kept
+    const subject = Array.from({ length: 300 }, () => `free money${' x'.repeat(460)}`).join('\r\n ')
+    const ham = corpus('ham.eml')
+      .toString()
+      .replace(/^Subject:.*\r\n/m, '')
+    const message = Buffer.from(
+      `X-Test-Action: rewrite subject\r\nX-Spam: no\r\nX-Rspamd-Score: -50\r\nSubject: ${subject}\r\n${ham}`,
+    )
+    const res = await send(message)
+    assert.equal(res.final.code, 250, res.final.text)
+    const q = haraka.queued(queuedId(res.final) ?? assert.fail(res.final.text))
+    assert.equal(q.rspamd?.action, 'rewrite subject')
+    const written = headerValue(q.message, 'Subject')
+    assert.equal(written.length, 1)
+    assert.match(written[0] ?? '', /^\*\*\* SPAM \*\*\* free money x x/)
+    assert.ok((written[0] ?? '').endsWith('[truncated]'), 'cut to the 16 KiB cap')
+    assert.deepEqual(headerValue(q.message, 'X-Spam'), [])
+    assert.deepEqual(headerValue(q.message, 'X-Rspamd-Score'), [])
+    for (const line of headerBlock(q.message).split('\r\n')) assert.ok(Buffer.byteLength(line) <= 998)
+  })
+
   it("applies rspamd's milter headers: adds X-Test-Added, removes X-Test-Remove", async () => {
     const res = await send(withTestHeaders('ham.eml', { 'X-Test-Milter': 'yes', 'X-Test-Remove': 'bye' }))
     assert.equal(res.final.code, 250)
