@@ -115,6 +115,8 @@ interface Options {
   envelope: { ip?: string; helo?: string; mailFrom?: string; rcpts: string[]; user?: string }
   exec?: string
   tempfail: boolean
+  /** sections of the --config file only the Haraka plugin acts on */
+  haraka: string[]
 }
 
 /** --server: one server or a comma list, checked entry by entry as `servers` in rspamd.ini is. */
@@ -214,17 +216,28 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
       }
     : {}
   if (values.timeout !== undefined) main.timeout = values.timeout
-  // the lda style always (this is rspamc --mime); others on request; X-Spam-Result with --json
-  const styles = values.styles !== undefined ? parseStyles('--styles', values.styles) : []
-  const spamHeaders = {
-    styles: ['lda', ...styles.filter((s) => s !== 'lda')].join(','),
-    lda_json: values.json === true,
-  }
+  // the lda style always (this is rspamc --mime), first; then --styles, else the config's [spam_headers]
+  // styles (checked as the plugin checks them); X-Spam-Result with --json or the config's lda_json
   const fromIni = (ini.spam_headers as Record<string, unknown> | undefined) ?? {}
-  const cfg = parseConfig(
-    { ...ini, ...rspamdHeaders, main, spam_headers: { ...fromIni, ...spamHeaders } },
-    env,
-  )
+  let styles: string[] = []
+  if (values.styles !== undefined) {
+    try {
+      styles = parseStyles('--styles', values.styles)
+    } catch (err) {
+      // an option, not a line of rspamd.ini
+      throw new UsageError(
+        err instanceof ConfigError ? err.message.replace(/^rspamd\.ini: /, '') : String(err),
+      )
+    }
+  } else if (fromIni.styles !== undefined) {
+    styles = parseStyles('spam_headers.styles', fromIni.styles)
+  }
+  const spamHeaders: Record<string, unknown> = {
+    ...fromIni,
+    styles: ['lda', ...styles.filter((s) => s !== 'lda')].join(','),
+  }
+  if (values.json === true) spamHeaders.lda_json = true
+  const cfg = parseConfig({ ...ini, ...rspamdHeaders, main, spam_headers: spamHeaders }, env)
 
   if (values.exec !== undefined && values.exec.trim() === '') throw new UsageError('--exec needs a command')
   return {
@@ -239,8 +252,26 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' 
     },
     exec: values.exec,
     tempfail: values.tempfail === true,
+    haraka: HARAKA_ONLY.filter((name) => ini[name] !== undefined),
   }
 }
+
+/**
+ * Sections of rspamd.ini only the Haraka plugin acts on: rspamd-lda answers no SMTP client, so it
+ * does not skip, reject, defer, greylist or rewrite (its --tempfail is what [defer] error is there).
+ * Checked as the plugin checks them all the same, so one file serves both.
+ */
+const HARAKA_ONLY = [
+  'check',
+  'reject',
+  'soft_reject',
+  'defer',
+  'greylist',
+  'ham',
+  'thresholds',
+  'rewrite_subject',
+  'smtp_message',
+] as const
 
 /** Where the original header block ends and how the message writes its line ends. */
 interface Layout {
@@ -511,13 +542,14 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     io.stdout.write(USAGE)
     return EX_OK
   }
-  if (opts !== 'version' && opts.cfg.ignored.length > 0) {
-    say(io, `warning: --config: not used: ${opts.cfg.ignored.join(', ')}`)
-  }
   if (opts === 'version') {
     io.stdout.write(`${COMMAND} (haraka-plugin-rspamd) ${packageVersion()}\n`)
     return EX_OK
   }
+  // said once, together: what of the file this command does not read
+  const unused = [...opts.cfg.ignored]
+  if (opts.haraka.length > 0) unused.push(`${opts.haraka.map((s) => `[${s}]`).join(', ')} (Haraka's only)`)
+  if (unused.length > 0) say(io, `warning: --config: not used: ${unused.join(', ')}`)
 
   const dir = mkdtempSync(join(tmpdir(), `${COMMAND}-`))
   const cleanup = () => rmSync(dir, { recursive: true, force: true })

@@ -387,6 +387,89 @@ describe('rspamd-lda with the fake rspamd', function () {
     assert.match(h.get('X-Spam-Score') ?? '', /^\d+\.\d\d \/ \d+\.\d\d$/)
   })
 
+  it("--config: [spam_headers] styles and lda_json are the config's (after the lda style), --styles overrides them", async () => {
+    server.setReply(replyFor('add header'))
+    const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+    try {
+      const ini = join(dir, 'rspamd.ini')
+      writeFileSync(
+        ini,
+        `host = 127.0.0.1\nport = ${server.port}\n[spam_headers]\nstyles = exim, rspamd\nlda_json = true\n`,
+      )
+      const r = await lda(['--config', ini], ham)
+      assert.equal(r.code, 0, r.stderr)
+      const h = addedHeaders(r.stdout, ham)
+      assert.deepEqual(
+        [...h.keys()],
+        [
+          ...namesFor('yes'),
+          'X-Spam-Result',
+          'X-Spam-Report',
+          'X-Rspamd-Bar',
+          'X-Rspamd-Report',
+          'X-Rspamd-Score',
+        ],
+      )
+      const over = await lda(['--config', ini, '--styles', 'extended'], ham)
+      assert.equal(over.code, 0, over.stderr)
+      const ho = addedHeaders(over.stdout, ham)
+      assert.ok(
+        ho.has('X-Spamd-Result') && !ho.has('X-Spam-Report') && !ho.has('X-Rspamd-Score'),
+        [...ho.keys()].join(),
+      )
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('--config: a bad [spam_headers] styles exits 78 naming the key; a bad --styles is a usage error (64) naming the option', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+    try {
+      const ini = join(dir, 'rspamd.ini')
+      writeFileSync(
+        ini,
+        `host = 127.0.0.1\nport = ${server.port}\n[spam_headers]\nstyles = rspamd, extnded\n`,
+      )
+      const r = await lda(['--config', ini], ham)
+      assert.equal(r.code, 78, r.stderr)
+      assert.match(
+        r.stderr,
+        /^rspamd-lda: rspamd\.ini: spam_headers\.styles = "rspamd, extnded": unknown style "extnded"/m,
+      )
+      assert.equal(r.stdout.length, 0)
+      const opt = await lda([...at(), '--styles', 'extnded'], ham)
+      assert.equal(opt.code, 64)
+      assert.match(opt.stderr, /^rspamd-lda: --styles = "extnded": unknown style/m)
+      assert.doesNotMatch(opt.stderr.split('\n')[0] ?? '', /rspamd\.ini/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('--config: the sections only Haraka acts on are said once, with the keys nobody reads', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+    try {
+      const ini = join(dir, 'rspamd.ini')
+      writeFileSync(
+        ini,
+        `host = 127.0.0.1\nport = ${server.port}\ntimout = 3\n[check]\nlocal_ip = true\n[greylist]\nenabled = true\n[defer]\nerror = true\n`,
+      )
+      const r = await lda(['--config', ini], ham)
+      assert.equal(r.code, 0, r.stderr)
+      const warnings = r.stderr.split('\n').filter((l) => /not used/.test(l))
+      assert.deepEqual(warnings, [
+        "rspamd-lda: warning: --config: not used: timout, [check], [defer], [greylist] (Haraka's only)",
+      ])
+      // still checked as the plugin checks them: one file serves both
+      writeFileSync(ini, `host = 127.0.0.1\nport = ${server.port}\n[defer]\nerror = ture\n`)
+      const bad = await lda(['--config', ini], ham)
+      assert.equal(bad.code, 78)
+      assert.match(bad.stderr, /defer\.error = "ture"/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('removes forged verdict headers of every style, and with remove_foreign=false only those it writes', async () => {
     server.setReply(replyFor('add header'))
     const spoofed = corpus('spoofed-verdict-headers.eml')
