@@ -17,7 +17,14 @@ STATE_DIR="${RSPAMD_STATE_DIR:-$REPO/.tmp/rspamd}"
 [[ "$STATE_DIR" == /* ]] || STATE_DIR="$PWD/$STATE_DIR"
 # Compiled hyperscan databases: ~10 s of CPU to build, reusable across runs
 # and state dirs, so kept apart from the state dir (safe to delete).
-HS_CACHE_DIR="${RSPAMD_HS_CACHE_DIR:-$REPO/.tmp/rspamd-hs-cache}"
+# With RSPAMD_STATE_DIR set and no RSPAMD_HS_CACHE_DIR, nothing is written into the checkout.
+if [[ -n "${RSPAMD_HS_CACHE_DIR:-}" ]]; then
+  HS_CACHE_DIR="$RSPAMD_HS_CACHE_DIR"
+elif [[ -n "${RSPAMD_STATE_DIR:-}" ]]; then
+  HS_CACHE_DIR="$STATE_DIR/hs-cache"
+else
+  HS_CACHE_DIR="$REPO/.tmp/rspamd-hs-cache"
+fi
 [[ "$HS_CACHE_DIR" == /* ]] || HS_CACHE_DIR="$PWD/$HS_CACHE_DIR"
 HOST=127.0.0.1
 PORT="${RSPAMD_PORT:-11343}"
