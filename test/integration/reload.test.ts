@@ -57,4 +57,39 @@ describe('integration: real Haraka, a bad rspamd.ini reload', function () {
       assert.deepEqual(haraka.logged(/uncaught|Invalid URL|\[CRIT\]/i), [])
     })
   }
+
+  it('names every bad key of a refused file on a line of its own, and the same file at the next start says the same, without a stack trace', async () => {
+    const bad = ini('').replace(/\n\[check\]/, '\nadd_headers = bogus\n[reject]\nspam = flase\n[check]')
+    const refusedLines = /rspamd\.ini reload refused/
+    const before = haraka.logged(refusedLines).length
+    haraka.writeRspamdIni(bad)
+    await haraka.waitForLogCount(refusedLines, before + 2)
+    const lines = haraka.logged(refusedLines).slice(before)
+    assert.equal(lines.length, 2, lines.join('\n'))
+    assert.match(lines[0] ?? '', /add_headers = "bogus": expected always, never or sometimes/)
+    assert.match(lines[1] ?? '', /reject\.spam = "flase": expected true or false/)
+
+    // the operator restarts Haraka without fixing the file: it does not start, and says why as clearly
+    let log = ''
+    await assert.rejects(Haraka.start({ rspamdIni: bad }), (err: Error) => {
+      log = err.message
+      return /exited with/.test(err.message)
+    })
+    const crit = log.split('\n').filter((l) => /\[CRIT\]/.test(l))
+    assert.ok(
+      crit.some((l) => /add_headers = "bogus": expected always, never or sometimes/.test(l)),
+      log,
+    )
+    assert.ok(
+      crit.some((l) => /reject\.spam = "flase": expected true or false/.test(l)),
+      log,
+    )
+    assert.deepEqual(
+      crit.filter((l) => /\bat (\S+ \()?\/\S+:\d+:\d+\)?$/.test(l)),
+      [],
+      'no stack frame in the log',
+    )
+    // and the running Haraka went on with its config all along
+    assert.ok(haraka.pid !== undefined)
+  })
 })
