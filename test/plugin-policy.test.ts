@@ -69,6 +69,50 @@ describe('plugin: sender and size policy, greylisting, thresholds, [ham] ok', fu
       })
     }
 
+    // every [check] reason: one info line, and what would scan such mail
+    const REASONS: Array<[sender: Parameters<typeof connectionWith>[1], ini: string, line: RegExp]> = [
+      [
+        { authUser: 'alice' },
+        '',
+        /^skip=authed size=\d+ why="authenticated sender; \[check\] authenticated = true scans it"$/,
+      ],
+      [
+        { relaying: true },
+        '',
+        /^skip=relay size=\d+ why="relaying client; \[check\] relay = true scans it"$/,
+      ],
+      [
+        { isLocal: true, isPrivate: true, ip: '127.0.0.1' },
+        '',
+        /^skip=local_ip,private_ip size=\d+ why="client on this machine; \[check\] local_ip = true scans it; client on a private network; \[check\] private_ip = true scans it"$/,
+      ],
+      [
+        { isPrivate: true, ip: '10.1.2.3' },
+        '',
+        /^skip=private_ip size=\d+ why="client on a private network; /,
+      ],
+      [
+        { ip: '198.51.100.20' },
+        '[check]\nwhitelist = 198.51.100.0/24',
+        /^skip=whitelist size=\d+ why="client in \[check\] whitelist"$/,
+      ],
+      [
+        { localPort: 587 },
+        '[check]\nskip_ports = 587',
+        /^skip=port size=\d+ why="local port in \[check\] skip_ports"$/,
+      ],
+    ]
+    for (const [sender, extra, line] of REASONS) {
+      it(`logs one line for a message skipped as ${/skip=([\w,]+)/.exec(line.source)?.[1] ?? ''}, naming what would scan it`, async () => {
+        plugin = loadPlugin(iniFor(server, extra))
+        const conn = await connectionWith(corpus('ham.eml'), sender)
+        const lines = infoLines(conn)
+        await dataPost(plugin, conn)
+        assert.equal(lines.length, 1, lines.join('\n'))
+        assert.match(lines[0] ?? '', line)
+      })
+    }
+
     it('scans a client outside the whitelist and mail to another port', async () => {
       plugin = loadPlugin(iniFor(server, '[check]\nwhitelist = 198.51.100.0/24\nskip_ports = 587'))
       const before = server.requests.length
