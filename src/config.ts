@@ -4,6 +4,7 @@
 import { forLog, LOG_LINE_MAX } from './escape'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
+import { domainToUnicode } from 'node:url'
 
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
@@ -462,9 +463,24 @@ export function hostProblem(host: string): string | undefined {
   if (isIP(host) !== 0) return undefined
   const zone = /^([0-9A-Fa-f:.]+)%([A-Za-z0-9_.-]+)$/.exec(host)
   if (zone && isIP(zone[1] ?? '') === 6) return undefined
-  if (host.length <= 254 && HOST_NAME.test(host)) return undefined
+  if (host.length <= 254 && HOST_NAME.test(host)) {
+    const bad = host.split('.').find((label) => !aLabelDecodes(label))
+    return bad === undefined ? undefined : `${bad} is not a valid international (xn--, punycode) label`
+  }
   if (/^[^:]+:\d*$/.test(host)) return 'expected a host name or IP address; the port goes in `port`'
   return 'expected a host name or IP address (ASCII letters, digits, - _ and .; IPv6 in [brackets] or bare)'
+}
+
+/**
+ * A label is fine unless it starts with `xn--` and does not decode to an international name. Node's own
+ * URL parser is no guide: Node 20 and 22 refuse `xn--a.example`, Node 24 (ada 4) takes it, so a config
+ * would load on one and not the other. `domainToUnicode` gives '' (Node 20, 22) or the input unchanged
+ * (Node 24) for a label that does not decode, and a name with a non-ASCII character for one that does.
+ */
+function aLabelDecodes(label: string): boolean {
+  if (!/^xn--/i.test(label)) return true
+  const decoded = domainToUnicode(label)
+  return decoded !== '' && /\P{ASCII}/u.test(decoded)
 }
 
 /** Printable ASCII without colon or space: an RFC 5322 field-name (the verdict headers written into the message). */
