@@ -1,12 +1,12 @@
-// src/config.ts `ignored`: keys and sections of rspamd.ini that no setting reads (typos, keys in the
+// src/config/index.ts `ignored`: keys and sections of rspamd.ini that no setting reads (typos, keys in the
 // wrong section, keys another setting overrides), which the plugin and rspamd-lda warn about.
 
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import iniReader from 'haraka-config/lib/readers/ini'
-import { parseConfig } from '../src/config'
-import { REPO } from './support/harness'
+import { parseConfig } from '../../src/config'
+import { REPO } from '../support/harness'
 
 const CASES: Array<[label: string, ini: Record<string, unknown>, ignored: string[]]> = [
   ['an empty file', {}, []],

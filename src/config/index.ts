@@ -1,7 +1,7 @@
 // rspamd.ini, as haraka-config returns it, → a typed, validated Config.
 // Every 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the key.
 
-import { forLog, LOG_LINE_MAX } from './escape'
+import { forLog, LOG_LINE_MAX } from '../escape'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { domainToUnicode } from 'node:url'

@@ -1,12 +1,12 @@
-// src/config.ts, redis.ini for [greylist] store = redis: haraka-plugin-redis's file, read as it reads it
+// src/config/index.ts, redis.ini for [greylist] store = redis: haraka-plugin-redis's file, read as it reads it
 // ([opts] for every connection, [server] over it, the old ip and db names), each bad value naming its key.
 
 import assert from 'node:assert/strict'
-import { ConfigError, parseRedisIni, type RedisSettings } from '../src/config'
-import { tripletDigest } from '../src/greylist'
-import { RedisGreylist } from '../src/greylist-redis'
-import { REDIS_PORT, redisClient, redisServer } from './support/redis'
-import { loadPlugin, unregister } from './support/harness'
+import { ConfigError, parseRedisIni, type RedisSettings } from '../../src/config'
+import { tripletDigest } from '../../src/greylist'
+import { RedisGreylist } from '../../src/greylist-redis'
+import { REDIS_PORT, redisClient, redisServer } from '../support/redis'
+import { loadPlugin, unregister } from '../support/harness'
 
 const DEFAULT: RedisSettings = {
   host: '127.0.0.1',

@@ -10,9 +10,9 @@ import { join } from 'node:path'
 import fc from 'fast-check'
 import iniReader from 'haraka-config/lib/readers/ini'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { ConfigError, parseConfig } from '../src/config'
-import { FakeRspamd } from './support/fake-rspamd'
-import { replyFor } from './support/replies'
+import { ConfigError, parseConfig } from '../../src/config'
+import { FakeRspamd } from '../support/fake-rspamd'
+import { replyFor } from '../support/replies'
 import {
   REPO,
   connectionWith,
@@ -22,7 +22,7 @@ import {
   iniPathOf,
   loadPlugin,
   unregister,
-} from './support/harness'
+} from '../support/harness'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261202)
 const RELOAD_RUNS = Number(process.env.FUZZ_RELOAD_RUNS ?? 3)

@@ -1,4 +1,4 @@
-// src/config.ts, the promises a hurried operator relies on: booleans read from their text (no typo turns a
+// src/config/index.ts, the promises a hurried operator relies on: booleans read from their text (no typo turns a
 // protection off), every value that reaches a URL, a socket or a Pool checked at load, and secrets never in
 // an error message. The ini text goes through haraka-config's own reader, as Haraka hands it to us.
 
@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import iniReader from 'haraka-config/lib/readers/ini'
-import { BOOL_WORDS, type Config, ConfigError, INI_BOOLEANS, parseConfig } from '../src/config'
-import { RspamdClient } from '../src/client'
-import { run } from '../src/lda'
+import { BOOL_WORDS, type Config, ConfigError, INI_BOOLEANS, parseConfig } from '../../src/config'
+import { RspamdClient } from '../../src/client'
+import { run } from '../../src/lda'
 
 /** rspamd-lda --config with `text`: its exit code and stderr (it stops before reading the message). */
 async function ldaWith(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stderr: string }> {

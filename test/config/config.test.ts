@@ -1,4 +1,4 @@
-// src/config.ts: rspamd.ini as haraka-config returns it → Config. Every default, every key with a
+// src/config/index.ts: rspamd.ini as haraka-config returns it → Config. Every default, every key with a
 // valid value, and every invalid value as a ConfigError that names the key.
 
 import assert from 'node:assert/strict'
@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
-import { type Config, ConfigError, parseConfig, sameTarget } from '../src/config'
+import { type Config, ConfigError, parseConfig, sameTarget } from '../../src/config'
 
 type Ini = Record<string, unknown>
 type Getter = (c: Config) => unknown

@@ -1,8 +1,8 @@
-// src/config.ts, the server pool keys new in 2.x: `servers`, `connect_timeout` and `[upstream]`
+// src/config/index.ts, the server pool keys new in 2.x: `servers`, `connect_timeout` and `[upstream]`
 // (rmilter's servers, connect_timeout, error_time, dead_time and max_errors).
 
 import assert from 'node:assert/strict'
-import { type Config, ConfigError, type Target, parseConfig, parseServer, sameTarget } from '../src/config'
+import { type Config, ConfigError, type Target, parseConfig, parseServer, sameTarget } from '../../src/config'
 
 const tcp = (host: string, port = 11333, scheme: 'http' | 'https' = 'http'): Target => ({
   kind: 'tcp',
