@@ -6,9 +6,9 @@ import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import DSN from 'haraka-dsn'
 import { ConfigError, oncePerConfig, parseConfig, parseRedisIni, sameTarget, type Config } from './src/config'
-import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/client'
-import { describeTarget } from './src/transport'
-import { buildRequestHeaders, type Envelope } from './src/request'
+import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/rspamd/client'
+import { describeTarget } from './src/rspamd/transport'
+import { buildRequestHeaders, type Envelope } from './src/rspamd/request'
 import {
   defined,
   failoverField,
@@ -17,7 +17,7 @@ import {
   skipFields,
   unscannedClients,
 } from './src/logline'
-import { symbolsForLog } from './src/reply'
+import { symbolsForLog } from './src/rspamd/reply'
 import { forLog, LOG_LINE_MAX } from './src/escape'
 import { fieldNameOf } from './src/fields'
 import { Greylist } from './src/greylist'

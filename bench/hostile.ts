@@ -7,9 +7,9 @@
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { cpus } from 'node:os'
-import { MAX_REPLY_BYTES } from '../src/client'
+import { MAX_REPLY_BYTES } from '../src/rspamd/client'
 import { parseConfig } from '../src/config'
-import { parseReplyBody } from '../src/reply'
+import { parseReplyBody } from '../src/rspamd/reply'
 import { decide } from '../src/verdict'
 import {
   captureLogs,

@@ -1,5 +1,5 @@
 // The real servers of bench/e2e.ts and bench/soak.ts: rspamd (scripts/rspamd.sh, the offline config of
-// test/rspamd), started when it is not running and stopped only by whoever started it; real Harakas
+// test/rspamd-server), started when it is not running and stopped only by whoever started it; real Harakas
 // with this package, with Haraka's bundled 1.6.1 or without scanning, each checked for the plugin it
 // loaded; and rspamd's own counters (its controller's /stat), which prove each scan happened.
 

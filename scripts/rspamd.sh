@@ -2,17 +2,17 @@
 # Run a real rspamd (Debian package) as a process of this project, offline,
 # for integration tests: scripts/rspamd.sh start|stop|status|env
 #
-# - Not the system service: our own `rspamd -c test/rspamd/rspamd.conf` whose
+# - Not the system service: our own `rspamd -c test/rspamd-server/rspamd.conf` whose
 #   pid, log, sockets and databases all live in the state dir
 #   (RSPAMD_STATE_DIR, default <repo>/.tmp/rspamd).
 # - Only 127.0.0.1: normal worker on RSPAMD_PORT (11343), controller on
 #   RSPAMD_CONTROLLER_PORT (11344); no proxy and no fuzzy worker. Network
-#   modules are off and DNS points at 127.0.0.1 (see test/rspamd/README.md).
-# - Verdicts on demand through X-Test-* headers (test/rspamd/rspamd.local.lua).
+#   modules are off and DNS points at 127.0.0.1 (see test/rspamd-server/README.md).
+# - Verdicts on demand through X-Test-* headers (test/rspamd-server/rspamd.local.lua).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONF_DIR="$REPO/test/rspamd"
+CONF_DIR="$REPO/test/rspamd-server"
 STATE_DIR="${RSPAMD_STATE_DIR:-$REPO/.tmp/rspamd}"
 [[ "$STATE_DIR" == /* ]] || STATE_DIR="$PWD/$STATE_DIR"
 # Compiled hyperscan databases: ~10 s of CPU to build, reusable across runs

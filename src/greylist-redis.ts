@@ -1,6 +1,6 @@
 // Greylisting triplets in Redis ([greylist] store = redis): the same rules as src/greylist.ts, shared by every
 // Haraka worker and host that uses the same Redis. Owns the one Redis connection of the process; besides
-// src/client.ts, the only module that does network I/O.
+// src/rspamd/client.ts, the only module that does network I/O.
 
 import { createHash } from 'node:crypto'
 import type { createClient } from 'redis'

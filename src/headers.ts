@@ -10,7 +10,7 @@ import {
   type MilterRemove,
   type Reply,
   type RspamdSymbol,
-} from './reply'
+} from './rspamd/reply'
 
 export interface HeaderField {
   name: string

@@ -20,7 +20,7 @@ import { Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
-import { RspamdClient, type ScanOutcome } from './client'
+import { RspamdClient, type ScanOutcome } from './rspamd/client'
 import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from './config'
 import {
   configuredStyleNames,
@@ -34,7 +34,7 @@ import {
 } from './headers'
 import { forLog, LOG_LINE_MAX } from './escape'
 import { type FieldName, fieldNameOf } from './fields'
-import { buildRequestHeaders } from './request'
+import { buildRequestHeaders } from './rspamd/request'
 import { type HeaderEdits, prepareEdits, rspamdEdits } from './verdict'
 import { packageVersion } from './version'
 

@@ -3,7 +3,7 @@
 
 import type { Config } from './config'
 import { SINGLE_FIELDS } from './fields'
-import type { Reply } from './reply'
+import type { Reply } from './rspamd/reply'
 import {
   configuredStyleNames,
   type HeaderField,

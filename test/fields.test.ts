@@ -8,7 +8,7 @@ import { Header } from 'haraka-email-message'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { fieldNameOf, SINGLE_FIELDS } from '../src/fields'
 import { run, withoutFields } from '../src/lda'
-import { parseReply } from '../src/reply'
+import { parseReply } from '../src/rspamd/reply'
 import { parseConfig } from '../src/config'
 import { decide } from '../src/verdict'
 import {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { parseConfig } from '../src/config'
-import { parseReply } from '../src/reply'
+import { parseReply } from '../src/rspamd/reply'
 import { decide } from '../src/verdict'
 import { FakeRspamd } from './support/fake-rspamd'
 import {

@@ -34,7 +34,7 @@ import {
   symbolReport,
   TRUNCATED,
 } from '../src/headers'
-import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../src/reply'
+import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../src/rspamd/reply'
 import { prng } from './support/prng'
 import { REPO } from './support/harness'
 

@@ -21,7 +21,7 @@ import {
   milterEdits,
   prepareField,
 } from '../src/headers'
-import { bySeverity, heaviest, MAX_WARNINGS, parseReply } from '../src/reply'
+import { bySeverity, heaviest, MAX_WARNINGS, parseReply } from '../src/rspamd/reply'
 import { FakeRspamd } from './support/fake-rspamd'
 import {
   DENYSOFT,

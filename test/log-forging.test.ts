@@ -10,7 +10,7 @@ import { Readable, Writable } from 'node:stream'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 import { forLog, LOG_TEXT_MAX } from '../src/escape'
 import { run } from '../src/lda'
-import { parseReplyBody } from '../src/reply'
+import { parseReplyBody } from '../src/rspamd/reply'
 import {
   captureLogs,
   connectionWith,

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { BOOL_WORDS, type Config, ConfigError, INI_BOOLEANS, parseConfig } from '../../src/config'
-import { RspamdClient } from '../../src/client'
+import { RspamdClient } from '../../src/rspamd/client'
 import { run } from '../../src/lda'
 
 /** rspamd-lda --config with `text`: its exit code and stderr (it stops before reading the message). */

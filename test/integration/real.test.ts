@@ -1,4 +1,4 @@
-// End to end: real rspamd (scripts/rspamd.sh, offline config in test/rspamd/) and real Haraka with this
+// End to end: real rspamd (scripts/rspamd.sh, offline config in test/rspamd-server/) and real Haraka with this
 // package installed from its npm tarball, over SMTP. Never skipped: no rspamd or Haraka is a failure.
 
 import assert from 'node:assert/strict'

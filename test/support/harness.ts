@@ -31,7 +31,7 @@ export function scratchDir(prefix: string): string {
   return mkdtempSync(join(scratchRoot, `${prefix}-`))
 }
 
-/** A corpus message with X-Test-* headers in front (the recipe of test/rspamd/README.md). */
+/** A corpus message with X-Test-* headers in front (the recipe of test/rspamd-server/README.md). */
 export function withTestHeaders(file: string, headers: Record<string, string>): Buffer {
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
   return Buffer.concat([Buffer.from(lines.join('')), corpus(file)])

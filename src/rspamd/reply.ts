@@ -1,7 +1,7 @@
 // rspamd's JSON reply (raw bytes or parsed JSON) → a typed Reply.
 // Nothing in the reply is trusted: every field is checked and a wrong type is dropped with a warning.
 
-import { forLog, hasUnsafe } from './escape'
+import { forLog, hasUnsafe } from '../escape'
 
 export interface RspamdSymbol {
   name: string

@@ -3,12 +3,12 @@
 // through a Transport (transport.ts). Failures come back as values, never thrown.
 
 import { Transform, Writable, type TransformCallback } from 'node:stream'
-import type { Config, Target, TransportKind, UpstreamConfig } from './config'
-import { forLog } from './escape'
+import type { Config, Target, TransportKind, UpstreamConfig } from '../config'
+import { forLog } from '../escape'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
 import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
-import type { ScanError, ScanErrorKind } from './verdict'
+import type { ScanError, ScanErrorKind } from '../verdict'
 
 /** rspamd replies are a few KiB; anything near this is broken or hostile. */
 export const MAX_REPLY_BYTES = 16 * 1024 * 1024

@@ -1,9 +1,9 @@
-// src/lookup.ts: the host name lookup cache of the connections to rspamd, with a resolver and a
+// src/rspamd/lookup.ts: the host name lookup cache of the connections to rspamd, with a resolver and a
 // clock of the test's own.
 
 import assert from 'node:assert/strict'
 import type { LookupAddress, LookupAllOptions } from 'node:dns'
-import { LookupCache, LOOKUP_TTL_MS } from '../src/lookup'
+import { LookupCache, LOOKUP_TTL_MS } from '../../src/rspamd/lookup'
 
 type Done = (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void
 

@@ -1,7 +1,7 @@
 // Sender facts (from Haraka's connection and transaction, gathered by index.ts) → rspamd request headers.
 // Every value is a single-line string: an object or a CR/LF never reaches the wire.
 
-import type { Config } from './config'
+import type { Config } from '../config'
 
 /** What the plugin knows about one message, as plain values. */
 export interface Envelope {

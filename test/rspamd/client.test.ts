@@ -1,4 +1,4 @@
-// src/client.ts against fake rspamd servers: the server pool (least busy, round robin), rmilter's
+// src/rspamd/client.ts against fake rspamd servers: the server pool (least busy, round robin), rmilter's
 // upstream health (max_errors within error_time → dead for dead_time), and failover that pipes the
 // message again from the start on the next server, within one total timeout.
 
@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Readable, type Writable } from 'node:stream'
-import { parseConfig, type Config } from '../src/config'
+import { parseConfig, type Config } from '../../src/config'
 import {
   RspamdClient,
   ScanCancel,
@@ -21,11 +21,11 @@ import {
   type ClientEvent,
   type MessageSource,
   type ScanOutcome,
-} from '../src/client'
-import { blackHole } from './support/black-hole'
-import { FakeRspamd, makeSelfSignedCert } from './support/fake-rspamd'
-import { replyFor } from './support/replies'
-import { connectionWith, dataPost, loadPlugin, REPO, unregister } from './support/harness'
+} from '../../src/rspamd/client'
+import { blackHole } from '../support/black-hole'
+import { FakeRspamd, makeSelfSignedCert } from '../support/fake-rspamd'
+import { replyFor } from '../support/replies'
+import { connectionWith, dataPost, loadPlugin, REPO, unregister } from '../support/harness'
 
 /** A message source over a buffer that can be piped again after an unpipe, counting its pipes. */
 function bufferSource(message: Buffer): MessageSource & { pipes: number } {
@@ -94,8 +94,8 @@ describe('client: which transport each server gets', function () {
   it('loads undici only once a server uses it (loading it costs ~19 MB of RSS)', async () => {
     // a fresh process: this one has undici loaded by other tests
     const script = `
-      const { RspamdClient } = require('./dist/src/client.js')
-      const { parseConfig } = require('./dist/src/config.js')
+      const { RspamdClient } = require('./dist/src/rspamd/client.js')
+      const { parseConfig } = require('./dist/src/config/index.js')
       const loaded = () => Object.keys(require.cache).some((f) => f.includes('/node_modules/undici/'))
       require('./dist/index.js')
       new RspamdClient(parseConfig({ main: { servers: '127.0.0.1:1, /tmp/none.sock' } }))

@@ -1,10 +1,10 @@
-// src/request.ts: sender facts + Config → rspamd request headers. One row per header, then 500
+// src/rspamd/request.ts: sender facts + Config → rspamd request headers. One row per header, then 500
 // random hostile envelopes: every value goes out as single-line text, never as an object.
 
 import assert from 'node:assert/strict'
-import { type Config, parseConfig } from '../src/config'
-import { buildRequestHeaders, type Envelope, type RequestHeaders } from '../src/request'
-import { prng } from './support/prng'
+import { type Config, parseConfig } from '../../src/config'
+import { buildRequestHeaders, type Envelope, type RequestHeaders } from '../../src/rspamd/request'
+import { prng } from '../support/prng'
 
 const BASE = parseConfig({}, {})
 

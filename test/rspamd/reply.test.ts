@@ -1,8 +1,8 @@
-// src/reply.ts: rspamd's JSON → Reply. A full rspamd 3.x reply parsed field by field, broken replies
+// src/rspamd/reply.ts: rspamd's JSON → Reply. A full rspamd 3.x reply parsed field by field, broken replies
 // as errors, and wrong-typed fields as warnings with safe defaults.
 
 import assert from 'node:assert/strict'
-import { parseReply, parseReplyBody, type ParseResult, type Reply } from '../src/reply'
+import { parseReply, parseReplyBody, type ParseResult, type Reply } from '../../src/rspamd/reply'
 
 const DKIM =
   'v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org;\r\n\ts=dkim; t=1714556096; h=from:subject;\r\n\tbh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=Yq3Q1qJ3Kpo6vQ0p'

@@ -2,7 +2,7 @@
 Test-only rules for the rspamd started by scripts/rspamd.sh.
 
 rspamd's rules/rspamd.lua runs `$LOCAL_CONFDIR/rspamd.local.lua` at start-up,
-and the script sets LOCAL_CONFDIR to test/rspamd, so this file is loaded
+and the script sets LOCAL_CONFDIR to test/rspamd-server, so this file is loaded
 without touching /etc/rspamd.
 
 A test message asks for a verdict with headers (see README.md):
