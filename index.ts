@@ -19,7 +19,7 @@ import {
 } from './src/logline'
 import { symbolsForLog } from './src/rspamd/reply'
 import { forLog, LOG_LINE_MAX } from './src/escape'
-import { fieldNameOf } from './src/fields'
+import { fieldNameOf } from './src/message/fields'
 import { Greylist } from './src/greylist'
 import { RedisGreylist, type StoreResult } from './src/greylist-redis'
 import { type ScanFacts, skipReasons } from './src/policy'
@@ -40,7 +40,7 @@ import {
   type RemoveAt,
   rspamdHostName,
   verdictHeaderNames,
-} from './src/headers'
+} from './src/message/headers'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----

@@ -31,9 +31,9 @@ import {
   rspamdHostName,
   styleHeaders,
   verdictHeaderNames,
-} from './headers'
+} from './message/headers'
 import { forLog, LOG_LINE_MAX } from './escape'
-import { type FieldName, fieldNameOf } from './fields'
+import { type FieldName, fieldNameOf } from './message/fields'
 import { buildRequestHeaders } from './rspamd/request'
 import { type HeaderEdits, prepareEdits, rspamdEdits } from './verdict'
 import { packageVersion } from './version'

@@ -2,7 +2,7 @@
 // Also the one place that decides what a failed scan means ([defer] policy).
 
 import type { Config } from './config'
-import { SINGLE_FIELDS } from './fields'
+import { SINGLE_FIELDS } from './message/fields'
 import type { Reply } from './rspamd/reply'
 import {
   configuredStyleNames,
@@ -18,7 +18,7 @@ import {
   type StyleFacts,
   styleHeaders,
   verdictHeaderNames,
-} from './headers'
+} from './message/headers'
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */

@@ -20,7 +20,7 @@ import {
   MAX_TOTAL,
   milterEdits,
   prepareField,
-} from '../src/headers'
+} from '../src/message/headers'
 import { bySeverity, heaviest, MAX_WARNINGS, parseReply } from '../src/rspamd/reply'
 import { FakeRspamd } from './support/fake-rspamd'
 import {

@@ -1,4 +1,4 @@
-// Header names as RFC 5322 reads them (src/fields.ts): the one rule by which the plugin (Haraka's
+// Header names as RFC 5322 reads them (src/message/fields.ts): the one rule by which the plugin (Haraka's
 // real Header and transaction) and rspamd-lda remove fields, including `Name : value` (§4.5.8);
 // and at most one of each field §3.6 allows once after all edits.
 
@@ -6,11 +6,11 @@ import assert from 'node:assert/strict'
 import { Readable, Writable } from 'node:stream'
 import { Header } from 'haraka-email-message'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { fieldNameOf, SINGLE_FIELDS } from '../src/fields'
-import { run, withoutFields } from '../src/lda'
-import { parseReply } from '../src/rspamd/reply'
-import { parseConfig } from '../src/config'
-import { decide } from '../src/verdict'
+import { fieldNameOf, SINGLE_FIELDS } from '../../src/message/fields'
+import { run, withoutFields } from '../../src/lda'
+import { parseReply } from '../../src/rspamd/reply'
+import { parseConfig } from '../../src/config'
+import { decide } from '../../src/verdict'
 import {
   connectionWith,
   corpus,
@@ -19,9 +19,9 @@ import {
   loadPlugin,
   queuedMessage,
   unregister,
-} from './support/harness'
-import { FakeRspamd } from './support/fake-rspamd'
-import { replyFor, type RspamdReplyJson } from './support/replies'
+} from '../support/harness'
+import { FakeRspamd } from '../support/fake-rspamd'
+import { replyFor, type RspamdReplyJson } from '../support/replies'
 
 /** [line, the name it carries (lower case), whether in the obsolete `Name :` form]; undefined: no field. */
 const NAME_TABLE: [string, string | undefined, boolean?][] = [

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { type Config, HEADER_STYLES, type HeaderStyle } from '../src/config'
+import { type Config, HEADER_STYLES, type HeaderStyle } from '../../src/config'
 import {
   eximStyle,
   extendedStyle,
@@ -33,10 +33,10 @@ import {
   STACKED_HEADERS,
   symbolReport,
   TRUNCATED,
-} from '../src/headers'
-import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../src/rspamd/reply'
-import { prng } from './support/prng'
-import { REPO } from './support/harness'
+} from '../../src/message/headers'
+import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../../src/rspamd/reply'
+import { prng } from '../support/prng'
+import { REPO } from '../support/harness'
 
 // ---- helpers: an independent reader of what we write ----
 

@@ -1,8 +1,8 @@
 // Header styles, sanitising, RFC 2047 encoding and folding: every header the plugin writes,
 // ours or rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
-import { type Config, HEADER_STYLES, type HeaderStyle, oncePerConfig } from './config'
-import { forLog } from './escape'
+import { type Config, HEADER_STYLES, type HeaderStyle, oncePerConfig } from '../config'
+import { forLog } from '../escape'
 import {
   bySeverity,
   heaviest,
@@ -10,7 +10,7 @@ import {
   type MilterRemove,
   type Reply,
   type RspamdSymbol,
-} from './rspamd/reply'
+} from '../rspamd/reply'
 
 export interface HeaderField {
   name: string

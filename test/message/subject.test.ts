@@ -1,13 +1,13 @@
 // The [subject] template is filled with the message's decoded Subject: the rewritten Subject must
-// decode, once, to exactly that text — never decode a second time (src/headers.ts rewriteSubject).
+// decode, once, to exactly that text — never decode a second time (src/message/headers.ts rewriteSubject).
 
 import assert from 'node:assert/strict'
 import { Header } from 'haraka-email-message'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { literalSubject, prepareField, rewriteSubject } from '../src/headers'
-import { FakeRspamd } from './support/fake-rspamd'
-import { connectionWith, corpus, dataPost, loadPlugin, unregister } from './support/harness'
-import { replyFor } from './support/replies'
+import { literalSubject, prepareField, rewriteSubject } from '../../src/message/headers'
+import { FakeRspamd } from '../support/fake-rspamd'
+import { connectionWith, corpus, dataPost, loadPlugin, unregister } from '../support/harness'
+import { replyFor } from '../support/replies'
 
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64')
 /** A text that is itself an encoded-word: what a Subject encoded twice decodes to, once. */
