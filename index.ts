@@ -16,13 +16,13 @@ import {
   scanFields,
   skipFields,
   unscannedClients,
-} from './src/logline'
+} from './src/report/logline'
 import { symbolsForLog } from './src/rspamd/reply'
 import { forLog, LOG_LINE_MAX } from './src/escape'
 import { fieldNameOf } from './src/message/fields'
-import { Greylist } from './src/greylist'
-import { RedisGreylist, type StoreResult } from './src/greylist-redis'
-import { type ScanFacts, skipReasons } from './src/policy'
+import { Greylist } from './src/policy/greylist'
+import { RedisGreylist, type StoreResult } from './src/policy/greylist-redis'
+import { type ScanFacts, skipReasons } from './src/policy/skip'
 import {
   decide,
   finalAction,
@@ -32,7 +32,7 @@ import {
   type HeaderEdits,
   type SenderFacts,
   type Verdict,
-} from './src/verdict'
+} from './src/policy/verdict'
 import {
   configuredStyleNames,
   DEFAULT_SCANNER,
@@ -469,7 +469,7 @@ function messageSource(ms: MessageStream): MessageSource {
   }
 }
 
-/** The facts src/policy.ts decides skipping on. */
+/** The facts src/policy/skip.ts decides skipping on. */
 function scanFacts(connection: Connection, txn: Transaction): ScanFacts {
   const remote = connection.remote
   return {

@@ -10,7 +10,7 @@ import { cpus } from 'node:os'
 import { MAX_REPLY_BYTES } from '../src/rspamd/client'
 import { parseConfig } from '../src/config'
 import { parseReplyBody } from '../src/rspamd/reply'
-import { decide } from '../src/verdict'
+import { decide } from '../src/policy/verdict'
 import {
   captureLogs,
   connectionWith,

@@ -35,7 +35,7 @@ import {
 import { forLog, LOG_LINE_MAX } from './escape'
 import { type FieldName, fieldNameOf } from './message/fields'
 import { buildRequestHeaders } from './rspamd/request'
-import { type HeaderEdits, prepareEdits, rspamdEdits } from './verdict'
+import { type HeaderEdits, prepareEdits, rspamdEdits } from './policy/verdict'
 import { packageVersion } from './version'
 
 /** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */

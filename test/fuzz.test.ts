@@ -7,7 +7,7 @@ import fc from 'fast-check'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { parseConfig } from '../src/config'
 import { parseReply } from '../src/rspamd/reply'
-import { decide } from '../src/verdict'
+import { decide } from '../src/policy/verdict'
 import { FakeRspamd } from './support/fake-rspamd'
 import {
   DENY,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { parseRedisIni } from '../src/config'
-import { RedisGreylist } from '../src/greylist-redis'
+import { RedisGreylist } from '../src/policy/greylist-redis'
 import { FakeRspamd } from './support/fake-rspamd'
 import { replyFor } from './support/replies'
 import {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { Greylist } from '../src/greylist'
+import { Greylist } from '../src/policy/greylist'
 import { FakeRspamd } from './support/fake-rspamd'
 import { replyFor } from './support/replies'
 import {

@@ -8,7 +8,7 @@ import { forLog } from '../escape'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
 import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
-import type { ScanError, ScanErrorKind } from '../verdict'
+import type { ScanError, ScanErrorKind } from '../policy/verdict'
 
 /** rspamd replies are a few KiB; anything near this is broken or hostile. */
 export const MAX_REPLY_BYTES = 16 * 1024 * 1024

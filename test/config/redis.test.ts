@@ -3,8 +3,8 @@
 
 import assert from 'node:assert/strict'
 import { ConfigError, parseRedisIni, type RedisSettings } from '../../src/config'
-import { tripletDigest } from '../../src/greylist'
-import { RedisGreylist } from '../../src/greylist-redis'
+import { tripletDigest } from '../../src/policy/greylist'
+import { RedisGreylist } from '../../src/policy/greylist-redis'
 import { REDIS_PORT, redisClient, redisServer } from '../support/redis'
 import { loadPlugin, unregister } from '../support/harness'
 

@@ -10,7 +10,7 @@ import { fieldNameOf, SINGLE_FIELDS } from '../../src/message/fields'
 import { run, withoutFields } from '../../src/lda'
 import { parseReply } from '../../src/rspamd/reply'
 import { parseConfig } from '../../src/config'
-import { decide } from '../../src/verdict'
+import { decide } from '../../src/policy/verdict'
 import {
   connectionWith,
   corpus,

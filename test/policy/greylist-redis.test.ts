@@ -1,13 +1,13 @@
-// src/greylist-redis.ts against a real Redis (scripts/redis.sh): the rules of the memory store, with the
+// src/policy/greylist-redis.ts against a real Redis (scripts/redis.sh): the rules of the memory store, with the
 // triplets in Redis — first attempt, early retry, retry after the delay, expiry by Redis, two workers at
 // once — and what a missing or stalled Redis gives (a value, never an exception).
 
 import assert from 'node:assert/strict'
 import { createServer, type Server, type Socket } from 'node:net'
-import type { RedisSettings } from '../src/config'
-import { EXPIRE_MS, tripletDigest } from '../src/greylist'
-import { RedisGreylist, type RedisGreylistOptions } from '../src/greylist-redis'
-import { REDIS_PORT, redisClient, redisServer, type TestRedis } from './support/redis'
+import type { RedisSettings } from '../../src/config'
+import { EXPIRE_MS, tripletDigest } from '../../src/policy/greylist'
+import { RedisGreylist, type RedisGreylistOptions } from '../../src/policy/greylist-redis'
+import { REDIS_PORT, redisClient, redisServer, type TestRedis } from '../support/redis'
 
 const DELAY = 300_000
 const IP = '192.0.2.77'

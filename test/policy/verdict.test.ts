@@ -1,11 +1,11 @@
-// src/verdict.ts: Reply + Config + sender facts → Verdict. Every action × every flag that changes the
+// src/policy/verdict.ts: Reply + Config + sender facts → Verdict. Every action × every flag that changes the
 // answer or the header edits, each expectation from a small rule written out here, and the [defer]
 // policy for every kind of failed scan.
 
 import assert from 'node:assert/strict'
-import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle, parseConfig } from '../src/config'
-import { verdictHeaderNames } from '../src/message/headers'
-import type { Reply } from '../src/rspamd/reply'
+import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle, parseConfig } from '../../src/config'
+import { verdictHeaderNames } from '../../src/message/headers'
+import type { Reply } from '../../src/rspamd/reply'
 import {
   decide,
   finalAction,
@@ -15,7 +15,7 @@ import {
   type ScanErrorKind,
   smtpText,
   type Verdict,
-} from '../src/verdict'
+} from '../../src/policy/verdict'
 
 const BASE = parseConfig({}, {})
 

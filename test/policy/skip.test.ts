@@ -1,9 +1,9 @@
-// src/policy.ts: which messages are not scanned. The [check] rules of 1.6.x, whitelist, skip_ports and
+// src/policy/skip.ts: which messages are not scanned. The [check] rules of 1.6.x, whitelist, skip_ports and
 // max_size as a table of plain facts × config, and the address matching of the whitelist.
 
 import assert from 'node:assert/strict'
-import { parseConfig } from '../src/config'
-import { inRanges, type ScanFacts, type SkipReason, skipReasons } from '../src/policy'
+import { parseConfig } from '../../src/config'
+import { inRanges, type ScanFacts, type SkipReason, skipReasons } from '../../src/policy/skip'
 
 const PLAIN: ScanFacts = {
   authenticated: false,

@@ -1,10 +1,10 @@
-// Greylisting triplets in Redis ([greylist] store = redis): the same rules as src/greylist.ts, shared by every
+// Greylisting triplets in Redis ([greylist] store = redis): the same rules as src/policy/greylist.ts, shared by every
 // Haraka worker and host that uses the same Redis. Owns the one Redis connection of the process; besides
 // src/rspamd/client.ts, the only module that does network I/O.
 
 import { createHash } from 'node:crypto'
 import type { createClient } from 'redis'
-import type { RedisSettings } from './config'
+import type { RedisSettings } from '../config'
 import { EXPIRE_MS, type GreylistOutcome, tripletDigest } from './greylist'
 
 /**

@@ -2,7 +2,7 @@
 // max_size. A pure function of plain facts; index.ts extracts the facts from Haraka's connection.
 
 import { BlockList, isIP } from 'node:net'
-import type { Config, IpRange } from './config'
+import type { Config, IpRange } from '../config'
 
 /** What the skip decision needs to know about the sender and the message. */
 export interface ScanFacts {

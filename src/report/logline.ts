@@ -2,8 +2,8 @@
 // `key=value` pairs in its default format, as fields of their own under `format=logfmt` and `json`.
 // Also the start-up line that says which clients [check] leaves unscanned.
 
-import type { Config } from './config'
-import type { SkipReason } from './policy'
+import type { Config } from '../config'
+import type { SkipReason } from '../policy/skip'
 
 /** A log line's fields, in the order they are written; a field left undefined is not written. */
 export type LogFields = Record<string, string | number | boolean | undefined>

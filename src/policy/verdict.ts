@@ -1,9 +1,9 @@
 // Reply + Config + sender facts → Verdict: what Haraka should answer and which headers change.
 // Also the one place that decides what a failed scan means ([defer] policy).
 
-import type { Config } from './config'
-import { SINGLE_FIELDS } from './message/fields'
-import type { Reply } from './rspamd/reply'
+import type { Config } from '../config'
+import { SINGLE_FIELDS } from '../message/fields'
+import type { Reply } from '../rspamd/reply'
 import {
   configuredStyleNames,
   type HeaderField,
@@ -18,7 +18,7 @@ import {
   type StyleFacts,
   styleHeaders,
   verdictHeaderNames,
-} from './message/headers'
+} from '../message/headers'
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */

@@ -1,10 +1,10 @@
-// src/greylist.ts with a fake clock: first attempt deferred, early retry deferred, retry after the delay
+// src/policy/greylist.ts with a fake clock: first attempt deferred, early retry deferred, retry after the delay
 // passes, what counts as the same triplet, expiry, and the bound on the number of triplets.
 
 import assert from 'node:assert/strict'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { clientNetwork, EXPIRE_MS, Greylist, MAX_TRIPLETS, tripletKey } from '../src/greylist'
+import { clientNetwork, EXPIRE_MS, Greylist, MAX_TRIPLETS, tripletKey } from '../../src/policy/greylist'
 
 const DELAY = 300_000
 const IP = '192.0.2.77'

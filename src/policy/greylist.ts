@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import { isIPv4, isIPv6 } from 'node:net'
 
-/** Enough for a busy MX's day of distinct triplets; ~20 MiB of heap when full (test/greylist.test.ts prints it). */
+/** Enough for a busy MX's day of distinct triplets; ~20 MiB of heap when full (test/policy/greylist.test.ts prints it). */
 export const MAX_TRIPLETS = 100_000
 
 /**
