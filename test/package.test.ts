@@ -45,8 +45,8 @@ describe('package', function () {
     assert.ok(entry, 'bin/rspamd-lda is packed')
     assert.ok((entry.mode & 0o111) !== 0, 'packed executable')
     assert.ok(
-      files.some((f) => f.path === 'dist/src/lda.js'),
-      'dist/src/lda.js is packed',
+      files.some((f) => f.path === 'dist/src/lda/index.js'),
+      'dist/src/lda/index.js is packed',
     )
     for (const doc of ['CHANGELOG.md', 'docs/README.md', 'docs/configuration.md']) {
       assert.ok(

@@ -1,4 +1,4 @@
-// The rspamd-lda command (src/lda.ts through bin/rspamd-lda, built) as a child process: against
+// The rspamd-lda command (src/lda/index.ts through bin/rspamd-lda, built) as a child process: against
 // the fake rspamd for every action, every failure and every option; against real rspamd
 // (scripts/rspamd.sh) for each action and a 25 MB message reproduced byte for byte.
 
@@ -18,11 +18,11 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { FakeRspamd } from './support/fake-rspamd'
-import { CORPUS, corpus, REPO } from './support/harness'
-import { RealRspamd, RSPAMD_PORT } from './support/real-rspamd'
-import { DKIM_SIGNATURE_EXAMPLE, type RspamdAction, replyFor, withMilter } from './support/replies'
-import { withoutFields } from '../src/lda'
+import { FakeRspamd } from '../support/fake-rspamd'
+import { CORPUS, corpus, REPO } from '../support/harness'
+import { RealRspamd, RSPAMD_PORT } from '../support/real-rspamd'
+import { DKIM_SIGNATURE_EXAMPLE, type RspamdAction, replyFor, withMilter } from '../support/replies'
+import { withoutFields } from '../../src/lda'
 
 const BIN = join(REPO, 'bin', 'rspamd-lda')
 const RSS_PRELOAD = join(REPO, 'test', 'support', 'report-rss.cjs')

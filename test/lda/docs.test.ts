@@ -8,9 +8,9 @@ import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { FakeRspamd } from './support/fake-rspamd'
-import { corpus, REPO } from './support/harness'
-import { replyFor } from './support/replies'
+import { FakeRspamd } from '../support/fake-rspamd'
+import { corpus, REPO } from '../support/harness'
+import { replyFor } from '../support/replies'
 
 /** The rspamd-lda command lines of docs/lda.md, each with where it was found. */
 function docLines(): { where: string; cmd: string }[] {

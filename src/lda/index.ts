@@ -20,8 +20,8 @@ import { Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
-import { RspamdClient, type ScanOutcome } from './rspamd/client'
-import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from './config'
+import { RspamdClient, type ScanOutcome } from '../rspamd/client'
+import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from '../config'
 import {
   configuredStyleNames,
   instancesAt,
@@ -31,12 +31,12 @@ import {
   rspamdHostName,
   styleHeaders,
   verdictHeaderNames,
-} from './message/headers'
-import { forLog, LOG_LINE_MAX } from './escape'
-import { type FieldName, fieldNameOf } from './message/fields'
-import { buildRequestHeaders } from './rspamd/request'
-import { type HeaderEdits, prepareEdits, rspamdEdits } from './policy/verdict'
-import { packageVersion } from './version'
+} from '../message/headers'
+import { forLog, LOG_LINE_MAX } from '../escape'
+import { type FieldName, fieldNameOf } from '../message/fields'
+import { buildRequestHeaders } from '../rspamd/request'
+import { type HeaderEdits, prepareEdits, rspamdEdits } from '../policy/verdict'
+import { packageVersion } from '../version'
 
 /** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */
 export const EX_OK = 0
