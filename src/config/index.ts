@@ -4,21 +4,26 @@
 import { ConfigError } from './errors'
 import {
   type AddHeaders,
-  type AuthConfig,
   type Config,
   GREYLIST_STORES,
   HEADER_STYLES,
   type HeaderStyle,
   type IpRange,
-  type RequestConfig,
   type Target,
   type Thresholds,
   TRANSPORTS,
-  type UpstreamConfig,
 } from './types'
 import { ignoredKeys, isSection, Reader, section, type Section, tracked } from './reader'
-import { checkTargets, hostProblem, parseServers, parseTarget } from './servers'
+import { checkTargets, parseServers, parseTarget } from './servers'
 import { isIP } from 'node:net'
+import {
+  parseAuth,
+  parseRequest,
+  parseRequestHeaders,
+  parsePath,
+  parseServername,
+  parseUpstream,
+} from './request'
 
 export { ConfigError, redacted, redactUrlCredentials } from './errors'
 export { BOOL_WORDS, INI_BOOLEANS } from './reader'
@@ -42,38 +47,8 @@ export {
   type UpstreamConfig,
 } from './types'
 
-/** The `[request]` booleans that each become one rspamd `Flags` entry. */
-const FLAG_KEYS = [
-  'body_block',
-  'ext_urls',
-  'groups',
-  'milter',
-  'no_log',
-  'profile',
-  'skip',
-  'skip_process',
-  'zstd',
-] as const
-
 /** Printable ASCII without colon or space: an RFC 5322 field-name (the verdict headers written into the message). */
 const FIELD_NAME = /^[!-9;-~]+$/
-// CR, LF and NUL would split or end an HTTP header line.
-const UNSAFE_VALUE = /[\r\n\0]/
-/**
- * An HTTP header name (RFC 9110 token): what node:http and undici take. A header of ours to rspamd
- * with `(`, `@` or `/` in its name would throw at every request, so every scan would fail.
- */
-const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-/** What node:http and undici refuse in a header value: controls but tab, and anything past U+00FF. */
-const NOT_HTTP_VALUE = /[^\t\x20-\x7e\x80-\xff]/
-
-function headerValue(key: string, value: string): string {
-  if (UNSAFE_VALUE.test(value)) throw new ConfigError(key, value, 'CR, LF or NUL in a header value')
-  if (NOT_HTTP_VALUE.test(value)) {
-    throw new ConfigError(key, value, 'a control character or one past U+00FF, which HTTP cannot send')
-  }
-  return value
-}
 
 /**
  * Turn haraka-config's parsed rspamd.ini into a Config.
@@ -177,44 +152,6 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
   return { ...cfg, ignored }
 }
 
-/** `[tls] servername`: the name sent in TLS SNI and checked against the certificate: a host name. */
-function parseServername(tls: Reader): string | undefined {
-  const name = tls.str('servername')
-  if (name !== undefined && (isIP(name) !== 0 || hostProblem(name) !== undefined)) {
-    throw new ConfigError(tls.name('servername'), tls.raw('servername'), 'expected a host name')
-  }
-  return name
-}
-
-function parseUpstream(up: Reader): UpstreamConfig {
-  const maxErrors = up.raw('max_errors')
-  let max = 10
-  if (maxErrors !== undefined && maxErrors !== null && maxErrors !== '') {
-    max = Number(typeof maxErrors === 'string' ? maxErrors.trim() : maxErrors)
-    if (!Number.isInteger(max) || max < 1) {
-      throw new ConfigError(
-        'upstream.max_errors',
-        maxErrors,
-        'expected a whole number of failures, 1 or more',
-      )
-    }
-  }
-  return {
-    errorTime: up.seconds('error_time') ?? 10,
-    deadTime: up.seconds('dead_time') ?? 300,
-    maxErrors: max,
-  }
-}
-
-function parsePath(main: Reader): string {
-  const path = main.str('path') ?? '/checkv2'
-  // printable ASCII: node:http and undici both throw at a request on anything else
-  if (!/^\/[!-~]*$/.test(path) || /[?#]/.test(path)) {
-    throw new ConfigError('path', path, 'expected an absolute URL path such as /checkv2')
-  }
-  return path
-}
-
 function parseAddHeaders(main: Reader): AddHeaders {
   // 1.6.x: the old always_add_headers=true meant add_headers=always; read (and checked) even when
   // add_headers is set, as 1.6.x's declared boolean was
@@ -224,73 +161,6 @@ function parseAddHeaders(main: Reader): AddHeaders {
   const t = v.toLowerCase()
   if (t === 'always' || t === 'never' || t === 'sometimes') return t
   throw new ConfigError('add_headers', v, 'expected always, never or sometimes')
-}
-
-function parseAuth(auth: Reader, env: NodeJS.ProcessEnv): AuthConfig {
-  const header = auth.str('header')
-  if (header !== undefined && !HTTP_TOKEN.test(header)) {
-    throw new ConfigError('auth.header', header, 'not a valid header name')
-  }
-  const out: AuthConfig = {
-    basicUser: auth.str('basic_user'),
-    basicPass: auth.str('basic_pass'),
-    header,
-    value: auth.str('value'),
-    valueEnv: auth.str('value_env'),
-  }
-  if (out.basicUser?.includes(':')) {
-    throw new ConfigError('auth.basic_user', out.basicUser, 'a basic-auth user may not contain a colon')
-  }
-  if (out.value !== undefined) headerValue('auth.value', out.value)
-  if (out.valueEnv !== undefined) {
-    // a secret written to a file or variable with `echo` (a Kubernetes secret, often) ends in a newline that
-    // no header value can carry: request.ts trims it as it trims every value, so it is not an error here
-    const fromEnv = env[out.valueEnv]?.replace(/\r?\n$/, '')
-    if (fromEnv !== undefined) headerValue(`auth.value_env (${out.valueEnv})`, fromEnv)
-  }
-  return out
-}
-
-function parseRequest(request: Reader): RequestConfig {
-  const flags = new Set<string>()
-  const rawFlags = request.raw('flags')
-  const listed = Array.isArray(rawFlags) ? rawFlags.map(String) : (request.str('flags') ?? '').split(',')
-  for (const f of listed) {
-    const t = f.trim()
-    if (t === '') continue
-    if (!/^[A-Za-z0-9_-]+$/.test(t))
-      throw new ConfigError('request.flags', rawFlags, `bad flag ${JSON.stringify(t)}`)
-    flags.add(t)
-  }
-  for (const key of FLAG_KEYS) if (request.bool(key, false)) flags.add(key)
-
-  const settings = request.str('settings')
-  // JSON or rspamd's own UCL (`{symbols_disabled = [X]}` too): rspamd parses it, we only keep it one line
-  if (settings !== undefined) headerValue('request.settings', settings)
-  const settingsId = request.str('settings_id')
-  if (settingsId !== undefined) headerValue('request.settings_id', settingsId)
-  const urlFormat = request.str('url_format')
-  if (urlFormat !== undefined) headerValue('request.url_format', urlFormat)
-  return {
-    settingsId,
-    settings,
-    flags: [...flags],
-    passAll: request.bool('pass_all', false),
-    raw: request.bool('raw', false),
-    urlFormat,
-  }
-}
-
-function parseRequestHeaders(s: Section): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const [name, value] of Object.entries(s)) {
-    const key = `request_headers.${name}`
-    if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, value, 'not a valid HTTP header name')
-    if (value === undefined || value === null || value === '' || value === false) continue
-    if (typeof value === 'object') throw new ConfigError(key, value, 'expected text')
-    out[name] = headerValue(key, String(value))
-  }
-  return out
 }
 
 function parseHeaderNames(header: Reader): Config['header'] {
