@@ -1,5 +1,14 @@
-// rspamd.ini, as haraka-config returns it, → a typed, validated Config.
-// Every 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the key.
+// The plugin's configuration. parseConfig() turns config/rspamd.ini, as haraka-config returns it (or
+// rspamd-lda's --config file with its options), into a typed, validated Config; parseRedisIni() reads
+// config/redis.ini, the file haraka-plugin-redis owns, when greylisting keeps its triplets in Redis. Every
+// 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the file and the
+// key, and every bad key of the file is reported at once. This file holds parseConfig and re-exports what
+// the rest of the plugin imports from '../config'. The rooms: types.ts (the Config type and its parts),
+// errors.ts (ConfigError, secret redaction), reader.ts (reading one key of an ini section, boolean words),
+// servers.ts (where rspamd is: host/port/servers, transports, when a reload needs a new client),
+// request.ts, message.ts and policy.ts (the sections read by src/rspamd/, src/message/ and src/policy/),
+// redis.ts (redis.ini) and memo.ts (oncePerConfig). Imports run one way: errors ← reader ← servers ← the
+// section files and redis.ts ← index; types.ts and memo.ts import nothing.
 
 import { ConfigError } from './errors'
 import { ignoredKeys, isSection, Reader, section, type Section, tracked } from './reader'
@@ -31,6 +40,7 @@ export { hostProblem, parseServer, sameTarget, targetOrigin, transportFor } from
 export { parseRedisIni, type RedisSettings } from './redis'
 export { parseStyles } from './message'
 export { parseIpRange } from './policy'
+export { oncePerConfig } from './memo'
 export {
   type AddHeaders,
   type AuthConfig,
@@ -149,18 +159,4 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     !secure && k.startsWith('tls.') ? `${k} (no https:// server)` : k,
   )
   return { ...cfg, ignored }
-}
-
-/**
- * `fn` worked out once per config object and then remembered (a parsed Config is never changed;
- * a reload makes a new one): for values the hot path would otherwise rebuild for every message.
- */
-export function oncePerConfig<C extends object, T>(fn: (cfg: C) => T): (cfg: C) => T {
-  const values = new WeakMap<C, T>()
-  return (cfg) => {
-    if (values.has(cfg)) return values.get(cfg) as T
-    const value = fn(cfg)
-    values.set(cfg, value)
-    return value
-  }
 }

@@ -1,5 +1,6 @@
-// The Config type and its parts: what parseConfig() makes of rspamd.ini, and every other part of the
-// plugin reads. Also the fixed word lists some of its fields take (header styles, transports, greylist stores).
+// The Config type and its parts: what parseConfig() makes of rspamd.ini, and what every other part of the
+// plugin reads. Also the fixed word lists some of its fields take: header styles, transports, greylist
+// stores. Imports nothing, so any file may import it.
 
 export type AddHeaders = 'always' | 'never' | 'sometimes'
 
