@@ -1,0 +1,145 @@
+// The sections that say how rspamd is asked (read by src/rspamd/): `path`, `[upstream]` (when a failing
+// server is skipped), `[tls] servername`, `[auth]`, `[request]` (Flags, settings) and `[request_headers]`,
+// with the checks that keep each value something node:http and undici can send in an HTTP header.
+
+import { isIP } from 'node:net'
+import { ConfigError } from './errors'
+import type { Reader, Section } from './reader'
+import { hostProblem } from './servers'
+import type { AuthConfig, RequestConfig, UpstreamConfig } from './types'
+
+/** The `[request]` booleans that each become one rspamd `Flags` entry. */
+const FLAG_KEYS = [
+  'body_block',
+  'ext_urls',
+  'groups',
+  'milter',
+  'no_log',
+  'profile',
+  'skip',
+  'skip_process',
+  'zstd',
+] as const
+
+// CR, LF and NUL would split or end an HTTP header line.
+const UNSAFE_VALUE = /[\r\n\0]/
+/**
+ * An HTTP header name (RFC 9110 token): what node:http and undici take. A header of ours to rspamd
+ * with `(`, `@` or `/` in its name would throw at every request, so every scan would fail.
+ */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** What node:http and undici refuse in a header value: controls but tab, and anything past U+00FF. */
+const NOT_HTTP_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+
+function headerValue(key: string, value: string): string {
+  if (UNSAFE_VALUE.test(value)) throw new ConfigError(key, value, 'CR, LF or NUL in a header value')
+  if (NOT_HTTP_VALUE.test(value)) {
+    throw new ConfigError(key, value, 'a control character or one past U+00FF, which HTTP cannot send')
+  }
+  return value
+}
+
+/** `[tls] servername`: the name sent in TLS SNI and checked against the certificate: a host name. */
+export function parseServername(tls: Reader): string | undefined {
+  const name = tls.str('servername')
+  if (name !== undefined && (isIP(name) !== 0 || hostProblem(name) !== undefined)) {
+    throw new ConfigError(tls.name('servername'), tls.raw('servername'), 'expected a host name')
+  }
+  return name
+}
+
+export function parseUpstream(up: Reader): UpstreamConfig {
+  const maxErrors = up.raw('max_errors')
+  let max = 10
+  if (maxErrors !== undefined && maxErrors !== null && maxErrors !== '') {
+    max = Number(typeof maxErrors === 'string' ? maxErrors.trim() : maxErrors)
+    if (!Number.isInteger(max) || max < 1) {
+      throw new ConfigError(
+        'upstream.max_errors',
+        maxErrors,
+        'expected a whole number of failures, 1 or more',
+      )
+    }
+  }
+  return {
+    errorTime: up.seconds('error_time') ?? 10,
+    deadTime: up.seconds('dead_time') ?? 300,
+    maxErrors: max,
+  }
+}
+
+export function parsePath(main: Reader): string {
+  const path = main.str('path') ?? '/checkv2'
+  // printable ASCII: node:http and undici both throw at a request on anything else
+  if (!/^\/[!-~]*$/.test(path) || /[?#]/.test(path)) {
+    throw new ConfigError('path', path, 'expected an absolute URL path such as /checkv2')
+  }
+  return path
+}
+
+export function parseAuth(auth: Reader, env: NodeJS.ProcessEnv): AuthConfig {
+  const header = auth.str('header')
+  if (header !== undefined && !HTTP_TOKEN.test(header)) {
+    throw new ConfigError('auth.header', header, 'not a valid header name')
+  }
+  const out: AuthConfig = {
+    basicUser: auth.str('basic_user'),
+    basicPass: auth.str('basic_pass'),
+    header,
+    value: auth.str('value'),
+    valueEnv: auth.str('value_env'),
+  }
+  if (out.basicUser?.includes(':')) {
+    throw new ConfigError('auth.basic_user', out.basicUser, 'a basic-auth user may not contain a colon')
+  }
+  if (out.value !== undefined) headerValue('auth.value', out.value)
+  if (out.valueEnv !== undefined) {
+    // a secret written to a file or variable with `echo` (a Kubernetes secret, often) ends in a newline that
+    // no header value can carry: request.ts trims it as it trims every value, so it is not an error here
+    const fromEnv = env[out.valueEnv]?.replace(/\r?\n$/, '')
+    if (fromEnv !== undefined) headerValue(`auth.value_env (${out.valueEnv})`, fromEnv)
+  }
+  return out
+}
+
+export function parseRequest(request: Reader): RequestConfig {
+  const flags = new Set<string>()
+  const rawFlags = request.raw('flags')
+  const listed = Array.isArray(rawFlags) ? rawFlags.map(String) : (request.str('flags') ?? '').split(',')
+  for (const f of listed) {
+    const t = f.trim()
+    if (t === '') continue
+    if (!/^[A-Za-z0-9_-]+$/.test(t))
+      throw new ConfigError('request.flags', rawFlags, `bad flag ${JSON.stringify(t)}`)
+    flags.add(t)
+  }
+  for (const key of FLAG_KEYS) if (request.bool(key, false)) flags.add(key)
+
+  const settings = request.str('settings')
+  // JSON or rspamd's own UCL (`{symbols_disabled = [X]}` too): rspamd parses it, we only keep it one line
+  if (settings !== undefined) headerValue('request.settings', settings)
+  const settingsId = request.str('settings_id')
+  if (settingsId !== undefined) headerValue('request.settings_id', settingsId)
+  const urlFormat = request.str('url_format')
+  if (urlFormat !== undefined) headerValue('request.url_format', urlFormat)
+  return {
+    settingsId,
+    settings,
+    flags: [...flags],
+    passAll: request.bool('pass_all', false),
+    raw: request.bool('raw', false),
+    urlFormat,
+  }
+}
+
+export function parseRequestHeaders(s: Section): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(s)) {
+    const key = `request_headers.${name}`
+    if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, value, 'not a valid HTTP header name')
+    if (value === undefined || value === null || value === '' || value === false) continue
+    if (typeof value === 'object') throw new ConfigError(key, value, 'expected text')
+    out[name] = headerValue(key, String(value))
+  }
+  return out
+}

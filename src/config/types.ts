@@ -1,0 +1,131 @@
+// The Config type and its parts: what parseConfig() makes of rspamd.ini, and what every other part of the
+// plugin reads. Also the fixed word lists some of its fields take: header styles, transports, greylist
+// stores. Imports nothing, so any file may import it.
+
+export type AddHeaders = 'always' | 'never' | 'sometimes'
+
+/** `[spam_headers] styles`: which families of verdict headers are written (SPEC §5). */
+export const HEADER_STYLES = ['rspamd', 'exim', 'extended', 'lda'] as const
+export type HeaderStyle = (typeof HEADER_STYLES)[number]
+
+export type Target =
+  { kind: 'tcp'; scheme: 'http' | 'https'; host: string; port: number } | { kind: 'unix'; socketPath: string }
+
+/** How requests reach rspamd: auto = node:http for http:// and unix sockets, undici for https:// */
+export const TRANSPORTS = ['auto', 'node', 'undici'] as const
+export type TransportKind = (typeof TRANSPORTS)[number]
+
+export interface TlsConfig {
+  rejectUnauthorized: boolean
+  servername?: string
+  ca?: Buffer
+  cert?: Buffer
+  key?: Buffer
+}
+
+export interface AuthConfig {
+  basicUser?: string
+  basicPass?: string
+  header?: string
+  value?: string
+  valueEnv?: string
+}
+
+export interface RequestConfig {
+  settingsId?: string
+  settings?: string
+  /** rspamd `Flags` header values, from `flags` and the boolean flag keys */
+  flags: string[]
+  passAll: boolean
+  raw: boolean
+  urlFormat?: string
+}
+
+/** rmilter's upstream health rules: `maxErrors` failures within `errorTime` s → skipped for `deadTime` s. */
+export interface UpstreamConfig {
+  errorTime: number
+  deadTime: number
+  maxErrors: number
+}
+
+/** One `[check] whitelist` entry: an address, or a network in CIDR notation. */
+export interface IpRange {
+  family: 'ipv4' | 'ipv6'
+  address: string
+  /** 32 or 128 for a single address */
+  prefix: number
+}
+
+/** Local score thresholds: the action rspamd would pick at that score; each optional. */
+export interface Thresholds {
+  reject?: number
+  softReject?: number
+  rewriteSubject?: number
+  addHeader?: number
+}
+
+export interface Config {
+  /** the first of `targets`: where a single-server setup scans */
+  target: Target
+  /** every server to scan with: `servers`, or the one of host/port/unix_socket */
+  targets: Target[]
+  /** seconds for the connect phase of one attempt (TCP + TLS), apart from `timeout` */
+  connectTimeout: number
+  /** the HTTP client: node:http or undici (auto picks per server) */
+  transport: TransportKind
+  upstream: UpstreamConfig
+  path: string
+  /** total seconds for one scan; undefined = Haraka's plugin timeout − 1 s */
+  timeout?: number
+  addHeaders: AddHeaders
+  subject: string
+  tls: TlsConfig
+  auth: AuthConfig
+  request: RequestConfig
+  requestHeaders: Record<string, string>
+  dkim: { enabled: boolean }
+  /** header names; '' = don't add that header */
+  header: { bar: string; report: string; score: string }
+  spambar: { positive: string; negative: string; neutral: string }
+  check: {
+    authenticated: boolean
+    relay: boolean
+    privateIp: boolean
+    localIp: boolean
+    whitelist: IpRange[]
+    skipPorts: number[]
+  }
+  /** bytes; a larger message is not scanned. 0 = no limit */
+  maxSize: number
+  /**
+   * delay and redisTimeout in seconds; store: where triplets live (this process's memory, or Redis as
+   * redis.ini says, shared by every worker and host using that Redis); keyPrefix: of each Redis key
+   */
+  greylist: {
+    enabled: boolean
+    delay: number
+    message: string
+    store: GreylistStoreKind
+    keyPrefix: string
+    redisTimeout: number
+  }
+  thresholds: Thresholds
+  /** ok: a clean verdict calls next(OK); maxScore: and only up to this score */
+  ham: { ok: boolean; maxScore?: number }
+  reject: { message: string; spam: boolean; authenticated: boolean }
+  softReject: { enabled: boolean; message: string }
+  rewriteSubject: { enabled: boolean }
+  rmilterHeaders: { enabled: boolean }
+  smtpMessage: { enabled: boolean }
+  defer: { error: boolean; timeout: boolean }
+  /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */
+  spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean; removeForeign: boolean }
+  /**
+   * Keys and sections of the file that no setting reads — a typo, or a key in the wrong section
+   * (`max_size` under `[check]`): worth a warning, since the operator meant something by them.
+   */
+  ignored: string[]
+}
+
+export const GREYLIST_STORES = ['memory', 'redis'] as const
+export type GreylistStoreKind = (typeof GREYLIST_STORES)[number]
