@@ -9,6 +9,9 @@ import { ConfigError } from './errors'
 import type { Reader } from './reader'
 import type { Config, Target, TransportKind } from './types'
 
+/** rspamd's normal worker port: `port`'s default, and a `servers` entry's without one. */
+const DEFAULT_PORT = 11333
+
 /**
  * A DNS host name (RFC 1123 labels; `_` too, as container names have it; a final dot allowed), in ASCII:
  * what node:http, undici and `new URL()` all take as it is. An international name goes in its xn-- form.
@@ -56,7 +59,7 @@ export function parseTarget(main: Reader): Target {
   const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
   const problem = hostProblem(bare)
   if (problem !== undefined) throw new ConfigError('host', main.raw('host'), problem)
-  const port = main.port('port', 11333)
+  const port = main.port('port', DEFAULT_PORT)
   if (socketPath !== undefined) {
     const why = socketProblem(socketPath)
     if (why !== undefined) throw new ConfigError('unix_socket', socketPath, why)
@@ -107,8 +110,6 @@ export function checkTargets(targets: Target[], kind: TransportKind, key: string
     }
   }
 }
-
-const DEFAULT_PORT = 11333
 
 /**
  * `servers`: a comma list of `host`, `host:port`, `[v6]:port`, `/path.sock`, `unix:/path.sock`,
