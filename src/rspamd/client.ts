@@ -7,8 +7,17 @@ import type { Config, Target, TransportKind, UpstreamConfig } from '../config'
 import { forLog } from '../escape'
 import type { RequestHeaders } from './request'
 import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
-import { ConnectTimeout, describeTarget, makeTransport, type Transport } from './transport'
-import type { ScanError, ScanErrorKind } from '../policy/verdict'
+import { describeTarget, makeTransport, type Transport } from './transport'
+import {
+  ClientGone,
+  ConnectTimeout,
+  httpStatusError,
+  isServerError,
+  type ScanError,
+  scanError,
+  type ScanErrorKind,
+  TimeoutReason,
+} from '../errors'
 
 /** rspamd replies are a few KiB; anything near this is broken or hostile. */
 export const MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -123,25 +132,6 @@ export class Coalescer extends Transform {
   }
 }
 
-class TimeoutReason extends Error {
-  constructor(
-    ms: number,
-    /** the scan's whole budget is spent (true), or only this attempt's share of it */
-    readonly total: boolean,
-    server: string,
-  ) {
-    super(total ? `no reply from rspamd within ${ms} ms` : `no reply from ${server} within ${ms} ms`)
-    this.name = 'TimeoutReason'
-  }
-}
-
-class ClientGone extends Error {
-  constructor() {
-    super('scan aborted: the SMTP client went away')
-    this.name = 'ClientGone'
-  }
-}
-
 /** A scan error's message is cut here (its parts are cut smaller where they are made). */
 const ERROR_TEXT_MAX = 1000
 
@@ -177,6 +167,11 @@ const HEALTH_ERRORS: ReadonlySet<ScanErrorKind> = new Set([
   'parse',
   'too-large',
 ])
+
+/** Whether a failure counts against the server's health: one of HEALTH_ERRORS, or a 5xx answer (by its status). */
+export function countsAgainstHealth(error: ScanError): boolean {
+  return HEALTH_ERRORS.has(error.kind) || isServerError(error)
+}
 
 /**
  * One rspamd server: its transport and its health. A failure counts until the server's next
@@ -354,7 +349,7 @@ export class RspamdClient {
     // Plain callbacks, not AbortControllers: the timer or the SMTP client leaving stops the scan,
     // which cancels the attempt in flight (a cost paid per message, so kept to a closure or two).
     const stop: ScanStop = { reason: undefined, cancel: undefined }
-    const halt = (why: Error) => {
+    const halt = (why: TimeoutReason | ClientGone) => {
       if (stop.reason) return
       stop.reason = why
       stop.cancel?.(why)
@@ -385,10 +380,7 @@ export class RspamdClient {
         if (small && whole === undefined) {
           const read = await readWhole(req.source, stop)
           if (read instanceof Error) {
-            const error = {
-              kind: 'network' as const,
-              message: `reading the message: ${forLog(read.message)}`,
-            }
+            const error = scanError('network', `reading the message: ${forLog(read.message)}`)
             return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
           }
           whole = read
@@ -416,7 +408,7 @@ export class RspamdClient {
       }
       return
     }
-    if (!HEALTH_ERRORS.has(result.error.kind) && !/^HTTP 5/.test(result.error.message)) return
+    if (!countsAgainstHealth(result.error)) return
     const change = up.fail(now, this.upstreamCfg)
     if (!change || !many) return
     const u = this.upstreamCfg
@@ -473,13 +465,11 @@ export class RspamdClient {
         }
         resolve({ result, retryable })
       }
-      // every message may quote outside text (a reply, an error page, a library's error): it is
-      // logged, so it leaves here escaped and bounded
-      const fail = (kind: ScanErrorKind, message: string, retryable = false) =>
+      const fail = (error: ScanError, retryable = false) =>
         settle(
           {
             ok: false,
-            error: { kind, message: forLog(message, ERROR_TEXT_MAX) },
+            error,
             timeMs: elapsed(start),
             server: up.server,
             bytesSent: sent(),
@@ -488,15 +478,16 @@ export class RspamdClient {
         )
       /** ends the attempt now: the socket goes at once, whatever the transport was doing with it */
       const cancel = (why: Error) => {
-        if (why instanceof TimeoutReason) fail('timeout', why.message, !why.total)
-        else if (why instanceof ClientGone) fail('aborted', why.message)
+        if (why instanceof TimeoutReason) fail(scanError('timeout', logText(why.message)), !why.total)
+        else if (why instanceof ClientGone) fail(scanError('aborted', logText(why.message)))
         abort?.(why)
       }
       const finish = () => {
         const text = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size)).toString('utf8')
-        if (status !== 200) return fail('http', `HTTP ${status}${errorDetail(text)}`)
+        if (status !== 200)
+          return fail(httpStatusError(status, logText(`HTTP ${status}${errorDetail(text)}`)))
         const parsed = parseReplyBody(text)
-        if (!parsed.ok) return fail('parse', parsed.error)
+        if (!parsed.ok) return fail(scanError('parse', logText(parsed.error)))
         settle(
           {
             ok: true,
@@ -524,7 +515,7 @@ export class RspamdClient {
         // error): the scan fails now, as readWhole() makes it for a small message, and the request
         // goes with it; the next server would read the same message, so no retry
         stream.once('error', (err) => {
-          fail('network', `reading the message: ${describeError(err)}`)
+          fail(scanError('network', logText(`reading the message: ${describeError(err)}`)))
           abort?.(err)
         })
         req.source.pipe(stream)
@@ -546,7 +537,12 @@ export class RspamdClient {
           }
           const length = Number(contentLength)
           if (contentLength !== undefined && Number.isFinite(length) && length > maxReplyBytes) {
-            fail('too-large', `reply of ${length} bytes is over the ${maxReplyBytes} byte cap`)
+            fail(
+              scanError(
+                'too-large',
+                logText(`reply of ${length} bytes is over the ${maxReplyBytes} byte cap`),
+              ),
+            )
             abort?.(new Error('reply over the cap'))
           }
         },
@@ -561,7 +557,7 @@ export class RspamdClient {
               finish()
               return abort?.(new Error('error reply over the cap'))
             }
-            fail('too-large', `reply is over the ${maxReplyBytes} byte cap`)
+            fail(scanError('too-large', logText(`reply is over the ${maxReplyBytes} byte cap`)))
             return abort?.(new Error('reply over the cap'))
           }
           parts.push(chunk)
@@ -576,7 +572,7 @@ export class RspamdClient {
           // a connection that broke before rspamd answered: the message never reached a verdict; a
           // request the HTTP client refused to write would be refused for every server alike
           const retryable = (kind === 'connect' || kind === 'network') && !UNSENDABLE.has(errCode(err) ?? '')
-          fail(kind, describeError(err), retryable)
+          fail(scanError(kind, logText(describeError(err))), retryable)
         },
       })
     })
@@ -653,6 +649,10 @@ function readWhole(source: MessageSource, stop: ScanStop): Promise<Buffer | Erro
   })
 }
 
+// every message may quote outside text (a reply, an error page, a library's error): it is logged,
+// so it leaves here escaped and bounded
+const logText = (message: string) => forLog(message, ERROR_TEXT_MAX)
+
 function elapsed(start: number): number {
   return Math.round((performance.now() - start) * 10) / 10
 }
@@ -703,7 +703,7 @@ function errCode(err: unknown): string | undefined {
   return undefined
 }
 
-function classify(err: unknown): ScanErrorKind {
+function classify(err: unknown): 'connect' | 'network' {
   const code = errCode(err)
   if (err instanceof ConnectTimeout || (code && CONNECT_CODES.has(code))) return 'connect'
   if (code?.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code?.includes('CERT')) {
