@@ -16,7 +16,7 @@ import {
   storeError,
   TimeoutReason,
 } from '../src/errors'
-import { countsAgainstHealth } from '../src/rspamd/client'
+import { countsAgainstHealth } from '../src/rspamd/upstream'
 
 /** The codes as operators and callers may rely on them: changing one is a breaking change. */
 const SCAN_CODES = {
@@ -128,6 +128,17 @@ describe('errors: one vocabulary of failures', function () {
       }
       assert.equal(countsAgainstHealth(scanError('aborted', 'x')), false)
     })
+  })
+
+  it('docs/failure-behaviour.md lists every code', () => {
+    const doc = readFileSync(join(__dirname, '..', 'docs', 'failure-behaviour.md'), 'utf8')
+    const codes = [
+      ...Object.values(SCAN_ERROR_CODES),
+      internalError('x').code,
+      storeError('error', 'x').code,
+      storeError('timeout', 'x').code,
+    ]
+    for (const code of codes) assert.ok(doc.includes(`\`${code}\``), code)
   })
 
   it('is the base layer: imports nothing from the project', () => {
