@@ -18,6 +18,7 @@ import {
   unscannedClients,
 } from './src/report/logline'
 import { symbolsForLog } from './src/rspamd/reply'
+import { internalError, storeError } from './src/errors'
 import { forLog, LOG_LINE_MAX } from './src/escape'
 import { fieldNameOf } from './src/message/fields'
 import { Greylist } from './src/policy/greylist'
@@ -406,7 +407,7 @@ function onInternalError(
   cfg: Config,
   err: unknown,
 ): [number?, unknown?] {
-  const verdict = onFailure({ kind: 'network', message: 'internal error' }, cfg)
+  const verdict = onFailure(internalError('internal error'), cfg)
   let line = `internal error: ${errorText(err)}; ${verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'} per [defer] error`
   const failed = removeForged(plugin, connection, txn, cfg)
   if (failed !== undefined) line += `; the verdict headers could not be removed: ${failed}`
@@ -709,7 +710,7 @@ async function checkGreylist(
   }
   const boundMs = Math.min(cfg.greylist.redisTimeout * 1000, hookDeadline - Date.now())
   if (boundMs <= 0) {
-    return { ok: false, error: { kind: 'timeout', message: "no time left within Haraka's plugin timeout" } }
+    return { ok: false, error: storeError('timeout', "no time left within Haraka's plugin timeout") }
   }
   return redis.check(...args, Math.round(boundMs))
 }

@@ -32,6 +32,7 @@ import {
   styleHeaders,
   verdictHeaderNames,
 } from '../message/headers'
+import { internalError } from '../errors'
 import { forLog, LOG_LINE_MAX } from '../escape'
 import { type FieldName, fieldNameOf } from '../message/fields'
 import { buildRequestHeaders } from '../rspamd/request'
@@ -604,7 +605,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       }
       say(io, `${why}; delivering unscanned`)
       layout = readLayout(file)
-      const error = { kind: 'internal', message: errorText(err) }
+      const error = internalError(errorText(err))
       edits = prepareEdits(
         ldaFailureStyle(scanner, error, performance.now() - started),
         forgeable(opts.cfg),

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto'
 import type { createClient } from 'redis'
 import type { RedisSettings } from '../config'
+import { type StoreError, storeError } from '../errors'
 import { EXPIRE_MS, type GreylistOutcome, tripletDigest } from './greylist'
 
 /**
@@ -53,12 +54,6 @@ end
 return wait
 `
 const SCRIPT_SHA = createHash('sha1').update(SCRIPT).digest('hex')
-
-/** Why the store gave no answer: Redis failed or refused (error), or answered later than the bound (timeout). */
-export interface StoreError {
-  kind: 'error' | 'timeout'
-  message: string
-}
 
 export type StoreResult = { ok: true; outcome: GreylistOutcome } | { ok: false; error: StoreError }
 
@@ -185,22 +180,19 @@ export class RedisGreylist {
     const answer = sent.then(
       (reply): StoreResult => {
         if (typeof reply !== 'number' || !Number.isFinite(reply) || reply < 0) {
-          return {
-            ok: false,
-            error: { kind: 'error', message: `unexpected reply ${JSON.stringify(reply)}` },
-          }
+          return { ok: false, error: storeError('error', `unexpected reply ${JSON.stringify(reply)}`) }
         }
         return { ok: true, outcome: reply > 0 ? { passed: false, retryInMs: reply } : { passed: true } }
       },
       (err: unknown): StoreResult => ({
         ok: false,
-        error: { kind: 'error', message: err instanceof Error ? err.message : String(err) },
+        error: storeError('error', err instanceof Error ? err.message : String(err)),
       }),
     )
     // `answer` never rejects and is never false
     const inTime = await within(timeoutMs, answer)
     return inTime === false
-      ? { ok: false, error: { kind: 'timeout', message: `no answer within ${timeoutMs} ms` } }
+      ? { ok: false, error: storeError('timeout', `no answer within ${timeoutMs} ms`) }
       : inTime
   }
 

@@ -2,6 +2,7 @@
 // Also the one place that decides what a failed scan means ([defer] policy).
 
 import type { Config } from '../config'
+import type { InternalError, ScanError } from '../errors'
 import { SINGLE_FIELDS } from '../message/fields'
 import type { Reply } from '../rspamd/reply'
 import {
@@ -51,18 +52,6 @@ export type Verdict =
   | { kind: 'accept'; edits: HeaderEdits }
   /** accept, and skip the data_post plugins after this one ([ham] ok: next(OK) instead of next()) */
   | { kind: 'ok'; edits: HeaderEdits }
-
-/**
- * connect: no connection to rspamd; network: the connection broke; http: a non-200 answer;
- * parse: a 200 answer that is not a usable reply; too-large: a reply over the cap;
- * aborted: the SMTP client went away
- */
-export type ScanErrorKind = 'timeout' | 'connect' | 'network' | 'http' | 'parse' | 'too-large' | 'aborted'
-
-export interface ScanError {
-  kind: ScanErrorKind
-  message: string
-}
 
 /** The actions rspamd ≥ 3 can answer, most severe first. */
 export const ACTIONS = [
@@ -289,8 +278,11 @@ function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits
   return prepareEdits(raw, remove, dropped, '\n', fromRspamd.removeAt)
 }
 
-/** What a failed scan means, per [defer]: accept unchanged, or defer with 451. */
-export function onFailure(error: ScanError, cfg: Config): Verdict {
+/**
+ * What a failed scan (or an internal error) means, per [defer]: accept unchanged, or defer with 451.
+ * A timeout follows [defer] timeout, every other failure [defer] error; the reason is the failure's kind.
+ */
+export function onFailure(error: Pick<ScanError | InternalError, 'kind' | 'message'>, cfg: Config): Verdict {
   const timedOut = error.kind === 'timeout'
   const defer = timedOut ? cfg.defer.timeout : cfg.defer.error
   if (!defer) return { kind: 'accept', edits: { remove: [], removeAt: [], add: [], dropped: [] } }

@@ -3,6 +3,7 @@
 // Also the start-up line that says which clients [check] leaves unscanned.
 
 import type { Config } from '../config'
+import type { InternalError, ScanError } from '../errors'
 import type { SkipReason } from '../policy/skip'
 
 /** A log line's fields, in the order they are written; a field left undefined is not written. */
@@ -48,7 +49,7 @@ function score(n: number | undefined): number | undefined {
 
 /** A failover list as one field: `server (kind)` for each server that failed before the last. */
 export function failoverField(
-  attempts: readonly { server: string; error: { kind: string } }[],
+  attempts: readonly { server: string; error: Pick<ScanError, 'kind'> }[],
 ): string | undefined {
   if (attempts.length === 0) return undefined
   let out = ''
@@ -91,9 +92,12 @@ export function scanFields(f: {
   }
 }
 
-/** The line of a message whose scan failed: the failure and what the [defer] policy made of it. */
+/**
+ * The line of a message whose scan failed: the failure and what the [defer] policy made of it. The
+ * `error` field is the failure's kind (connect, timeout, http, …, internal), as logs have always had it.
+ */
 export function failureFields(f: {
-  error: string
+  error: (ScanError | InternalError)['kind']
   verdict: string
   code?: number
   server?: string

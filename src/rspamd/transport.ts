@@ -9,6 +9,7 @@ import { isIP, type LookupFunction, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
 import { type Config, type Target, type TransportKind, targetOrigin, transportFor } from '../config'
+import { ConnectTimeout } from '../errors'
 import { forLog } from '../escape'
 import { LookupCache } from './lookup'
 import type { RequestHeaders } from './request'
@@ -32,15 +33,6 @@ export interface Transport {
   close(): Promise<void>
   /** closes every connection now, failing requests in flight */
   destroy(): Promise<void>
-}
-
-/** The connect phase (TCP, and TLS for https) took longer than connect_timeout. */
-export class ConnectTimeout extends Error {
-  readonly code = 'ETIMEDOUT'
-  constructor(server: string, ms: number) {
-    super(`no connection to ${server} within ${ms} ms (connect_timeout)`)
-    this.name = 'ConnectTimeout'
-  }
 }
 
 export interface TransportOptions {

@@ -6,13 +6,13 @@ import assert from 'node:assert/strict'
 import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle, parseConfig } from '../../src/config'
 import { verdictHeaderNames } from '../../src/message/headers'
 import type { Reply } from '../../src/rspamd/reply'
+import type { ScanErrorKind } from '../../src/errors'
 import {
   decide,
   finalAction,
   isKnownAction,
   localAction,
   onFailure,
-  type ScanErrorKind,
   smtpText,
   type Verdict,
 } from '../../src/policy/verdict'

@@ -459,6 +459,29 @@ for (const transport of TRANSPORTS_UNDER_TEST) {
       assert.equal(good.requests.length, 0, 'the message went to one server only')
     })
 
+    it('counts a 5xx answer against the server by its status field, a 4xx not', async () => {
+      const unwell = await start({ mode: 'status:503' })
+      const refusing = await start({ mode: 'status:404' })
+      const c = client(
+        configFor(
+          `127.0.0.1:${unwell.port}, 127.0.0.1:${refusing.port}`,
+          'upstream.max_errors = 1\nupstream.dead_time = 60',
+        ),
+        { now: () => 1_000_000 },
+      )
+      const first = await scan(c)
+      const second = await scan(c)
+      assert.ok(!first.ok && first.error.kind === 'http' && first.server === unwell.url)
+      assert.equal(first.error.status, 503)
+      assert.equal(first.error.code, 'ERR_RSPAMD_HTTP_STATUS')
+      assert.ok(!second.ok && second.error.kind === 'http' && second.server === refusing.url)
+      assert.equal(second.error.status, 404)
+      const health = (server: string) => c.health().find((h) => h.server === server)
+      assert.equal(health(unwell.url)?.dead, true, 'a 503 counts (max_errors = 1)')
+      assert.equal(health(refusing.url)?.dead, false, 'a 404 does not count')
+      assert.equal(health(refusing.url)?.failures, 0)
+    })
+
     it('never retries after a reply that does not parse', async () => {
       const garbage = await start({ mode: 'garbage' })
       const good = await start()

@@ -1,0 +1,314 @@
+// One try of a scan on one server, as a small object the transport reports to (it is the request's
+// Exchange): the request starts, the status line arrives, the reply comes in chunks under a cap, and
+// it ends or breaks; the scan's timer, this server's share of it, or a departed SMTP client can
+// cancel it at any point. It settles once, with the scan's result and whether the next server may
+// be tried (only when rspamd has not answered anything). RspamdClient (client.ts) runs one per server.
+
+import { forLog } from '../escape'
+import {
+  ClientGone,
+  ConnectTimeout,
+  httpStatusError,
+  type ScanError,
+  scanError,
+  TimeoutReason,
+} from '../errors'
+import { Coalescer, type MessageSource, type ScanStop } from './body'
+import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
+import type { RequestHeaders } from './request'
+import type { Exchange } from './transport'
+import type { Upstream } from './upstream'
+
+/** How much of an error reply we read to report rspamd's {"error": …}. */
+const MAX_ERROR_BODY = 64 * 1024
+/** A scan error's message is cut here (its parts are cut smaller where they are made). */
+const ERROR_TEXT_MAX = 1000
+
+/** What a scan comes to: rspamd's verdict, or why there is none. */
+export type ScanResult =
+  | {
+      ok: true
+      reply: Reply
+      json: Record<string, unknown>
+      /** the reply's size as received */
+      replyBytes: number
+      warnings: string[]
+      timeMs: number
+      server: string
+      bytesSent: number
+    }
+  | { ok: false; error: ScanError; timeMs: number; server: string; bytesSent: number }
+
+/** What one try sends, and under which limits. */
+export interface AttemptPlan {
+  /** rspamd's scan path (/checkv2) */
+  path: string
+  headers: RequestHeaders
+  source: MessageSource
+  /** the message read already (a small one), sent as one Buffer; undefined: streamed from `source` */
+  whole: Buffer | undefined
+  /** this try's share of the scan's time (another server is left to try); undefined: the scan's own timer */
+  attemptMs: number | undefined
+  maxReplyBytes: number
+}
+
+/** How a try ended: the result, and whether the next server may be tried (rspamd had not answered). */
+export interface AttemptOutcome {
+  result: ScanResult
+  retryable: boolean
+}
+
+/**
+ * One try on one server. A cancel settles at once and destroys the socket rather than leaving it to
+ * idle out. Every call after the attempt settled is ignored.
+ */
+export class ScanAttempt implements Exchange {
+  private readonly start = performance.now()
+  /** the message on its way through a Coalescer; undefined when it goes as one Buffer */
+  private readonly stream: Coalescer | undefined
+  private timer: NodeJS.Timeout | undefined
+  /** ends the request and destroys its socket; set once the transport has started it */
+  private abort: ((why: Error) => void) | undefined
+  private resolve: (outcome: AttemptOutcome) => void = () => undefined
+  private settled = false
+  /** rspamd sent a status line: from here on the scan is not tried elsewhere */
+  private answered = false
+  private status = 0
+  /** how much of the reply is read: the reply cap, or MAX_ERROR_BODY of an error reply */
+  private cap: number
+  private readonly parts: Buffer[] = []
+  private size = 0
+  private overCap = false
+
+  constructor(
+    private readonly up: Upstream,
+    private readonly plan: AttemptPlan,
+    private readonly stop: ScanStop,
+  ) {
+    this.stream = plan.whole === undefined ? new Coalescer() : undefined
+    this.cap = plan.maxReplyBytes
+  }
+
+  /** Sends the request; resolves once, never rejects. */
+  run(): Promise<AttemptOutcome> {
+    return new Promise((resolve) => {
+      this.resolve = resolve
+      const { attemptMs } = this.plan
+      if (attemptMs !== undefined) {
+        this.timer = setTimeout(
+          () => this.cancel(new TimeoutReason(attemptMs, false, this.up.server)),
+          attemptMs,
+        )
+      }
+      this.up.inFlight++
+      if (this.stop.reason) return this.cancel(this.stop.reason)
+      this.stop.cancel = this.cancel
+      const stream = this.stream
+      if (stream) {
+        // the message could not be read (Haraka's message_stream destroys its destination with the
+        // error): the scan fails now, as readWhole() makes it for a small message, and the request
+        // goes with it; the next server would read the same message, so no retry
+        stream.once('error', (err) => {
+          this.fail(scanError('network', logText(`reading the message: ${describeError(err)}`)))
+          this.abort?.(err)
+        })
+        this.plan.source.pipe(stream)
+      }
+      this.up.transport.send(
+        this.plan.path,
+        this.plan.headers,
+        this.plan.whole ?? (stream as Coalescer),
+        this,
+      )
+    })
+  }
+
+  /** Ends the attempt now (the scan's time, this server's share of it, or the SMTP client went away). */
+  private readonly cancel = (why: TimeoutReason | ClientGone): void => {
+    if (why instanceof TimeoutReason) this.fail(scanError('timeout', logText(why.message)), !why.total)
+    else this.fail(scanError('aborted', logText(why.message)))
+    // the socket goes at once, whatever the transport was doing with it
+    this.abort?.(why)
+  }
+
+  // The Exchange: what the transport reports about the request.
+
+  started(abort: (why: Error) => void): void {
+    this.abort = abort
+    // cancelled while the request waited for a connection: drop it now
+    if (this.settled) abort(this.stop.reason ?? new Error('scan ended'))
+  }
+
+  response(status: number, contentLength: string | undefined): void {
+    if (this.settled) return
+    this.answered = true
+    this.status = status
+    if (status !== 200) {
+      this.cap = MAX_ERROR_BODY
+      return
+    }
+    const max = this.plan.maxReplyBytes
+    const length = Number(contentLength)
+    if (contentLength !== undefined && Number.isFinite(length) && length > max) {
+      this.fail(scanError('too-large', logText(`reply of ${length} bytes is over the ${max} byte cap`)))
+      this.abort?.(new Error('reply over the cap'))
+    }
+  }
+
+  data(chunk: Buffer): void {
+    if (this.settled || this.overCap) return
+    if (this.size + chunk.length > this.cap) {
+      if (this.status !== 200) {
+        // an error reply: what fitted is enough to report it
+        this.parts.push(chunk.subarray(0, this.cap - this.size))
+        this.size = this.cap
+        this.overCap = true
+        this.finish()
+        return this.abort?.(new Error('error reply over the cap'))
+      }
+      this.fail(scanError('too-large', logText(`reply is over the ${this.plan.maxReplyBytes} byte cap`)))
+      return this.abort?.(new Error('reply over the cap'))
+    }
+    this.parts.push(chunk)
+    this.size += chunk.length
+  }
+
+  end(): void {
+    if (!this.settled) this.finish()
+  }
+
+  error(err: unknown): void {
+    if (this.settled) return
+    const kind = classify(err)
+    // a connection that broke before rspamd answered: the message never reached a verdict; a
+    // request the HTTP client refused to write would be refused for every server alike
+    const retryable = (kind === 'connect' || kind === 'network') && !UNSENDABLE.has(errCode(err) ?? '')
+    this.fail(scanError(kind, logText(describeError(err))), retryable)
+  }
+
+  // How it ends.
+
+  /** The whole reply is in: a verdict, or the failure an error status or a bad body makes. */
+  private finish(): void {
+    const { parts, size, status } = this
+    const text = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size)).toString('utf8')
+    if (status !== 200)
+      return this.fail(httpStatusError(status, logText(`HTTP ${status}${errorDetail(text)}`)))
+    const parsed = parseReplyBody(text)
+    if (!parsed.ok) return this.fail(scanError('parse', logText(parsed.error)))
+    this.settle(
+      {
+        ok: true,
+        reply: parsed.reply,
+        json: parsed.json,
+        replyBytes: size,
+        warnings: parsed.warnings,
+        timeMs: elapsed(this.start),
+        server: this.up.server,
+        bytesSent: this.sent(),
+      },
+      false,
+    )
+  }
+
+  private fail(error: ScanError, retryable = false): void {
+    this.settle(
+      { ok: false, error, timeMs: elapsed(this.start), server: this.up.server, bytesSent: this.sent() },
+      retryable && !this.answered,
+    )
+  }
+
+  private settle(result: ScanResult, retryable: boolean): void {
+    if (this.settled) return
+    this.settled = true
+    this.up.inFlight--
+    clearTimeout(this.timer)
+    this.stop.cancel = undefined
+    const stream = this.stream
+    if (stream) {
+      // stop the message stream before destroying its destination (haraka/message-stream#22);
+      // after this it can be piped again from the start for the next server
+      this.plan.source.unpipe()
+      if (!stream.destroyed) stream.destroy()
+    }
+    this.resolve({ result, retryable })
+  }
+
+  /** the message's bytes handed to the transport so far */
+  private sent(): number {
+    return this.stream ? this.stream.bytes : (this.plan.whole?.length ?? 0)
+  }
+}
+
+// every message may quote outside text (a reply, an error page, a library's error): it is logged,
+// so it leaves here escaped and bounded
+const logText = (message: string) => forLog(message, ERROR_TEXT_MAX)
+
+export function elapsed(start: number): number {
+  return Math.round((performance.now() - start) * 10) / 10
+}
+
+function errorDetail(text: string | undefined): string {
+  if (!text) return ''
+  try {
+    const j: unknown = JSON.parse(text)
+    if (typeof j === 'object' && j !== null && 'error' in j && typeof j.error === 'string') {
+      return `: ${rspamdErrorText(j.error)}`
+    }
+  } catch {
+    // not JSON: an HTML error page from a proxy, say; show its start
+  }
+  const one = text
+    .replace(/<[^>]*>/g, ' ')
+    // eslint-disable-next-line no-control-regex
+    .replace(/[\s\x00-\x1f\x7f\u2028\u2029]+/g, ' ')
+    .trim()
+  // forLog() for what the line above leaves: C1 controls (CSI, NEL)
+  return one ? `: ${forLog(one, 120)}` : ''
+}
+
+/** errno and undici codes of a connection that was never made (a ConnectTimeout is one too) */
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOENT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EACCES',
+  'UND_ERR_CONNECT_TIMEOUT',
+])
+
+/** codes of a request the HTTP client will not send at all (node:http, undici) */
+const UNSENDABLE = new Set([
+  'ERR_INVALID_CHAR',
+  'ERR_INVALID_HTTP_TOKEN',
+  'ERR_HTTP_INVALID_HEADER_VALUE',
+  'UND_ERR_INVALID_ARG',
+])
+
+function errCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
+    return err.code
+  return undefined
+}
+
+function classify(err: unknown): 'connect' | 'network' {
+  const code = errCode(err)
+  if (err instanceof ConnectTimeout || (code && CONNECT_CODES.has(code))) return 'connect'
+  if (code?.startsWith('ERR_TLS') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code?.includes('CERT')) {
+    return 'connect'
+  }
+  // node's wording when the peer hangs up during the TLS handshake: still the connect phase
+  if (err instanceof Error && /before secure TLS connection was established/.test(err.message))
+    return 'connect'
+  return 'network'
+}
+
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err)
+  const code = errCode(err)
+  const cause = err.cause instanceof Error ? ` (${err.cause.message})` : ''
+  return `${code ? `${code}: ` : ''}${err.message}${cause}`
+}
