@@ -92,17 +92,12 @@ export function internalError(message: string): InternalError {
   return { kind: 'internal', code: INTERNAL_ERROR_CODE, message }
 }
 
-/**
- * A failed store check. Its `code` is not enumerable: the store's answer has been `{ kind, message }`
- * since it was written, and callers compare it whole; the code is there for code that branches.
- */
+/** A failed store check, with its code as a field, as every failure has it. */
 export function storeError<K extends StoreError['kind']>(
   kind: K,
   message: string,
 ): Extract<StoreError, { kind: K }> {
-  const e = { kind, message }
-  Object.defineProperty(e, 'code', { value: STORE_ERROR_CODES[kind], enumerable: false })
-  return e as Extract<StoreError, { kind: K }>
+  return { kind, code: STORE_ERROR_CODES[kind], message } as Extract<StoreError, { kind: K }>
 }
 
 /** A 5xx answer: the server is unwell (a 4xx is about the request, and any server would say the same). */

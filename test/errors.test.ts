@@ -61,10 +61,14 @@ describe('errors: one vocabulary of failures', function () {
       assert.equal(storeError('timeout', 'no answer within 100 ms').code, 'ERR_GREYLIST_REDIS_TIMEOUT')
     })
 
-    it("a store failure's code is not enumerable: its answer still compares as { kind, message }", () => {
+    it("a store failure carries its code as a field like every other failure's", () => {
       const e = storeError('timeout', 'no answer within 100 ms')
-      assert.deepEqual(e, { kind: 'timeout', message: 'no answer within 100 ms' })
-      assert.equal(JSON.stringify(e), '{"kind":"timeout","message":"no answer within 100 ms"}')
+      assert.deepEqual(e, {
+        kind: 'timeout',
+        code: 'ERR_GREYLIST_REDIS_TIMEOUT',
+        message: 'no answer within 100 ms',
+      })
+      assert.deepEqual(storeError('error', 'x'), { kind: 'error', code: 'ERR_GREYLIST_REDIS', message: 'x' })
     })
 
     it('the reasons a request is torn down with carry the code of the failure they become', () => {

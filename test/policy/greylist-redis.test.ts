@@ -203,7 +203,10 @@ describe('greylist in Redis (real redis-server)', function () {
     assert.equal(paused, 'OK')
     try {
       const res = await grey.check(IP, FROM, TO, DELAY, 100)
-      assert.deepEqual(res, { ok: false, error: { kind: 'timeout', message: 'no answer within 100 ms' } })
+      assert.deepEqual(res, {
+        ok: false,
+        error: { kind: 'timeout', code: 'ERR_GREYLIST_REDIS_TIMEOUT', message: 'no answer within 100 ms' },
+      })
     } finally {
       await redis.sendCommand(['CLIENT', 'UNPAUSE'])
     }
