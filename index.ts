@@ -33,14 +33,13 @@ import {
   type SenderFacts,
   type Verdict,
 } from './src/policy/verdict'
+import { instancesAt, type RemoveAt } from './src/message/milter'
 import {
   configuredStyleNames,
   DEFAULT_SCANNER,
-  instancesAt,
-  type RemoveAt,
   rspamdHostName,
   verdictHeaderNames,
-} from './src/message/headers'
+} from './src/message/styles'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----

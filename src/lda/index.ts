@@ -22,16 +22,15 @@ import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanOutcome } from '../rspamd/client'
 import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from '../config'
+import type { RawField } from '../message/fold'
+import { instancesAt, type RemoveAt } from '../message/milter'
 import {
   configuredStyleNames,
-  instancesAt,
   ldaFailureStyle,
-  type RawField,
-  type RemoveAt,
   rspamdHostName,
   styleHeaders,
   verdictHeaderNames,
-} from '../message/headers'
+} from '../message/styles'
 import { forLog, LOG_LINE_MAX } from '../escape'
 import { type FieldName, fieldNameOf } from '../message/fields'
 import { buildRequestHeaders } from '../rspamd/request'

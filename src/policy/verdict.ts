@@ -4,21 +4,10 @@
 import type { Config } from '../config'
 import { SINGLE_FIELDS } from '../message/fields'
 import type { Reply } from '../rspamd/reply'
-import {
-  configuredStyleNames,
-  type HeaderField,
-  MAX_DKIM_SIGNATURES,
-  milterEdits,
-  prepareField,
-  type RawField,
-  type RemoveAt,
-  rewriteSubject,
-  showName,
-  STACKED_HEADERS,
-  type StyleFacts,
-  styleHeaders,
-  verdictHeaderNames,
-} from '../message/headers'
+import { type HeaderField, prepareField, type RawField } from '../message/fold'
+import { MAX_DKIM_SIGNATURES, milterEdits, type RemoveAt, showName, STACKED_HEADERS } from '../message/milter'
+import { configuredStyleNames, type StyleFacts, styleHeaders, verdictHeaderNames } from '../message/styles'
+import { rewriteSubject } from '../message/subject'
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */

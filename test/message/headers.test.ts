@@ -4,36 +4,40 @@ import { join } from 'node:path'
 
 import { type Config, HEADER_STYLES, type HeaderStyle } from '../../src/config'
 import {
+  encodeValue,
+  isFieldName,
+  MAX_LINE,
+  MAX_TOTAL,
+  prepareField,
+  sanitizeValue,
+  SOFT_LINE,
+  TRUNCATED,
+} from '../../src/message/fold'
+import {
+  instancesAt,
+  MAX_ADDS,
+  MAX_ADDS_PER_NAME,
+  milterEdits,
+  PROTECTED_HEADERS,
+  STACKED_HEADERS,
+} from '../../src/message/milter'
+import {
   eximStyle,
   extendedStyle,
   ldaFailureStyle,
   ldaStyle,
   MAX_RESULT_BASE64,
   MAX_STARS,
-  MAX_TOTAL,
   printfFixed,
   printfGeneral,
-  spamLevel,
   rspamdHostName,
-  styleHeaders,
-  encodeValue,
-  isFieldName,
-  MAX_ADDS,
-  MAX_ADDS_PER_NAME,
-  MAX_LINE,
-  milterEdits,
-  prepareField,
-  PROTECTED_HEADERS,
-  rewriteSubject,
-  instancesAt,
   rspamdStyle,
-  sanitizeValue,
-  SOFT_LINE,
   spamBar,
-  STACKED_HEADERS,
+  spamLevel,
+  styleHeaders,
   symbolReport,
-  TRUNCATED,
-} from '../../src/message/headers'
+} from '../../src/message/styles'
+import { rewriteSubject } from '../../src/message/subject'
 import { parseReply, type MilterAdd, type Reply, type RspamdSymbol } from '../../src/rspamd/reply'
 import { prng } from '../support/prng'
 import { REPO } from '../support/harness'

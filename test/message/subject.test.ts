@@ -1,10 +1,11 @@
 // The [subject] template is filled with the message's decoded Subject: the rewritten Subject must
-// decode, once, to exactly that text — never decode a second time (src/message/headers.ts rewriteSubject).
+// decode, once, to exactly that text — never decode a second time (src/message/subject.ts rewriteSubject).
 
 import assert from 'node:assert/strict'
 import { Header } from 'haraka-email-message'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { literalSubject, prepareField, rewriteSubject } from '../../src/message/headers'
+import { prepareField } from '../../src/message/fold'
+import { literalSubject, rewriteSubject } from '../../src/message/subject'
 import { FakeRspamd } from '../support/fake-rspamd'
 import { connectionWith, corpus, dataPost, loadPlugin, unregister } from '../support/harness'
 import { replyFor } from '../support/replies'
