@@ -29,17 +29,12 @@ import {
   isKnownAction,
   onFailure,
   onGreylistFailure,
-  type HeaderEdits,
   type SenderFacts,
   type Verdict,
 } from './src/policy/verdict'
+import { type HeaderEdits, unscannedEdits } from './src/message/edits'
 import { instancesAt, type RemoveAt } from './src/message/milter'
-import {
-  configuredStyleNames,
-  DEFAULT_SCANNER,
-  rspamdHostName,
-  verdictHeaderNames,
-} from './src/message/styles'
+import { DEFAULT_SCANNER, rspamdHostName } from './src/message/styles'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
@@ -436,10 +431,7 @@ function removeForged(
   cfg: Config,
 ): string | undefined {
   try {
-    const names = cfg.spamHeaders.removeForeign
-      ? verdictHeaderNames(cfg)
-      : Array.from(configuredStyleNames(cfg))
-    applyEdits(plugin, connection, txn, { remove: names, removeAt: [], add: [], dropped: [] })
+    applyEdits(plugin, connection, txn, unscannedEdits(cfg))
     return undefined
   } catch (err: unknown) {
     return errorText(err)

@@ -3,9 +3,10 @@
 // headers are protected (PROTECTED_HEADERS, STACKED_HEADERS), and every list from the reply is
 // read within a cap, whatever is over it counted into one log line per kind.
 
+import type { Config } from '../config'
 import { forLog } from '../escape'
 import type { MilterAdd, MilterRemove, Reply } from '../rspamd/reply'
-import { type HeaderField, isFieldName, MAX_TOTAL } from './fold'
+import { type HeaderField, isFieldName, MAX_TOTAL, type RawField } from './fold'
 
 /**
  * Headers rspamd may not remove: trace and structural fields. Without them delivery loops are
@@ -284,4 +285,38 @@ function overLimit(
   }
   const more = over.size > shown.length ? ` and ${over.size - shown.length} more names` : ''
   dropped.push(`add of ${total} more value(s) over the limit of ${limit}: ${shown.join(', ')}${more}`)
+}
+
+/**
+ * rspamd's own header changes: its DKIM-Signature ([dkim]) and its milter block
+ * ([rmilter_headers]), after milterEdits()' refusals: raw fields, prepared by editsFor() with ours.
+ */
+export function rspamdEdits(
+  reply: Reply,
+  cfg: Pick<Config, 'dkim' | 'rmilterHeaders'>,
+): { remove: string[]; removeAt: RemoveAt[]; add: RawField[]; dropped: string[] } {
+  const add: RawField[] = []
+  const remove: string[] = []
+  const removeAt: RemoveAt[] = []
+  const dropped: string[] = []
+  if (cfg.dkim.enabled) {
+    const sigs = reply.dkimSignatures
+    for (let i = 0; i < sigs.length && i < MAX_DKIM_SIGNATURES; i++) {
+      add.push({ name: 'DKIM-Signature', value: sigs[i] as string })
+    }
+    if (sigs.length > MAX_DKIM_SIGNATURES) {
+      dropped.push(
+        `DKIM-Signature: ${sigs.length - MAX_DKIM_SIGNATURES} more signature(s) over the limit of ${MAX_DKIM_SIGNATURES}`,
+      )
+    }
+  }
+  if (cfg.rmilterHeaders.enabled) {
+    // loops, not push(...list): a list of 10⁵ arguments overflows the stack
+    const m = milterEdits(reply.milter)
+    for (const n of m.remove) remove.push(n)
+    for (const r of m.removeAt) removeAt.push(r)
+    for (const f of m.add) add.push(f)
+    for (const d of m.dropped) dropped.push(d)
+  }
+  return { remove, removeAt, add, dropped }
 }
