@@ -30,18 +30,12 @@ import {
   isKnownAction,
   onFailure,
   onGreylistFailure,
-  type HeaderEdits,
   type SenderFacts,
   type Verdict,
 } from './src/policy/verdict'
-import {
-  configuredStyleNames,
-  DEFAULT_SCANNER,
-  instancesAt,
-  type RemoveAt,
-  rspamdHostName,
-  verdictHeaderNames,
-} from './src/message/headers'
+import { type HeaderEdits, unscannedEdits } from './src/message/edits'
+import { instancesAt, type RemoveAt } from './src/message/milter'
+import { DEFAULT_SCANNER, rspamdHostName } from './src/message/styles'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
@@ -438,10 +432,7 @@ function removeForged(
   cfg: Config,
 ): string | undefined {
   try {
-    const names = cfg.spamHeaders.removeForeign
-      ? verdictHeaderNames(cfg)
-      : Array.from(configuredStyleNames(cfg))
-    applyEdits(plugin, connection, txn, { remove: names, removeAt: [], add: [], dropped: [] })
+    applyEdits(plugin, connection, txn, unscannedEdits(cfg))
     return undefined
   } catch (err: unknown) {
     return errorText(err)

@@ -9,18 +9,16 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
+import { MAX_LINE, MAX_TOTAL, prepareField } from '../src/message/fold'
 import {
   MAX_ADD_CHARS,
   MAX_ADDS,
   MAX_DKIM_SIGNATURES,
-  MAX_HEADER_SYMBOLS,
-  MAX_LINE,
   MAX_POSITIONS,
   MAX_REMOVES,
-  MAX_TOTAL,
   milterEdits,
-  prepareField,
-} from '../src/message/headers'
+} from '../src/message/milter'
+import { MAX_HEADER_SYMBOLS } from '../src/message/styles'
 import { bySeverity, heaviest, MAX_WARNINGS, parseReply } from '../src/rspamd/reply'
 import { FakeRspamd } from './support/fake-rspamd'
 import {

@@ -1,7 +1,8 @@
 // The LDA command (rspamd-lda): a message on stdin → rspamd → the same message with the X-Spam-*
 // headers `rspamc --mime` writes (and rspamd's DKIM-Signature and milter headers) on stdout or
 // into a delivery agent (--exec), taking rspamc's options. Reuses the plugin's config, request,
-// client, reply, header and verdict code; never loses the message.
+// client, reply and header code (the header edits are the plugin's: src/message/edits.ts);
+// never loses the message.
 
 import { type ChildProcess, spawn } from 'node:child_process'
 import {
@@ -22,21 +23,13 @@ import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
 import { RspamdClient, type ScanOutcome } from '../rspamd/client'
 import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from '../config'
-import {
-  configuredStyleNames,
-  instancesAt,
-  ldaFailureStyle,
-  type RawField,
-  type RemoveAt,
-  rspamdHostName,
-  styleHeaders,
-  verdictHeaderNames,
-} from '../message/headers'
+import { editsFor, type HeaderEdits, unscannedEdits } from '../message/edits'
+import { instancesAt, type RemoveAt } from '../message/milter'
+import { ldaFailureStyle, rspamdHostName } from '../message/styles'
 import { internalError } from '../errors'
 import { forLog, LOG_LINE_MAX } from '../escape'
 import { type FieldName, fieldNameOf } from '../message/fields'
 import { buildRequestHeaders } from '../rspamd/request'
-import { type HeaderEdits, prepareEdits, rspamdEdits } from '../policy/verdict'
 import { packageVersion } from '../version'
 
 /** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */
@@ -464,11 +457,6 @@ function execDeliver(
   })
 }
 
-/** The verdict headers a message must not bring: every style's with remove_foreign, else those of ours. */
-function forgeable(cfg: Config): string[] {
-  return cfg.spamHeaders.removeForeign ? verdictHeaderNames(cfg) : Array.from(configuredStyleNames(cfg))
-}
-
 /** An error's message for one line of stderr: controls out, cut. */
 function errorText(err: unknown): string {
   return forLog(err instanceof Error ? `${err.name}: ${err.message}` : String(err))
@@ -485,41 +473,34 @@ function scannedEdits(
   layout: Layout,
   io: LdaIo,
 ): HeaderEdits | typeof EX_TEMPFAIL {
-  let raw: RawField[] = []
-  // [spam_headers] remove_foreign: a scanned message keeps no verdict header of any style but ours;
-  // without it, still none of the names our styles write (X-Spam even for ham); an unscanned one
-  // neither ("unscanned" is not "scanned clean")
-  const remove = forgeable(opts.cfg)
-  let removeAt: RemoveAt[] = []
-  const dropped: string[] = []
   if (result.ok) {
     for (const w of result.warnings) say(io, `reply from ${result.server}: ${w}`)
-    const styled = styleHeaders(result.reply, opts.cfg, {
-      scanner,
-      rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
-      json: result.json,
-      replyBytes: result.replyBytes,
-      scanTimeMs: result.timeMs,
+    // the plugin's edits, with rspamc --mime's ways: its set (the lda style first) always written,
+    // before rspamd's DKIM-Signature and milter headers, and no Subject rewritten (Haraka's only);
+    // a scanned message keeps no verdict header of any style but ours with remove_foreign, and
+    // without it still none of the names our styles write (X-Spam even for ham)
+    return editsFor(result.reply, opts.cfg, {
+      spamHeaders: true,
+      rewriteSubject: false,
+      stylesFirst: true,
+      style: {
+        scanner,
+        rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
+        json: result.json,
+        replyBytes: result.replyBytes,
+        scanTimeMs: result.timeMs,
+      },
+      eol: layout.eol,
     })
-    // rspamc's set first, then rspamd's DKIM-Signature and milter headers, refused as in the plugin
-    // (loops, not spreads: these lists come from rspamd)
-    const fromRspamd = rspamdEdits(result.reply, opts.cfg)
-    for (const f of styled.fields) raw.push(f)
-    for (const f of fromRspamd.add) raw.push(f)
-    for (const d of styled.dropped) dropped.push(d)
-    for (const d of fromRspamd.dropped) dropped.push(d)
-    for (const n of fromRspamd.remove) remove.push(n)
-    removeAt = fromRspamd.removeAt
-  } else {
-    const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
-    if (opts.tempfail) {
-      say(io, `scan failed, not delivering (--tempfail): ${why}`)
-      return EX_TEMPFAIL
-    }
-    say(io, `scan failed, delivering unscanned: ${why}`)
-    raw = ldaFailureStyle(scanner, result.error, result.timeMs)
   }
-  return prepareEdits(raw, remove, dropped, layout.eol, removeAt)
+  const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
+  if (opts.tempfail) {
+    say(io, `scan failed, not delivering (--tempfail): ${why}`)
+    return EX_TEMPFAIL
+  }
+  say(io, `scan failed, delivering unscanned: ${why}`)
+  // an unscanned message keeps no verdict header either ("unscanned" is not "scanned clean")
+  return unscannedEdits(opts.cfg, ldaFailureStyle(scanner, result.error, result.timeMs), layout.eol)
 }
 
 /** Run the command; resolves to the exit code. */
@@ -606,10 +587,9 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       say(io, `${why}; delivering unscanned`)
       layout = readLayout(file)
       const error = internalError(errorText(err))
-      edits = prepareEdits(
+      edits = unscannedEdits(
+        opts.cfg,
         ldaFailureStyle(scanner, error, performance.now() - started),
-        forgeable(opts.cfg),
-        [],
         layout.eol,
       )
     }

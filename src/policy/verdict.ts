@@ -3,23 +3,9 @@
 
 import type { Config } from '../config'
 import type { InternalError, ScanError } from '../errors'
-import { SINGLE_FIELDS } from '../message/fields'
+import { editsFor, type HeaderEdits } from '../message/edits'
+import type { StyleFacts } from '../message/styles'
 import type { Reply } from '../rspamd/reply'
-import {
-  configuredStyleNames,
-  type HeaderField,
-  MAX_DKIM_SIGNATURES,
-  milterEdits,
-  prepareField,
-  type RawField,
-  type RemoveAt,
-  rewriteSubject,
-  showName,
-  STACKED_HEADERS,
-  type StyleFacts,
-  styleHeaders,
-  verdictHeaderNames,
-} from '../message/headers'
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */
@@ -33,17 +19,6 @@ export interface SenderFacts {
   greylist?: 'deferred' | 'passed'
   /** scanner name, rspamd host, queue id and reply JSON for the extended and lda header styles */
   style?: StyleFacts
-}
-
-/** Header changes, in order: remove every `remove` name, then add every `add` field. Values are ready to write. */
-export interface HeaderEdits {
-  /** names whose every instance goes */
-  remove: string[]
-  /** rspamd's numbered instances (its milter remove_headers), counted in the message as scanned */
-  removeAt: RemoveAt[]
-  add: HeaderField[]
-  /** what was refused (bad names, protected headers), for the log */
-  dropped: string[]
 }
 
 export type Verdict =
@@ -153,7 +128,13 @@ export function decide(rspamdReply: Reply, cfg: Config, facts: SenderFacts): Ver
     if (wanted)
       return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
   }
-  const edits = headerEdits(reply, cfg, facts)
+  // the header edits, from the message layer in one call: this only says what is wanted
+  const edits = editsFor(reply, cfg, {
+    spamHeaders: wantsSpamHeaders(reply, cfg),
+    rewriteSubject: cfg.rewriteSubject.enabled && reply.action === 'rewrite subject',
+    subject: facts.subject,
+    style: facts.style,
+  })
   return isHam(reply, cfg) ? { kind: 'ok', edits } : { kind: 'accept', edits }
 }
 
@@ -170,112 +151,6 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
   // sometimes: when rspamd asks for headers — and when a reject was turned into delivery
   // ([reject] spam=false), so the spam is at least marked
   return reply.action === 'add header' || reply.action === 'reject'
-}
-
-/**
- * rspamd's own header changes: its DKIM-Signature ([dkim]) and its milter block
- * ([rmilter_headers]), after milterEdits()' refusals. Used by the plugin and by rspamd-lda.
- */
-export function rspamdEdits(
-  reply: Reply,
-  cfg: Pick<Config, 'dkim' | 'rmilterHeaders'>,
-): { remove: string[]; removeAt: RemoveAt[]; add: RawField[]; dropped: string[] } {
-  const add: RawField[] = []
-  const remove: string[] = []
-  const removeAt: RemoveAt[] = []
-  const dropped: string[] = []
-  if (cfg.dkim.enabled) {
-    const sigs = reply.dkimSignatures
-    for (let i = 0; i < sigs.length && i < MAX_DKIM_SIGNATURES; i++) {
-      add.push({ name: 'DKIM-Signature', value: sigs[i] as string })
-    }
-    if (sigs.length > MAX_DKIM_SIGNATURES) {
-      dropped.push(
-        `DKIM-Signature: ${sigs.length - MAX_DKIM_SIGNATURES} more signature(s) over the limit of ${MAX_DKIM_SIGNATURES}`,
-      )
-    }
-  }
-  if (cfg.rmilterHeaders.enabled) {
-    // loops, not push(...list): a list of 10⁵ arguments overflows the stack
-    const m = milterEdits(reply.milter)
-    for (const n of m.remove) remove.push(n)
-    for (const r of m.removeAt) removeAt.push(r)
-    for (const f of m.add) add.push(f)
-    for (const d of m.dropped) dropped.push(d)
-  }
-  return { remove, removeAt, add, dropped }
-}
-
-/**
- * Raw fields → values ready to write (sanitised, encoded, folded with `eol`), and the removals: a
- * header we write replaces any of that name already in the message (no spoofed verdicts), except
- * signatures and trace headers, which stack (the message may carry earlier DKIM, ARC sets).
- */
-export function prepareEdits(
-  raw: RawField[],
-  remove: string[],
-  dropped: string[],
-  eol = '\n',
-  removeAt: readonly RemoveAt[] = [],
-): HeaderEdits {
-  const add: HeaderField[] = []
-  // RFC 5322 §3.6: one of each SINGLE_FIELDS name; the first in `raw` wins (ours come before rspamd's)
-  // (the extra values counted per name, and reported once per name)
-  const once = new Map<string, number>()
-  for (const f of raw) {
-    const lower = f.name.toLowerCase()
-    if (SINGLE_FIELDS.has(lower)) {
-      const extra = once.get(lower)
-      once.set(lower, extra === undefined ? 0 : extra + 1)
-      if (extra !== undefined) continue
-    }
-    const ready = prepareField(f.name, f.value, { eol, maxTotal: f.maxTotal, foldWith: f.foldWith })
-    if (ready === undefined) {
-      dropped.push(`invalid header name ${showName(f.name)}`)
-      continue
-    }
-    add.push(ready)
-  }
-  for (const [lower, extra] of once) {
-    if (extra > 0)
-      dropped.push(`add of ${extra} more ${lower} value(s): RFC 5322 allows one, the first is written`)
-  }
-  const out: string[] = []
-  const seen = new Set<string>()
-  const removing = (name: string) => {
-    const lower = name.toLowerCase()
-    if (seen.has(lower)) return
-    seen.add(lower)
-    out.push(name)
-  }
-  for (const n of remove) removing(n)
-  for (const f of add) if (!STACKED_HEADERS.has(f.name.toLowerCase())) removing(f.name)
-  // a name that goes whole takes rspamd's numbered instances of it along
-  const numbered = removeAt.filter((r) => !seen.has(r.name.toLowerCase()))
-  return { remove: out, removeAt: numbered, add, dropped }
-}
-
-function headerEdits(reply: Reply, cfg: Config, facts: SenderFacts): HeaderEdits {
-  const raw: RawField[] = []
-  // verdict headers of any style that came with the message are not ours: off before anything
-  // is added (rspamd's milter block may add some of these names itself)
-  const remove: string[] = cfg.spamHeaders.removeForeign ? verdictHeaderNames(cfg) : []
-  const dropped: string[] = []
-
-  if (cfg.rewriteSubject.enabled && reply.action === 'rewrite subject') {
-    raw.push({ name: 'Subject', value: rewriteSubject(cfg.subject, facts.subject, reply.subject) })
-  }
-  const fromRspamd = rspamdEdits(reply, cfg)
-  for (const n of fromRspamd.remove) remove.push(n)
-  for (const f of fromRspamd.add) raw.push(f)
-  for (const d of fromRspamd.dropped) dropped.push(d)
-  if (wantsSpamHeaders(reply, cfg)) {
-    for (const n of configuredStyleNames(cfg)) remove.push(n)
-    const styled = styleHeaders(reply, cfg, facts.style ?? {})
-    for (const f of styled.fields) raw.push(f)
-    for (const d of styled.dropped) dropped.push(d)
-  }
-  return prepareEdits(raw, remove, dropped, '\n', fromRspamd.removeAt)
 }
 
 /**

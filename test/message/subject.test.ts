@@ -1,10 +1,11 @@
 // The [subject] template is filled with the message's decoded Subject: the rewritten Subject must
-// decode, once, to exactly that text — never decode a second time (src/message/headers.ts rewriteSubject).
+// decode, once, to exactly that text — never decode a second time (src/message/subject.ts rewriteSubject).
 
 import assert from 'node:assert/strict'
 import { Header } from 'haraka-email-message'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { literalSubject, prepareField, rewriteSubject } from '../../src/message/headers'
+import { prepareField } from '../../src/message/fold'
+import { literalSubject, rewriteSubject } from '../../src/message/subject'
 import { FakeRspamd } from '../support/fake-rspamd'
 import { connectionWith, corpus, dataPost, loadPlugin, unregister } from '../support/harness'
 import { replyFor } from '../support/replies'
@@ -82,4 +83,57 @@ describe('the subject template decodes once', function () {
       assert.equal(decoded, `[SPAM] ${INNER}`)
     })
   })
+})
+
+describe('rewriteSubject()', function () {
+  const CASES: Array<
+    [label: string, template: string, old: string | undefined, rspamd: string | undefined, out: string]
+  > = [
+    ['puts the old subject into the template', '[SPAM] %s', 'Hello', undefined, '[SPAM] Hello'],
+    ['puts %s anywhere in the template', 'Re: %s [spam]', 'Hello', undefined, 'Re: Hello [spam]'],
+    ['uses a template without %s as it is', '[SPAM]', 'Hello', undefined, '[SPAM]'],
+    ['uses an empty old subject when there is none', '[SPAM] %s', undefined, undefined, '[SPAM] '],
+    [
+      "lets rspamd's subject win over the template",
+      '[SPAM] %s',
+      'Hello',
+      '*** SPAM *** Hello',
+      '*** SPAM *** Hello',
+    ],
+    [
+      "takes rspamd's finished subject as it is: a %s in it came from the message",
+      '[SPAM] %s',
+      'Save 50%s',
+      '*** SPAM *** Save 50%s',
+      '*** SPAM *** Save 50%s',
+    ],
+    ['ignores an empty rspamd subject', '[SPAM] %s', 'Hello', '', '[SPAM] Hello'],
+    ['ignores a blank rspamd subject', '[SPAM] %s', 'Hello', '  ', '[SPAM] Hello'],
+    ['replaces only the first %s', '%s / %s', 'Hi', undefined, 'Hi / %s'],
+    [
+      'keeps $& and $1 in the old subject literal',
+      '[SPAM] %s',
+      'Win $& $1 $$ $`',
+      undefined,
+      '[SPAM] Win $& $1 $$ $`',
+    ],
+    [
+      'does not replace a %s that came in with the old subject',
+      '[SPAM] %s',
+      'about %s',
+      undefined,
+      '[SPAM] about %s',
+    ],
+    ['keeps non-ASCII text raw (encoded later)', '[SPAM] %s', 'Été', undefined, '[SPAM] Été'],
+    [
+      "passes rspamd's already encoded subject through",
+      '[SPAM] %s',
+      'x',
+      '=?UTF-8?B?W1NQQU1dIMOJdMOp?=',
+      '=?UTF-8?B?W1NQQU1dIMOJdMOp?=',
+    ],
+  ]
+  for (const [label, template, old, rspamd, out] of CASES) {
+    it(label, () => assert.equal(rewriteSubject(template, old, rspamd), out))
+  }
 })

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle, parseConfig } from '../../src/config'
-import { verdictHeaderNames } from '../../src/message/headers'
+import { verdictHeaderNames } from '../../src/message/styles'
 import type { Reply } from '../../src/rspamd/reply'
 import type { ScanErrorKind } from '../../src/errors'
 import {
