@@ -9,17 +9,10 @@ import { ConfigError, oncePerConfig, parseConfig, parseRedisIni, sameTarget, typ
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/rspamd/client'
 import { describeTarget } from './src/rspamd/transport'
 import { buildRequestHeaders, type Envelope } from './src/rspamd/request'
-import {
-  defined,
-  failoverField,
-  failureFields,
-  scanFields,
-  skipFields,
-  unscannedClients,
-} from './src/report/logline'
-import { symbolsForLog } from './src/rspamd/reply'
+import { defined, failureFields, skipFields, unscannedClients } from './src/report/logline'
+import { failoverTexts, failureReport, logText, outcomeText, scanReport } from './src/report/results'
 import { internalError, storeError } from './src/errors'
-import { forLog, LOG_LINE_MAX } from './src/escape'
+import { forLog } from './src/escape'
 import { fieldNameOf } from './src/message/fields'
 import { Greylist } from './src/policy/greylist'
 import { RedisGreylist, type StoreResult } from './src/policy/greylist-redis'
@@ -148,7 +141,7 @@ function loadConfig(plugin: RspamdPlugin): Config {
   checkTimeout(plugin, cfg)
   if (cfg.ignored.length > 0) {
     plugin.logwarn(
-      logLine(
+      logText(
         `rspamd.ini: not used: ${cfg.ignored.join(', ')} — unknown, in the wrong section, or overridden ` +
           `(servers overrides host, port and unix_socket); see config/rspamd.ini of haraka-plugin-rspamd`,
       ),
@@ -178,7 +171,7 @@ function reload(plugin: RspamdPlugin): void {
       // every error of the file, one line each
       const whys = err instanceof ConfigError ? err.problems.map((e) => e.message) : [describeError(err)]
       for (const why of whys) {
-        plugin.logerror(logLine(`rspamd.ini reload refused, keeping the previous config: ${why}`))
+        plugin.logerror(logText(`rspamd.ini reload refused, keeping the previous config: ${why}`))
       }
       return
     }
@@ -189,18 +182,18 @@ function reload(plugin: RspamdPlugin): void {
     if (old !== client) {
       old
         ?.close()
-        .catch((err: unknown) => plugin.logerror(logLine(`closing the old rspamd pool: ${String(err)}`)))
+        .catch((err: unknown) => plugin.logerror(logText(`closing the old rspamd pool: ${String(err)}`)))
     }
     try {
       syncGreylistStore(plugin)
     } catch (err) {
       // the rest of rspamd.ini applies; greylisting keeps the store it had
-      plugin.logerror(logLine(`greylist store unchanged: ${describeError(err)}`))
+      plugin.logerror(logText(`greylist store unchanged: ${describeError(err)}`))
     }
-    plugin.loginfo(logLine(`rspamd.ini reloaded: ${client.server}`))
+    plugin.loginfo(logText(`rspamd.ini reloaded: ${client.server}`))
   } catch (err) {
     // a bug of ours (a log call that throws, say): still never out to haraka-config's timer
-    plugin.logerror(logLine(`rspamd.ini reload: internal error: ${describeError(err)}`))
+    plugin.logerror(logText(`rspamd.ini reload: internal error: ${describeError(err)}`))
   }
 }
 
@@ -251,7 +244,7 @@ export async function shutdown(this: RspamdPlugin): Promise<void> {
   this.started = false
   // Haraka calls shutdown() without waiting on it: a rejection here would be an unhandled one
   const done = await Promise.allSettled([client?.destroy(), redis?.close()])
-  for (const r of done) if (r.status === 'rejected') this.logerror(logLine(`shutdown: ${String(r.reason)}`))
+  for (const r of done) if (r.status === 'rejected') this.logerror(logText(`shutdown: ${String(r.reason)}`))
 }
 
 /**
@@ -264,7 +257,7 @@ export function rspamd_init_master(this: RspamdPlugin, next: Next, server?: Hara
   const workers = nodes === 'cpus' ? cpus().length : Number(nodes)
   if (server?.cluster && g?.enabled && g.store === 'memory' && workers > 1) {
     this.logwarn(
-      logLine(
+      logText(
         `[greylist] store = memory with ${workers} cluster workers (smtp.ini nodes = ${String(nodes)}): each ` +
           'worker keeps its own triplets, so a retry that reaches another worker is greylisted afresh; ' +
           'set [greylist] store = redis to share them',
@@ -297,7 +290,7 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
     plugin.greylistRedis = undefined
     old
       ?.close()
-      .catch((err: unknown) => plugin.logerror(logLine(`closing the greylist store: ${String(err)}`)))
+      .catch((err: unknown) => plugin.logerror(logText(`closing the greylist store: ${String(err)}`)))
     return
   }
   // haraka-plugin-redis's file, read as it reads it (no declared booleans: the same cached copy)
@@ -309,14 +302,14 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
     keyPrefix: g.keyPrefix,
     identity: same,
     onEvent: (e) =>
-      e.level === 'warn' ? plugin.logwarn(logLine(e.message)) : plugin.loginfo(logLine(e.message)),
+      e.level === 'warn' ? plugin.logwarn(logText(e.message)) : plugin.loginfo(logText(e.message)),
   })
   if (plugin.started) store.open()
   plugin.greylistRedis = store
-  plugin.loginfo(logLine(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`))
+  plugin.loginfo(logText(`greylisting in Redis at ${store.server}, keys ${g.keyPrefix}*`))
   old
     ?.close()
-    .catch((err: unknown) => plugin.logerror(logLine(`closing the old greylist store: ${String(err)}`)))
+    .catch((err: unknown) => plugin.logerror(logText(`closing the old greylist store: ${String(err)}`)))
 }
 
 /** haraka-config's callback for redis.ini, from a timer as reload() is: nothing may be thrown out of it. */
@@ -325,7 +318,7 @@ function redisIniChanged(plugin: RspamdPlugin): void {
     syncGreylistStore(plugin)
   } catch (err) {
     plugin.logerror(
-      logLine(`redis.ini reload refused, keeping the previous Redis connection: ${describeError(err)}`),
+      logText(`redis.ini reload refused, keeping the previous Redis connection: ${describeError(err)}`),
     )
   }
 }
@@ -402,11 +395,11 @@ function onInternalError(
   err: unknown,
 ): [number?, unknown?] {
   const verdict = onFailure(internalError('internal error'), cfg)
-  let line = `internal error: ${errorText(err)}; ${verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'} per [defer] error`
+  let line = `internal error: ${errorText(err)}; ${outcomeText(verdict)} per [defer] error`
   const failed = removeForged(plugin, connection, txn, cfg)
   if (failed !== undefined) line += `; the verdict headers could not be removed: ${failed}`
   try {
-    connection.logdebug(plugin, logLine(`internal error: ${err instanceof Error ? (err.stack ?? '') : ''}`))
+    connection.logdebug(plugin, logText(`internal error: ${err instanceof Error ? (err.stack ?? '') : ''}`))
     // results.add logs an err at error level, with the error's text; the info line as for any message
     txn.results.add(plugin, { err: line })
     const code = verdict.kind === 'defer' ? verdict.code : undefined
@@ -520,20 +513,12 @@ function decodedSubject(header: Header): string | undefined {
 /** rspamd's host as the headers name it: worked out once per config (os.hostname() is a system call) */
 const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
-/**
- * A log line that quotes outside text (a reply, an error, a server name from the config), escaped
- * whole once more where it is written: one line, no control character, whatever was missed upstream.
- */
-function logLine(text: string): string {
-  return forLog(text, LOG_LINE_MAX)
-}
-
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
 function newClient(plugin: RspamdPlugin, cfg: Config, previous?: RspamdClient): RspamdClient {
   return new RspamdClient(cfg, {
     previous,
     onEvent: (e) =>
-      e.level === 'warn' ? plugin.logwarn(logLine(e.message)) : plugin.loginfo(logLine(e.message)),
+      e.level === 'warn' ? plugin.logwarn(logText(e.message)) : plugin.loginfo(logText(e.message)),
   })
 }
 
@@ -550,45 +535,35 @@ async function act(
   hookDeadline: number,
 ): Promise<[number?, unknown?] | undefined> {
   const size = txn.data_bytes
-  // a server that failed before the one that answered (or failed last): worth a warning each
-  const failover = result.attempts.map((a) =>
-    logLine(`${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`),
-  )
+  const failover = failoverTexts(result.attempts)
   for (const f of failover) connection.logwarn(plugin, `failed over from ${f}`)
   if (failover.length > 0) txn.results.add(plugin, { failover })
-  const failedOver = failoverField(result.attempts)
   if (!result.ok) {
     const verdict = onFailure(result.error, cfg)
-    const outcome = verdict.kind === 'defer' ? 'deferring with 451' : 'accepting'
     // unscanned is not "scanned clean": a reply made too large to read must not let the forged
     // verdict headers through either
-    const failed = verdict.kind === 'accept' ? removeForged(plugin, connection, txn, cfg) : undefined
-    const unremoved = failed === undefined ? '' : `; the verdict headers could not be removed: ${failed}`
-    // results.add logs an err at error level, with the error's text
-    txn.results.add(plugin, {
-      err: logLine(
-        `${result.error.kind}: ${result.error.message} (server ${result.server}, ${result.timeMs} ms; ${outcome} per [defer])${unremoved}`,
-      ),
-    })
-    const line = failureFields({
-      error: result.error.kind,
-      verdict: verdict.kind,
-      code: verdict.kind === 'defer' ? verdict.code : undefined,
+    const unremoved = verdict.kind === 'accept' ? removeForged(plugin, connection, txn, cfg) : undefined
+    const report = failureReport({
+      error: result.error,
+      verdict,
       server: result.server,
-      ms: result.timeMs,
+      timeMs: result.timeMs,
       size: size ?? result.bytesSent,
-      failover: failedOver,
+      attempts: result.attempts,
+      unremoved,
     })
-    connection.loginfo(plugin, defined(line))
+    // results.add logs an err at error level, with the error's text
+    txn.results.add(plugin, { err: report.err })
+    connection.loginfo(plugin, defined(report.line))
     return toNext(verdict)
   }
 
   const reply = result.reply
-  for (const w of result.warnings) connection.logwarn(plugin, logLine(`reply from ${result.server}: ${w}`))
+  for (const w of result.warnings) connection.logwarn(plugin, logText(`reply from ${result.server}: ${w}`))
   if (!isKnownAction(reply.action)) {
     connection.logwarn(
       plugin,
-      logLine(`unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`),
+      logText(`unknown action ${JSON.stringify(reply.action)} from ${result.server}: accepting`),
     )
   }
   const action = finalAction(reply, cfg)
@@ -621,9 +596,9 @@ async function act(
       greylistState = 'error'
       connection.logwarn(
         plugin,
-        logLine(
+        logText(
           `greylist store ${plugin.greylistRedis?.server ?? ''}: ${grey.error.kind}: ${forLog(grey.error.message)}; ` +
-            `${greylistFailure ? 'deferring with 451' : 'accepting'} per [defer] error`,
+            `${outcomeText(greylistFailure)} per [defer] error`,
         ),
       )
     }
@@ -631,55 +606,19 @@ async function act(
   const verdict = greylistFailure ?? decide(reply, cfg, facts)
 
   txn.notes.rspamd = result.json
-  // what goes to txn.results, built as one object (no spreads: this runs for every message)
-  const record: Record<string, unknown> = {
-    action: reply.action,
-    score: reply.score,
-    required_score: reply.requiredScore,
-    is_skipped: reply.isSkipped,
-    // seconds, as 1.6.x; whole tenths of a ms (4.1 ms / 1000 would print 0.0040999999999999995)
-    time: Math.round(result.timeMs * 10) / 10_000,
-    server: result.server,
-    size: size ?? result.bytesSent,
-    verdict: verdict.kind,
-  }
-  if (action !== reply.action) record.local_action = action
-  if (greylistState !== undefined) record.greylist = greylistState
-  // haraka-results' human text: the fields above as it would write them, the failover, then the symbols
-  let human = ''
-  for (const key in record) {
-    const v = record[key]
-    if (v !== undefined) human += `${key}: ${String(v)}, `
-  }
-  if (failedOver !== undefined) human += `failover: ${failedOver}, `
-  const symbolText = symbolsForLog(reply.symbols)
-  human += `symbols: ${symbolText}`
-  const symbols: Record<string, number> = {}
-  for (const s of reply.symbols) symbols[s.name] = s.score
-  record.symbols = symbols
-  record.human = logLine(human)
-  txn.results.add(plugin, record)
-  // the one info line of the message, as fields (Haraka's logfmt and json formats keep them apart)
-  const line = scanFields({
-    action: reply.action,
-    localAction: action !== reply.action ? action : undefined,
-    score: reply.score,
-    required: reply.requiredScore,
-    skipped: reply.isSkipped,
-    verdict: verdict.kind,
-    code: verdict.kind === 'deny' || verdict.kind === 'defer' ? verdict.code : undefined,
-    reply:
-      verdict.kind === 'deny' || verdict.kind === 'defer'
-        ? `${verdict.status} ${verdict.message}`
-        : undefined,
+  const report = scanReport({
+    reply,
+    action,
+    verdict,
     greylist: greylistState,
     server: result.server,
-    ms: result.timeMs,
+    timeMs: result.timeMs,
     size: size ?? result.bytesSent,
-    failover: failedOver,
-    symbols: symbolText,
+    attempts: result.attempts,
   })
-  connection.loginfo(plugin, defined(line))
+  txn.results.add(plugin, report.record)
+  // the one info line of the message, as fields (Haraka's logfmt and json formats keep them apart)
+  connection.loginfo(plugin, defined(report.line))
   if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
   return toNext(verdict)
 }
@@ -712,14 +651,14 @@ function applyEdits(
   txn: Transaction,
   edits: HeaderEdits,
 ): void {
-  for (const d of edits.dropped) connection.logwarn(plugin, logLine(`header edit refused: ${d}`))
+  for (const d of edits.dropped) connection.logwarn(plugin, logText(`header edit refused: ${d}`))
   // first, while the header block is still the one rspamd counted its positions in
   const whole: string[] = []
   for (const r of edits.removeAt) {
     if (removeNumbered(txn, r)) continue
     connection.logwarn(
       plugin,
-      logLine(`cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`),
+      logText(`cannot remove single ${r.name} headers from this Haraka's transaction: removing every one`),
     )
     whole.push(r.name)
   }
