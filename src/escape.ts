@@ -3,14 +3,36 @@
 // function every log call and stderr write of the plugin and rspamd-lda goes through.
 
 /**
+ * The control characters, as classes for a RegExp's `[...]`, named by what each use lets through: the
+ * one place that spells them (each use differs on purpose: a header value keeps its TAB and has its
+ * own rule for line ends, a log line escapes C1 controls too). `controlClass()` builds the RegExp.
+ */
+export const CONTROLS = {
+  /** every C0 control and DEL */
+  all: '\\x00-\\x1f\\x7f',
+  /** C0 controls but TAB, and DEL: what an HTTP header value may not hold */
+  butTab: '\\x00-\\x08\\x0a-\\x1f\\x7f',
+  /** C0 controls but TAB, LF and CR, and DEL: what a message header value loses before its line ends are folded */
+  butTabAndLineEnds: '\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f',
+  /** U+2028 and U+2029, line breaks to JavaScript and JSON readers */
+  jsLineBreaks: '\\u2028\\u2029',
+  /** white space (`\\s`) */
+  space: '\\s',
+} as const
+
+/** A RegExp of one character (or, with `runs`, a run of them) of the given classes of CONTROLS. */
+export function controlClass(classes: readonly string[], flags = '', runs = false): RegExp {
+  return new RegExp(`[${classes.join('')}]${runs ? '+' : ''}`, flags)
+}
+
+/**
  * What may not reach a log line as it is: every C0 control (CR and LF would start a forged line, ESC
  * would drive the terminal that shows the log, TAB would shift columns), DEL, every C1 control
  * (U+0085 NEL is a line break to some readers, U+009B CSI an escape sequence to some terminals),
  * and U+2028/2029, which JavaScript and JSON readers take for line breaks.
  */
-// eslint-disable-next-line no-control-regex
-const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/
-const ALL_UNSAFE = new RegExp(UNSAFE.source, 'g')
+const UNSAFE = controlClass([CONTROLS.all, '\\x80-\\x9f', CONTROLS.jsLineBreaks])
+const ALL_UNSAFE = controlClass([CONTROLS.all, '\\x80-\\x9f', CONTROLS.jsLineBreaks], 'g')
 
 /** The default cap, in UTF-16 code units of the text before escaping. */
 export const LOG_TEXT_MAX = 300

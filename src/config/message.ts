@@ -5,6 +5,10 @@
 import { ConfigError } from './errors'
 import type { Reader } from './reader'
 import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle } from './types'
+import { CONTROLS, controlClass } from '../escape'
+
+/** What a [spambar] value may not hold: it is a header value. */
+const SPAMBAR_CONTROL = controlClass([CONTROLS.all, CONTROLS.jsLineBreaks])
 
 /** Printable ASCII without colon or space: an RFC 5322 field-name (the verdict headers written into the message). */
 const FIELD_NAME = /^[!-9;-~]+$/
@@ -40,8 +44,7 @@ export function parseSpambar(spambar: Reader): Config['spambar'] {
   }
   // any text 1.6.x took, bar controls: the bar is a header value (non-ASCII is RFC 2047-encoded there)
   for (const [k, v] of Object.entries(out)) {
-    // eslint-disable-next-line no-control-regex
-    if (/[\x00-\x1f\x7f\u2028\u2029]/.test(v)) throw new ConfigError(`spambar.${k}`, v, 'control character')
+    if (SPAMBAR_CONTROL.test(v)) throw new ConfigError(`spambar.${k}`, v, 'control character')
   }
   return out
 }

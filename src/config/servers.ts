@@ -8,6 +8,10 @@ import { domainToUnicode } from 'node:url'
 import { ConfigError } from './errors'
 import type { Reader } from './reader'
 import type { Config, Target, TransportKind } from './types'
+import { CONTROLS, controlClass } from '../escape'
+
+/** What a socket path may not hold: white space and controls. */
+const SOCKET_PATH_BAD = controlClass([CONTROLS.space, CONTROLS.all])
 
 /** rspamd's normal worker port: `port`'s default, and a `servers` entry's without one. */
 const DEFAULT_PORT = 11333
@@ -71,8 +75,7 @@ export function parseTarget(main: Reader): Target {
 /** undefined for an absolute path to a Unix socket, else why it is not one. */
 function socketProblem(path: string): string | undefined {
   if (!path.startsWith('/')) return 'expected an absolute path'
-  // eslint-disable-next-line no-control-regex
-  if (/[\s\x00-\x1f\x7f]/.test(path)) return 'a socket path may not contain spaces or control characters'
+  if (SOCKET_PATH_BAD.test(path)) return 'a socket path may not contain spaces or control characters'
   return undefined
 }
 

@@ -3,6 +3,11 @@
 // octets, and the cap on a whole value. Every header the plugin or rspamd-lda writes, ours or
 // rspamd's, goes through prepareField() and comes out as well-formed ASCII.
 
+import { CONTROLS, controlClass } from '../escape'
+
+/** The controls a header value loses outright (TAB stays; CR and LF are folded apart). */
+const VALUE_CONTROLS = controlClass([CONTROLS.butTabAndLineEnds], 'g')
+
 export interface HeaderField {
   name: string
   value: string
@@ -37,13 +42,10 @@ export function isFieldName(name: string): boolean {
 
 /** CR, LF, NUL and other controls out (line breaks and the indent after them become one space), trimmed. */
 export function sanitizeValue(value: string): string {
-  return (
-    value
-      // eslint-disable-next-line no-control-regex
-      .replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, '')
-      .replace(/[\r\n][\r\n \t]*/g, ' ')
-      .trim()
-  )
+  return value
+    .replace(VALUE_CONTROLS, '')
+    .replace(/[\r\n][\r\n \t]*/g, ' ')
+    .trim()
 }
 
 // RFC 2047 B encoding, not Q: its length is exact (4 characters per 3 bytes), so a word can be

@@ -6,6 +6,10 @@ import type { InternalError, ScanError } from '../errors'
 import { editsFor, type HeaderEdits } from '../message/edits'
 import type { StyleFacts } from '../message/styles'
 import type { Reply } from '../rspamd/reply'
+import { CONTROLS, controlClass } from '../escape'
+
+/** Runs of controls, each a space in an SMTP reply's text. */
+const SMTP_CONTROLS = controlClass([CONTROLS.all], 'g', true)
 
 export interface SenderFacts {
   /** the sender authenticated (SMTP AUTH) */
@@ -51,8 +55,7 @@ const SMTP_TEXT_OCTETS = 400
  * whole character (non-ASCII text is kept: SMTPUTF8 clients read it, others see 8-bit text).
  */
 export function smtpText(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  const one = text.replace(/[\x00-\x1f\x7f]+/g, ' ').trim()
+  const one = text.replace(SMTP_CONTROLS, ' ').trim()
   if (one.length <= SMTP_TEXT_OCTETS / 3 || Buffer.byteLength(one) <= SMTP_TEXT_OCTETS) return one
   let octets = 0
   let end = 0

@@ -4,7 +4,7 @@
 // cancel it at any point. It settles once, with the scan's result and whether the next server may
 // be tried (only when rspamd has not answered anything). RspamdClient (client.ts) runs one per server.
 
-import { forLog } from '../escape'
+import { CONTROLS, controlClass, forLog } from '../escape'
 import {
   ClientGone,
   ConnectTimeout,
@@ -18,6 +18,9 @@ import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
 import type { RequestHeaders } from './request'
 import type { Exchange } from './transport'
 import type { Upstream } from './upstream'
+
+/** Runs of blanks and controls in an error page's text, each one space. */
+const PAGE_BLANKS = controlClass([CONTROLS.space, CONTROLS.all, CONTROLS.jsLineBreaks], 'g', true)
 
 /** How much of an error reply we read to report rspamd's {"error": …}. */
 const MAX_ERROR_BODY = 64 * 1024
@@ -260,8 +263,7 @@ function errorDetail(text: string | undefined): string {
   }
   const one = text
     .replace(/<[^>]*>/g, ' ')
-    // eslint-disable-next-line no-control-regex
-    .replace(/[\s\x00-\x1f\x7f\u2028\u2029]+/g, ' ')
+    .replace(PAGE_BLANKS, ' ')
     .trim()
   // forLog() for what the line above leaves: C1 controls (CSI, NEL)
   return one ? `: ${forLog(one, 120)}` : ''

@@ -2,6 +2,7 @@
 // Every value is a single-line string: an object or a CR/LF never reaches the wire.
 
 import type { Config } from '../config'
+import { CONTROLS, controlClass } from '../escape'
 
 /** What the plugin knows about one message, as plain values. */
 export interface Envelope {
@@ -23,8 +24,7 @@ export interface Envelope {
 /** Header name → one value, or several (sent as repeated headers, e.g. one Rcpt per recipient). */
 export type RequestHeaders = Record<string, string | string[]>
 
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]+/g
+const CONTROL = controlClass([CONTROLS.butTab], 'g', true)
 
 /** One header value: text only, controls (CR, LF, NUL…) collapsed to a space, trimmed. */
 export function headerText(v: unknown): string | undefined {
