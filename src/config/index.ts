@@ -36,7 +36,7 @@ import { type Config, type Target, TRANSPORTS } from './types'
 
 export { ConfigError, redacted, redactUrlCredentials } from './errors'
 export { BOOL_WORDS, INI_BOOLEANS } from './reader'
-export { hostProblem, parseServer, sameTarget, targetOrigin, transportFor } from './servers'
+export { hostProblem, parseServer, sameTarget, targetName, targetOrigin, transportFor } from './servers'
 export { parseRedisIni, type RedisSettings } from './redis'
 export { parseStyles } from './message'
 export { parseIpRange } from './policy'

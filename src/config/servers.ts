@@ -86,6 +86,14 @@ export function targetOrigin(target: Target): string {
   return `${target.scheme}://${host}:${target.port}`
 }
 
+/**
+ * A target as one text, `unix:/path` or its URL origin: how logs name a server (escaped where written:
+ * a socket path may hold any byte), and the key by which `servers` finds an entry listed twice.
+ */
+export function targetName(target: Target): string {
+  return target.kind === 'unix' ? `unix:${target.socketPath}` : targetOrigin(target)
+}
+
 /** The transport `kind` resolves to for this target: auto is node:http except for https. */
 export function transportFor(target: Target, kind: TransportKind): 'node' | 'undici' {
   if (kind !== 'auto') return kind
@@ -128,15 +136,11 @@ export function parseServers(main: Reader): Target[] | undefined {
   for (const entry of entries) {
     const t = parseServer(entry, defaultScheme === 'https' ? 'https' : 'http')
     if (typeof t === 'string') throw new ConfigError('servers', raw, `${JSON.stringify(entry)}: ${t}`)
-    const same = out.find((o) => describeTargetKey(o) === describeTargetKey(t))
+    const same = out.find((o) => targetName(o) === targetName(t))
     if (same) throw new ConfigError('servers', raw, `${JSON.stringify(entry)} is listed twice`)
     out.push(t)
   }
   return out
-}
-
-function describeTargetKey(t: Target): string {
-  return t.kind === 'unix' ? `unix:${t.socketPath}` : `${t.scheme}://[${t.host}]:${t.port}`
 }
 
 /** One `servers` entry → a Target, or why it is not one. */
@@ -182,7 +186,7 @@ export function parseServer(entry: string, scheme: 'http' | 'https' = 'http'): T
 export function sameTarget(a: Config, b: Config): boolean {
   if (a.path !== b.path) return false
   if (a.targets.length !== b.targets.length) return false
-  if (a.targets.some((t, i) => describeTargetKey(t) !== describeTargetKey(b.targets[i] ?? t))) return false
+  if (a.targets.some((t, i) => targetName(t) !== targetName(b.targets[i] ?? t))) return false
   if (a.connectTimeout !== b.connectTimeout || a.transport !== b.transport) return false
   const ua = a.upstream
   const ub = b.upstream

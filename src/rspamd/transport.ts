@@ -8,7 +8,14 @@ import * as https from 'node:https'
 import { isIP, type LookupFunction, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { buildConnector, Pool } from 'undici'
-import { type Config, type Target, type TransportKind, targetOrigin, transportFor } from '../config'
+import {
+  type Config,
+  type Target,
+  type TransportKind,
+  targetName,
+  targetOrigin,
+  transportFor,
+} from '../config'
 import { ConnectTimeout } from '../errors'
 import { forLog } from '../escape'
 import { LookupCache } from './lookup'
@@ -54,12 +61,13 @@ function loadUndici(): typeof import('undici') {
 /** rspamd closes idle keep-alive connections after a while; ours are dropped first. */
 const IDLE_MS = 4_000
 
-// how a target is named (targetOrigin) and which transport it gets (transportFor) are worked out in
-// config.ts, where they are validated: what the Pool below parses has been parsed there first
+// how a target is named (targetName, targetOrigin) and which transport it gets (transportFor) are
+// worked out in src/config/servers.ts, where they are validated: what the Pool below parses has been
+// parsed there first
 
 /** The server as logs name it: config text (a socket path may hold any byte), so escaped for them. */
 export function describeTarget(target: Target): string {
-  return forLog(target.kind === 'unix' ? `unix:${target.socketPath}` : targetOrigin(target))
+  return forLog(targetName(target))
 }
 
 export function makeTransport(target: Target, cfg: Config, opts: TransportOptions = {}): Transport {
