@@ -17,7 +17,7 @@ import {
 } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Readable, type Writable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
@@ -27,20 +27,25 @@ import { editsFor, type HeaderEdits, unscannedEdits } from '../message/edits'
 import { instancesAt, type RemoveAt } from '../message/milter'
 import { ldaFailureStyle, rspamdHostName } from '../message/styles'
 import { internalError } from '../errors'
-import { forLog, LOG_LINE_MAX } from '../escape'
 import { type FieldName, fieldNameOf } from '../message/fields'
 import { buildRequestHeaders } from '../rspamd/request'
 import { packageVersion } from '../version'
+import {
+  COMMAND,
+  errorText,
+  EX_CONFIG,
+  EX_IOERR,
+  EX_OK,
+  EX_SOFTWARE,
+  EX_TEMPFAIL,
+  EX_USAGE,
+  type LdaIo,
+  say,
+} from './io'
 
-/** sysexits.h: what MTAs (Postfix local, fetchmail, procmail) understand. */
-export const EX_OK = 0
-export const EX_USAGE = 64
-export const EX_SOFTWARE = 70
-export const EX_IOERR = 74
-export const EX_TEMPFAIL = 75
-export const EX_CONFIG = 78
+// the command's contract with the MTA, exported here as before the split
+export { COMMAND, EX_CONFIG, EX_IOERR, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, type LdaIo } from './io'
 
-export const COMMAND = 'rspamd-lda'
 /** Without a configured timeout: rspamd's own task timeout is 8 s, so this only bounds a hung server. */
 const DEFAULT_TIMEOUT_S = 30
 /** The header block is read into memory to drop forged headers; past this it is left as it is. */
@@ -86,22 +91,7 @@ Exit codes: CMD's own, or 0 when writing to stdout; 64 bad usage; 75 scan failed
 failed scan).
 `
 
-export interface LdaIo {
-  stdin: NodeJS.ReadableStream
-  stdout: Writable
-  stderr: Writable
-  env: NodeJS.ProcessEnv
-}
-
 class UsageError extends Error {}
-
-/**
- * One line on stderr, which the MTA copies into its log or a bounce: everything in it (a reply's
- * text, a server name, a header name, an error quoting any of them) is escaped by forLog().
- */
-function say(io: Pick<LdaIo, 'stderr'>, text: string): void {
-  io.stderr.write(`${COMMAND}: ${forLog(text, LOG_LINE_MAX)}\n`)
-}
 
 interface Options {
   cfg: Config
@@ -455,11 +445,6 @@ function execDeliver(
     })
     message.pipe(child.stdin)
   })
-}
-
-/** An error's message for one line of stderr: controls out, cut. */
-function errorText(err: unknown): string {
-  return forLog(err instanceof Error ? `${err.name}: ${err.message}` : String(err))
 }
 
 /**
