@@ -4,11 +4,10 @@
 // client, reply and header code (the header edits are the plugin's: src/message/edits.ts);
 // never loses the message.
 
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess } from 'node:child_process'
 import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { RspamdClient, type ScanOutcome } from '../rspamd/client'
 import { ConfigError } from '../config'
@@ -29,7 +28,8 @@ import {
   type LdaIo,
   say,
 } from './io'
-import { type Layout, MAX_HEADER_BLOCK, readLayout, withoutFields } from './layout'
+import { delivered, execDeliver, writeStdout } from './deliver'
+import { type Layout, MAX_HEADER_BLOCK, readLayout } from './layout'
 import { type Options, parseOptions, USAGE, UsageError } from './options'
 
 // what this file exported before the folder was split by concept, exported from here still
@@ -65,65 +65,6 @@ async function scan(opts: Options, file: string): Promise<ScanOutcome> {
   } finally {
     await client.destroy()
   }
-}
-
-/**
- * The delivered message: the mbox From_ line, the header block without the removed fields, our
- * headers at its end (where rspamc --mime puts them), then the rest as it was. A header block
- * too long to read keeps everything and gets ours on top.
- */
-function delivered(file: string, layout: Layout, edits: HeaderEdits): Readable {
-  const text = edits.add.map((f) => `${f.name}: ${f.value}${layout.eol}`).join('')
-  const head = withoutFields(layout.head, new Set(edits.remove.map((n) => n.toLowerCase())), edits.removeAt)
-  // a message that is all header block may end without a line end: ours start on a line of their own
-  const eol = head.length > 0 && head[head.length - 1] !== 0x0a && text !== '' ? layout.eol : ''
-  const prefix = Buffer.concat([layout.fromLine, head, Buffer.from(eol + text, 'latin1')])
-  async function* parts() {
-    yield prefix
-    yield* createReadStream(file, { start: layout.restAt })
-  }
-  return Readable.from(parts(), { objectMode: false })
-}
-
-/** Pipe the message into `sh -c cmd`; its exit code, or 75 when a signal killed it (delivery not confirmed: the MTA should retry). */
-function execDeliver(
-  cmd: string,
-  message: Readable,
-  io: LdaIo,
-  started: (child: ChildProcess) => void,
-): Promise<number> {
-  return new Promise((resolve) => {
-    const child = spawn('/bin/sh', ['-c', cmd], { stdio: ['pipe', 'inherit', 'inherit'], env: io.env })
-    started(child)
-    let done = false
-    const finish = (code: number) => {
-      if (done) return
-      done = true
-      // the command is gone: stop reading the spool, which run() removes next (a read still
-      // under way would fail with ENOENT and print a second, false reason)
-      message.unpipe(child.stdin)
-      message.destroy()
-      resolve(code)
-    }
-    child.once('error', (err) => {
-      say(io, `cannot run /bin/sh for --exec: ${err.message}`)
-      finish(EX_TEMPFAIL)
-    })
-    child.once('close', (code, signal) => {
-      if (signal) {
-        say(io, `--exec command killed by ${signal}; exiting 75 so the message is retried`)
-        finish(EX_TEMPFAIL)
-      } else finish(code ?? EX_TEMPFAIL)
-    })
-    // a command that exits without reading all of stdin (EPIPE) is judged by its exit code alone
-    child.stdin.on('error', () => undefined)
-    message.on('error', (err) => {
-      if (done) return
-      say(io, `reading the spooled message: ${err.message}`)
-      child.stdin.destroy()
-    })
-    message.pipe(child.stdin)
-  })
 }
 
 /**
@@ -267,13 +208,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     }
     const message = delivered(file, layout, edits)
     if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
-    try {
-      await pipeline(message, io.stdout, { end: false })
-    } catch (err) {
-      say(io, `writing the message to stdout: ${(err as Error).message}`)
-      return EX_IOERR
-    }
-    return EX_OK
+    return await writeStdout(message, io)
   } finally {
     for (const s of signals) process.removeListener(s, onSignal)
     process.removeListener('exit', cleanup)
