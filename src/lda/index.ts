@@ -1,21 +1,21 @@
-// The LDA command (rspamd-lda): a message on stdin → rspamd → the same message with the X-Spam-*
-// headers `rspamc --mime` writes (and rspamd's DKIM-Signature and milter headers) on stdout or
-// into a delivery agent (--exec), taking rspamc's options. Reuses the plugin's config, request,
-// client, reply and header code (the header edits are the plugin's: src/message/edits.ts);
-// never loses the message.
+// The rspamd-lda command (bin/rspamd-lda runs main()): a message on stdin → rspamd → the same
+// message with the X-Spam-* headers `rspamc --mime` writes (and rspamd's DKIM-Signature and milter
+// headers) on stdout or into a delivery agent (--exec). This file is the run's sequence and its
+// exit codes: the options (options.ts), stdin spooled to a private file, the scan and its edits
+// (scan.ts), the message's layout (layout.ts), the delivery (deliver.ts), the signals and the
+// spool's removal. Never loses the message.
 
 import { type ChildProcess } from 'node:child_process'
-import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs'
-import { hostname, tmpdir } from 'node:os'
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { RspamdClient, type ScanOutcome } from '../rspamd/client'
 import { ConfigError } from '../config'
-import { editsFor, type HeaderEdits, unscannedEdits } from '../message/edits'
-import { ldaFailureStyle, rspamdHostName } from '../message/styles'
 import { internalError } from '../errors'
-import { buildRequestHeaders } from '../rspamd/request'
+import { type HeaderEdits, unscannedEdits } from '../message/edits'
+import { ldaFailureStyle } from '../message/styles'
 import { packageVersion } from '../version'
+import { delivered, execDeliver, writeStdout } from './deliver'
 import {
   COMMAND,
   errorText,
@@ -28,9 +28,9 @@ import {
   type LdaIo,
   say,
 } from './io'
-import { delivered, execDeliver, writeStdout } from './deliver'
 import { type Layout, MAX_HEADER_BLOCK, readLayout } from './layout'
-import { type Options, parseOptions, USAGE, UsageError } from './options'
+import { parseOptions, USAGE, UsageError } from './options'
+import { scan, scannedEdits } from './scan'
 
 // what this file exported before the folder was split by concept, exported from here still
 export { COMMAND, EX_CONFIG, EX_IOERR, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, type LdaIo } from './io'
@@ -41,71 +41,6 @@ async function spool(stdin: NodeJS.ReadableStream, file: string): Promise<number
   const out = createWriteStream(file, { flags: 'wx', mode: 0o600 })
   await pipeline(stdin, out)
   return out.bytesWritten
-}
-
-async function scan(opts: Options, file: string): Promise<ScanOutcome> {
-  const client = new RspamdClient(opts.cfg, { connections: 1 })
-  let stream: ReturnType<typeof createReadStream> | undefined
-  try {
-    return await client.scan({
-      headers: buildRequestHeaders(opts.envelope, opts.cfg),
-      source: {
-        pipe(dest) {
-          stream = createReadStream(file)
-          stream.once('error', (err) => dest.destroy(err))
-          stream.pipe(dest)
-        },
-        unpipe() {
-          stream?.unpipe()
-          stream?.destroy()
-        },
-      },
-      timeoutMs: opts.timeoutMs,
-    })
-  } finally {
-    await client.destroy()
-  }
-}
-
-/**
- * The header edits for a scan's result: rspamc's set, rspamd's own headers, the forged ones out;
- * for a failed scan the failure headers, or EX_TEMPFAIL with --tempfail.
- */
-function scannedEdits(
-  opts: Options,
-  result: ScanOutcome,
-  scanner: string,
-  layout: Layout,
-  io: LdaIo,
-): HeaderEdits | typeof EX_TEMPFAIL {
-  if (result.ok) {
-    for (const w of result.warnings) say(io, `reply from ${result.server}: ${w}`)
-    // the plugin's edits, with rspamc --mime's ways: its set (the lda style first) always written,
-    // before rspamd's DKIM-Signature and milter headers, and no Subject rewritten (Haraka's only);
-    // a scanned message keeps no verdict header of any style but ours with remove_foreign, and
-    // without it still none of the names our styles write (X-Spam even for ham)
-    return editsFor(result.reply, opts.cfg, {
-      spamHeaders: true,
-      rewriteSubject: false,
-      stylesFirst: true,
-      style: {
-        scanner,
-        rspamdHost: rspamdHostName(opts.cfg.target, hostname()),
-        json: result.json,
-        replyBytes: result.replyBytes,
-        scanTimeMs: result.timeMs,
-      },
-      eol: layout.eol,
-    })
-  }
-  const why = `${result.error.kind}: ${result.error.message} (server ${result.server})`
-  if (opts.tempfail) {
-    say(io, `scan failed, not delivering (--tempfail): ${why}`)
-    return EX_TEMPFAIL
-  }
-  say(io, `scan failed, delivering unscanned: ${why}`)
-  // an unscanned message keeps no verdict header either ("unscanned" is not "scanned clean")
-  return unscannedEdits(opts.cfg, ldaFailureStyle(scanner, result.error, result.timeMs), layout.eol)
 }
 
 /** Run the command; resolves to the exit code. */
