@@ -301,8 +301,7 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
     settings,
     keyPrefix: g.keyPrefix,
     identity: same,
-    onEvent: (e) =>
-      e.level === 'warn' ? plugin.logwarn(logText(e.message)) : plugin.loginfo(logText(e.message)),
+    onEvent: eventLogger(plugin),
   })
   if (plugin.started) store.open()
   plugin.greylistRedis = store
@@ -513,12 +512,16 @@ function decodedSubject(header: Header): string | undefined {
 /** rspamd's host as the headers name it: worked out once per config (os.hostname() is a system call) */
 const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
+/** Where the client's and the Redis store's events (server down, back again) go: the plugin's log, escaped. */
+function eventLogger(plugin: RspamdPlugin): (e: { level: 'info' | 'warn'; message: string }) => void {
+  return (e) => (e.level === 'warn' ? plugin.logwarn(logText(e.message)) : plugin.loginfo(logText(e.message)))
+}
+
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
 function newClient(plugin: RspamdPlugin, cfg: Config, previous?: RspamdClient): RspamdClient {
   return new RspamdClient(cfg, {
     previous,
-    onEvent: (e) =>
-      e.level === 'warn' ? plugin.logwarn(logText(e.message)) : plugin.loginfo(logText(e.message)),
+    onEvent: eventLogger(plugin),
   })
 }
 

@@ -32,6 +32,11 @@ export type Verdict =
   /** accept, and skip the data_post plugins after this one ([ham] ok: next(OK) instead of next()) */
   | { kind: 'ok'; edits: HeaderEdits }
 
+/** The one temporary failure the plugin answers: 451 4.7.1 with `message`; `reason` says why, for the log. */
+function deferWith(message: string, reason: string): Verdict {
+  return { kind: 'defer', code: 451, status: '4.7.1', message, reason }
+}
+
 /** The actions rspamd ≥ 3 can answer, most severe first. */
 export const ACTIONS = [
   'reject',
@@ -108,22 +113,10 @@ export function decide(rspamdReply: Reply, cfg: Config, facts: SenderFacts): Ver
   // from here on the final action is the action: headers, subject rewrite and flags all follow it
   const reply = action === rspamdReply.action ? rspamdReply : { ...rspamdReply, action }
   if (action === 'greylist' && cfg.greylist.enabled && facts.greylist === 'deferred') {
-    return {
-      kind: 'defer',
-      code: 451,
-      status: '4.7.1',
-      message: replyText(reply, cfg, cfg.greylist.message),
-      reason: 'greylist',
-    }
+    return deferWith(replyText(reply, cfg, cfg.greylist.message), 'greylist')
   }
   if (action === 'soft reject' && cfg.softReject.enabled) {
-    return {
-      kind: 'defer',
-      code: 451,
-      status: '4.7.1',
-      message: replyText(reply, cfg, cfg.softReject.message),
-      reason: 'soft reject',
-    }
+    return deferWith(replyText(reply, cfg, cfg.softReject.message), 'soft reject')
   }
   if (action === 'reject') {
     // 1.6.x: [reject] spam governs unauthenticated senders, [reject] authenticated the authenticated ones
@@ -164,13 +157,7 @@ export function onFailure(error: Pick<ScanError | InternalError, 'kind' | 'messa
   const timedOut = error.kind === 'timeout'
   const defer = timedOut ? cfg.defer.timeout : cfg.defer.error
   if (!defer) return { kind: 'accept', edits: { remove: [], removeAt: [], add: [], dropped: [] } }
-  return {
-    kind: 'defer',
-    code: 451,
-    status: '4.7.1',
-    message: timedOut ? 'Rspamd scan timeout' : 'Rspamd scan error',
-    reason: error.kind,
-  }
+  return deferWith(timedOut ? 'Rspamd scan timeout' : 'Rspamd scan error', error.kind)
 }
 
 /**
@@ -180,11 +167,5 @@ export function onFailure(error: Pick<ScanError | InternalError, 'kind' | 'messa
  */
 export function onGreylistFailure(cfg: Config): Verdict | undefined {
   if (!cfg.defer.error) return undefined
-  return {
-    kind: 'defer',
-    code: 451,
-    status: '4.7.1',
-    message: cfg.greylist.message,
-    reason: 'greylist store',
-  }
+  return deferWith(cfg.greylist.message, 'greylist store')
 }
