@@ -1,5 +1,14 @@
 // The Haraka adapter: register(), the data_post hook, config reload. Wiring only — the only file
 // that knows Haraka's connection and transaction objects. Haraka copies these exports onto its plugin object.
+//
+// Why this file is longer than the ~400 lines of the others (docs/architecture.md): everything that
+// touches a Haraka object is here and nowhere else, by design (scripts/check-layers.mjs holds it). Its
+// parts, in order: the loose types of the Haraka objects used (~80 lines); lifecycle and reload
+// (register, the config and redis.ini callbacks, the greylist store's wiring); the hook; reading facts
+// out of the connection and transaction (envelope, skip facts, Subject); act(), which turns a scan
+// result into next() through src/policy/ and src/report/; and the header surgery on Haraka's own
+// header structures (removing fields and numbered instances). Every decision it wires is made below,
+// in src/, on plain values.
 
 import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
