@@ -391,6 +391,27 @@ describe('rspamd-lda with the fake rspamd', function () {
     }
   })
 
+  for (const transport of ['node', 'undici']) {
+    it(`--header replaces the header of -r or -F of the same name in any case, sent once (transport = ${transport})`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+      try {
+        const ini = join(dir, 'rspamd.ini')
+        writeFileSync(ini, `host = 127.0.0.1\nport = ${server.port}\ntransport = ${transport}\n`)
+        const args = ['--config', ini, '-r', 'bob@example.net', '-F', 'alice@example.org']
+        const r = await lda(
+          [...args, '--header', 'deliver-to: bob+x@example.net', '--header', 'FROM: a@b'],
+          ham,
+        )
+        assert.equal(r.code, 0, r.stderr)
+        assert.deepEqual(sent('Deliver-To'), ['bob+x@example.net'])
+        assert.deepEqual(sent('From'), ['a@b'])
+        assert.deepEqual(sent('Rcpt'), ['bob@example.net'])
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  }
+
   const BAD_OPTIONS: Array<[label: string, args: string[], stderr: RegExp]> = [
     ['--header without a colon', ['--header', 'X-Tenant'], /--header "X-Tenant": expected "Name: value"/],
     ['--header with no value', ['--header', 'X-Tenant: '], /--header X-Tenant needs a value/],
