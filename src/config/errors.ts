@@ -5,7 +5,7 @@ import { forLog, LOG_LINE_MAX } from '../escape'
 
 /**
  * Keys whose values are secrets: `[auth]` passwords and tokens (value_env's contents too), every
- * `[request_headers]` value (an API key, often), redis.ini's password. Their values never reach a message.
+ * `[request_headers]` value (an API key, often; rspamd-lda's --header too), redis.ini's password. Their values never reach a message.
  */
 function isSecretKey(key: string): boolean {
   return (
@@ -13,6 +13,8 @@ function isSecretKey(key: string): boolean {
     key === '[auth]' ||
     key === '[request_headers]' ||
     key.startsWith('request_headers.') ||
+    // rspamd-lda's `--header Name: value`, the command line's [request_headers]
+    key.startsWith('--header ') ||
     /^(server|opts)\.password$/.test(key)
   )
 }

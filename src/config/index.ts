@@ -40,6 +40,7 @@ export { hostProblem, parseServer, sameTarget, targetName, targetOrigin, transpo
 export { parseRedisIni, type RedisSettings } from './redis'
 export { parseStyles } from './message'
 export { parseIpRange } from './policy'
+export { headerName, headerValue } from './request'
 export { oncePerConfig } from './memo'
 export {
   type AddHeaders,

@@ -31,7 +31,14 @@ const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** What node:http and undici refuse in a header value: controls but tab, and anything past U+00FF. */
 const NOT_HTTP_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 
-function headerValue(key: string, value: string): string {
+/** A header name of ours to rspamd (`[request_headers]`, rspamd-lda's --header): an HTTP token. */
+export function headerName(key: string, name: string): string {
+  if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, name, 'not a valid HTTP header name')
+  return name
+}
+
+/** A header value of ours to rspamd: one line that node:http and undici can send. */
+export function headerValue(key: string, value: string): string {
   if (UNSAFE_VALUE.test(value)) throw new ConfigError(key, value, 'CR, LF or NUL in a header value')
   if (NOT_HTTP_VALUE.test(value)) {
     throw new ConfigError(key, value, 'a control character or one past U+00FF, which HTTP cannot send')
@@ -136,7 +143,7 @@ export function parseRequestHeaders(s: Section): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(s)) {
     const key = `request_headers.${name}`
-    if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, value, 'not a valid HTTP header name')
+    headerName(key, name)
     if (value === undefined || value === null || value === '' || value === false) continue
     if (typeof value === 'object') throw new ConfigError(key, value, 'expected text')
     out[name] = headerValue(key, String(value))

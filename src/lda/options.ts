@@ -5,7 +5,15 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
-import { type Config, ConfigError, parseConfig, parseServer, parseStyles } from '../config'
+import {
+  type Config,
+  ConfigError,
+  headerName,
+  headerValue,
+  parseConfig,
+  parseServer,
+  parseStyles,
+} from '../config'
 import { COMMAND } from './io'
 
 /** Without a configured timeout: rspamd's own task timeout is 8 s, so this only bounds a hung server. */
@@ -35,6 +43,17 @@ Options:
   -i, --ip ADDR       IP address of the client that sent the message
       --helo NAME     its HELO name
   -u, --user NAME     authenticated user
+  -d, --deliver ADDR  the mailbox it is delivered to (rspamd Deliver-To: per-user settings);
+                      default: the recipient when there is exactly one
+      --hostname NAME the client's resolved host name (rspamd Hostname)
+      --queue-id ID   the MTA's queue ID (rspamd Queue-Id, in rspamd's log)
+      --log-tag TAG   rspamd's log tag for this scan (Log-Tag)
+      --settings JSON rspamd settings for this scan (Settings: JSON or UCL)
+      --settings-id ID
+                      rspamd settings by ID (Settings-ID)
+  -p, --pass-all      ask rspamd to run every rule (Pass: all)
+      --header "NAME: VALUE"
+                      one more request header (NAME=VALUE too); repeat for several
       --styles LIST   more header styles besides lda: rspamd, exim, extended
   -j, --json          also add X-Spam-Result: rspamd's JSON reply, base64
   -e, --exec CMD      deliver by piping the message into CMD instead of writing stdout
@@ -61,6 +80,70 @@ export interface Options {
   tempfail: boolean
   /** sections of the --config file only the Haraka plugin acts on */
   haraka: string[]
+}
+
+/**
+ * rspamc's options that each send rspamd one request header, by the header they send. Their values
+ * join the --config file's [request_headers], replacing one of the same name, so the command line wins.
+ */
+const HEADER_OPTIONS = [
+  ['deliver', 'Deliver-To'],
+  ['hostname', 'Hostname'],
+  ['queue-id', 'Queue-Id'],
+  ['log-tag', 'Log-Tag'],
+] as const
+
+/** A check of src/config/ run on an option's value: its ConfigError becomes a UsageError naming the option. */
+function asOption<T>(check: () => T): T {
+  try {
+    return check()
+  } catch (err) {
+    // an option, not a line of rspamd.ini
+    if (err instanceof ConfigError) throw new UsageError(err.message.replace(/^rspamd\.ini: /, ''))
+    throw err
+  }
+}
+
+/** An option's value that goes into a request header: checked as [request] and [request_headers] values are. */
+function optionValue(option: string, value: string): string {
+  asOption(() => headerValue(option, value))
+  const v = value.trim()
+  if (v === '') throw new UsageError(`${option} needs a value`)
+  return v
+}
+
+/**
+ * The request headers of -d, --hostname, --queue-id, --log-tag and each --header, keyed by lower-case
+ * name: `--header "Name: value"` (or `Name=value`, as rspamc splits it at the first `:` or `=`), the
+ * name an HTTP token, the value one line; a name given twice is an error, not a silent choice.
+ */
+function optionHeaders(
+  values: Partial<Record<(typeof HEADER_OPTIONS)[number][0], string>>,
+  headers: string[],
+): Map<string, { name: string; value: string; option: string }> {
+  const out = new Map<string, { name: string; value: string; option: string }>()
+  const add = (name: string, value: string, option: string) => {
+    const had = out.get(name.toLowerCase())
+    if (had !== undefined) {
+      throw new UsageError(
+        had.option === option
+          ? `${option}: ${name} given twice`
+          : `${option}: ${name} is set by ${had.option} already: give one`,
+      )
+    }
+    out.set(name.toLowerCase(), { name, value, option })
+  }
+  for (const [option, name] of HEADER_OPTIONS) {
+    const v = values[option]
+    if (v !== undefined) add(name, optionValue(`--${option}`, v), `--${option}`)
+  }
+  for (const h of headers) {
+    const at = h.search(/[:=]/)
+    if (at === -1) throw new UsageError(`--header ${JSON.stringify(h)}: expected "Name: value"`)
+    const name = asOption(() => headerName('--header', h.slice(0, at).trim()))
+    add(name, optionValue(`--header ${name}`, h.slice(at + 1)), '--header')
+  }
+  return out
 }
 
 /** --server: one server or a comma list, checked entry by entry as `servers` in rspamd.ini is. */
@@ -124,6 +207,17 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 
         ip: { type: 'string', short: 'i' },
         helo: { type: 'string' },
         user: { type: 'string', short: 'u' },
+        deliver: { type: 'string', short: 'd' },
+        hostname: { type: 'string' },
+        'queue-id': { type: 'string' },
+        'log-tag': { type: 'string' },
+        header: { type: 'string', multiple: true },
+        settings: { type: 'string' },
+        'settings-id': { type: 'string' },
+        'pass-all': { type: 'boolean', short: 'p' },
+        // rspamc's -z (its default anyway); --zstd, the name of the [request] key
+        compressed: { type: 'boolean', short: 'z' },
+        zstd: { type: 'boolean' },
         styles: { type: 'string' },
         json: { type: 'boolean', short: 'j' },
         exec: { type: 'string', short: 'e' },
@@ -144,6 +238,16 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 
     throw new UsageError('--server and --connect (-h) are the same option: give one')
   }
   const server = values.server ?? values.connect
+  if (values.compressed === true || values.zstd === true) {
+    // rspamd would answer in zstd, which the transport cannot read yet
+    throw new UsageError(
+      `${values.zstd === true ? '--zstd' : '-z (--compressed)'}: zstd compression needs Node 22.15+ and [request] zstd support, which this version does not have`,
+    )
+  }
+  const extraHeaders = optionHeaders(values, values.header ?? [])
+  const settings = values.settings === undefined ? undefined : optionValue('--settings', values.settings)
+  const settingsId =
+    values['settings-id'] === undefined ? undefined : optionValue('--settings-id', values['settings-id'])
   const ini = values.config !== undefined ? readIni(values.config) : {}
   const main = { ...((ini.main as Record<string, unknown> | undefined) ?? {}) }
   if (server !== undefined) {
@@ -160,19 +264,30 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 
       }
     : {}
   if (values.timeout !== undefined) main.timeout = values.timeout
+  // the options' request headers and [request] keys replace the file's
+  const fromOptions: Record<string, unknown> = {}
+  if (extraHeaders.size > 0) {
+    const headers: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(section('request_headers'))) {
+      if (!extraHeaders.has(k.toLowerCase())) headers[k] = v
+    }
+    for (const { name, value } of extraHeaders.values()) headers[name] = value
+    fromOptions.request_headers = headers
+  }
+  if (settings !== undefined || settingsId !== undefined || values['pass-all'] === true) {
+    const request = { ...section('request') }
+    if (settings !== undefined) request.settings = settings
+    if (settingsId !== undefined) request.settings_id = settingsId
+    if (values['pass-all'] === true) request.pass_all = true
+    fromOptions.request = request
+  }
   // the lda style always (this is rspamc --mime), first; then --styles, else the config's [spam_headers]
   // styles (checked as the plugin checks them); X-Spam-Result with --json or the config's lda_json
   const fromIni = (ini.spam_headers as Record<string, unknown> | undefined) ?? {}
   let styles: string[] = []
   if (values.styles !== undefined) {
-    try {
-      styles = parseStyles('--styles', values.styles)
-    } catch (err) {
-      // an option, not a line of rspamd.ini
-      throw new UsageError(
-        err instanceof ConfigError ? err.message.replace(/^rspamd\.ini: /, '') : String(err),
-      )
-    }
+    const list = values.styles
+    styles = asOption(() => parseStyles('--styles', list))
   } else if (fromIni.styles !== undefined) {
     styles = parseStyles('spam_headers.styles', fromIni.styles)
   }
@@ -181,7 +296,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 
     styles: ['lda', ...styles.filter((s) => s !== 'lda')].join(','),
   }
   if (values.json === true) spamHeaders.lda_json = true
-  const cfg = parseConfig({ ...ini, ...rspamdHeaders, main, spam_headers: spamHeaders }, env)
+  const cfg = parseConfig({ ...ini, ...rspamdHeaders, ...fromOptions, main, spam_headers: spamHeaders }, env)
 
   if (values.exec !== undefined && values.exec.trim() === '') throw new UsageError('--exec needs a command')
   return {

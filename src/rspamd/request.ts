@@ -78,6 +78,13 @@ export function buildRequestHeaders(
     set(h, auth.header, value)
   }
 
-  for (const [name, value] of Object.entries(cfg.requestHeaders)) set(h, name, value)
+  for (const [name, value] of Object.entries(cfg.requestHeaders)) {
+    const v = headerText(value)
+    if (v === undefined) continue
+    // it replaces ours of the same name in any case (`deliver-to` too): undici would send both
+    const lower = name.toLowerCase()
+    for (const k of Object.keys(h)) if (k.toLowerCase() === lower) delete h[k]
+    h[name] = v
+  }
   return h
 }

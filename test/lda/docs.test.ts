@@ -116,6 +116,9 @@ describe('docs/lda.md: the command lines run as written', function () {
       assert.match(delivered.toString('latin1'), /^X-Spam-Scanner: rspamd-lda /m)
       assert.match(delivered.toString('latin1'), /^X-Spam-Action: add header$/m)
       if (cmd.includes('%T')) assert.match(readFileSync(`${out}.args`, 'utf8'), /-d bob@example\.net/)
+      // rspamd-lda's own -d (rspamc's), before --exec: rspamd's Deliver-To
+      if (/\s-d %T\s/.test(cmd.split('--exec')[0] ?? ''))
+        assert.equal(server.requests.at(-1)?.headers['deliver-to'], 'bob@example.net')
       if (cmd.includes('$SENDER')) assert.equal(server.requests.at(-1)?.headers.from, 'alice@example.org')
       if (!/--exec|-e /.test(cmd)) assert.ok(!existsSync(out), 'no delivery agent ran')
     })

@@ -317,6 +317,166 @@ describe('rspamd-lda with the fake rspamd', function () {
     }
   })
 
+  /** Every value the server got for a header name, in order, however it was spelled. */
+  const sent = (name: string) => {
+    const raw = server.requests.at(-1)?.rawHeaders ?? []
+    return raw.filter((_, i) => i % 2 === 1 && raw[i - 1]?.toLowerCase() === name.toLowerCase())
+  }
+
+  it("sends rspamc's request-header options of delivery lines as rspamd's request headers", async () => {
+    const settings = '{"symbols_disabled": ["MISSING_DATE"], "actions": {"reject": 20}}'
+    const args = [...at(), '-r', 'bob@example.net', '-r', 'carol@example.net', '-d', 'bob@example.net']
+    args.push('--hostname', 'mx.example.org', '--queue-id', '4Xyz1', '--log-tag', 'lda-42')
+    args.push('--settings', settings, '--settings-id', 'inbound', '-p')
+    args.push('--header', 'X-Tenant: acme', '--header', 'X-Route=b:c=d', '--header', 'Rule:  spaced ')
+    const r = await lda(args, ham)
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(sent('Deliver-To'), ['bob@example.net'], '-d, though there are two recipients')
+    assert.deepEqual(sent('Hostname'), ['mx.example.org'])
+    assert.deepEqual(sent('Queue-Id'), ['4Xyz1'])
+    assert.deepEqual(sent('Log-Tag'), ['lda-42'])
+    assert.deepEqual(sent('Settings'), [settings])
+    assert.deepEqual(sent('Settings-ID'), ['inbound'])
+    assert.deepEqual(sent('Pass'), ['all'])
+    assert.deepEqual(sent('X-Tenant'), ['acme'])
+    assert.deepEqual(sent('X-Route'), ['b:c=d'], 'split at the first : or =, as rspamc does')
+    assert.deepEqual(sent('Rule'), ['spaced'])
+    assert.ok(server.requests.at(-1)?.body.equals(ham))
+
+    // the long spellings; and without them none of these headers
+    const long = await lda([...at(), '--deliver', 'dave@example.net', '--pass-all'], ham)
+    assert.equal(long.code, 0, long.stderr)
+    assert.deepEqual(sent('Deliver-To'), ['dave@example.net'])
+    assert.deepEqual(sent('Pass'), ['all'])
+    const none = await lda([...at(), '-r', 'bob@example.net', '-r', 'carol@example.net'], ham)
+    assert.equal(none.code, 0, none.stderr)
+    for (const name of ['Deliver-To', 'Hostname', 'Queue-Id', 'Log-Tag', 'Settings', 'Settings-ID', 'Pass'])
+      assert.deepEqual(sent(name), [], name)
+  })
+
+  it('-d replaces the Deliver-To of a single recipient', async () => {
+    const one = await lda([...at(), '-r', 'bob@example.net'], ham)
+    assert.equal(one.code, 0, one.stderr)
+    assert.deepEqual(sent('Deliver-To'), ['bob@example.net'])
+    const d = await lda([...at(), '-r', 'bob@example.net', '-d', 'bob+lists@example.net'], ham)
+    assert.equal(d.code, 0, d.stderr)
+    assert.deepEqual(sent('Deliver-To'), ['bob+lists@example.net'])
+    assert.deepEqual(sent('Rcpt'), ['bob@example.net'])
+  })
+
+  it("the options win over --config's [request] and [request_headers], whatever the name's case", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+    try {
+      const ini = join(dir, 'rspamd.ini')
+      writeFileSync(
+        ini,
+        `host = 127.0.0.1\nport = ${server.port}\n[request]\nsettings_id = from-ini\nsettings = {}\n[request_headers]\nhostname = ini.example\nX-Tenant = ini\nX-Keep = kept\n`,
+      )
+      const file = await lda(['--config', ini], ham)
+      assert.equal(file.code, 0, file.stderr)
+      assert.deepEqual(sent('Settings-ID'), ['from-ini'])
+      assert.deepEqual(sent('Hostname'), ['ini.example'])
+      assert.deepEqual(sent('Pass'), [])
+      const args = ['--config', ini, '--settings-id', 'cli', '--hostname', 'cli.example', '-p']
+      const r = await lda([...args, '--header', 'x-tenant: cli'], ham)
+      assert.equal(r.code, 0, r.stderr)
+      assert.deepEqual(sent('Settings-ID'), ['cli'])
+      assert.deepEqual(sent('Settings'), ['{}'], "the file's other [request] keys stay")
+      assert.deepEqual(sent('Hostname'), ['cli.example'])
+      assert.deepEqual(sent('X-Tenant'), ['cli'])
+      assert.deepEqual(sent('X-Keep'), ['kept'])
+      assert.deepEqual(sent('Pass'), ['all'])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  for (const transport of ['node', 'undici']) {
+    it(`--header replaces the header of -r or -F of the same name in any case, sent once (transport = ${transport})`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'lda-ini-'))
+      try {
+        const ini = join(dir, 'rspamd.ini')
+        writeFileSync(ini, `host = 127.0.0.1\nport = ${server.port}\ntransport = ${transport}\n`)
+        const args = ['--config', ini, '-r', 'bob@example.net', '-F', 'alice@example.org']
+        const r = await lda(
+          [...args, '--header', 'deliver-to: bob+x@example.net', '--header', 'FROM: a@b'],
+          ham,
+        )
+        assert.equal(r.code, 0, r.stderr)
+        assert.deepEqual(sent('Deliver-To'), ['bob+x@example.net'])
+        assert.deepEqual(sent('From'), ['a@b'])
+        assert.deepEqual(sent('Rcpt'), ['bob@example.net'])
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    })
+  }
+
+  const BAD_OPTIONS: Array<[label: string, args: string[], stderr: RegExp]> = [
+    ['--header without a colon', ['--header', 'X-Tenant'], /--header "X-Tenant": expected "Name: value"/],
+    ['--header with no value', ['--header', 'X-Tenant: '], /--header X-Tenant needs a value/],
+    [
+      '--header with a bad name',
+      ['--header', 'X Tenant: a'],
+      /--header = "X Tenant": not a valid HTTP header name/,
+    ],
+    ['--header with an empty name', ['--header', ': a'], /--header = "": not a valid HTTP header name/],
+    [
+      '--header with CR LF in its value (redacted, as [request_headers])',
+      ['--header', 'X-Key: s3cret\r\nInjected: 1'],
+      // its size as given after the colon, not what it holds
+      /--header X-Key = "<redacted, 20 bytes>": CR, LF or NUL in a header value/,
+    ],
+    ['--header with LF', ['--header', 'X-Key: a\nb'], /--header X-Key = "<redacted, 4 bytes>": CR, LF/],
+    ['--header twice', ['--header', 'X-A: 1', '--header', 'x-a=2'], /--header: x-a given twice/],
+    [
+      '--header and the option of that header',
+      ['-d', 'a@b', '--header', 'deliver-to: c@d'],
+      /--header: deliver-to is set by --deliver already/,
+    ],
+    [
+      '-d with LF',
+      ['-d', 'bob@example.net\nInjected: 1'],
+      /--deliver = "bob@example\.net\\nInjected: 1": CR, LF or NUL/,
+    ],
+    ['--hostname with CR', ['--hostname', 'mx\r.example'], /--hostname = "mx\\r\.example": CR, LF or NUL/],
+    ['--hostname empty', ['--hostname', ''], /--hostname needs a value/],
+    ['--queue-id with NUL', ['--queue-id', 'a\u0001b'], /--queue-id = "a\\u0001b": a control character/],
+    [
+      '--log-tag past U+00FF',
+      ['--log-tag', 'tag\u2603'],
+      /--log-tag = "tag☃": a control character or one past U\+00FF/,
+    ],
+    ['--settings with LF', ['--settings', '{"a":\n1}'], /--settings = "\{\\"a\\":\\n1\}": CR, LF or NUL/],
+    ['--settings blank', ['--settings', '  '], /--settings needs a value/],
+    ['--settings-id with CR', ['--settings-id', 'a\rb'], /--settings-id = "a\\rb": CR, LF or NUL/],
+    ['-d without its value', ['-d'], /Option '-d, --deliver <value>' argument missing/],
+    ['-z', ['-z'], /-z \(--compressed\): zstd compression needs Node 22\.15\+ and \[request\] zstd support/],
+    ['--compressed', ['--compressed'], /-z \(--compressed\): zstd compression needs Node 22\.15\+/],
+    ['--zstd', ['--zstd'], /--zstd: zstd compression needs Node 22\.15\+ and \[request\] zstd support/],
+    // rspamc's other options stay unknown here: named, with the usage text
+    ["rspamc's -P (password)", ['-P', 'secret'], /Unknown option '-P'/],
+    ["rspamc's --bind", ['--bind', '127.0.0.1'], /Unknown option '--bind'/],
+    ["rspamc's --key", ['--key', 'k'], /Unknown option '--key'/],
+    ["rspamc's --metadata-header", ['--metadata-header', 'a=b'], /Unknown option '--metadata-header'/],
+    ["rspamc's --profile", ['--profile'], /Unknown option '--profile'/],
+    ["rspamc's -w (fuzzy weight)", ['-w', '1'], /Unknown option '-w'/],
+  ]
+  for (const [label, args, stderr] of BAD_OPTIONS) {
+    it(`exits 64 naming the option for ${label}, reading no message`, async () => {
+      const before = server.requests.length
+      const r = await lda([...at(), ...args], ham)
+      assert.equal(r.code, 64, r.stderr)
+      assert.match(r.stderr.split('\n')[0] ?? '', stderr)
+      assert.match(r.stderr, /\nUsage: rspamd-lda /)
+      assert.doesNotMatch(r.stderr, /s3cret/)
+      assert.doesNotMatch(r.stderr.split('\n')[0] ?? '', /rspamd\.ini/)
+      assert.doesNotMatch(r.stderr, /^Injected/m, 'no forged line on stderr')
+      assert.equal(r.stdout.length, 0)
+      assert.equal(server.requests.length, before)
+    })
+  }
+
   it("removes only the instance rspamd's milter block numbers", async () => {
     server.setReply(withMilter(replyFor('no action'), { remove_headers: { 'X-Old': -1 } }))
     const msg = Buffer.concat([Buffer.from('X-Old: first\r\nX-Keep: 1\r\nX-Old: last\r\n'), ham])
@@ -790,6 +950,14 @@ describe('rspamd-lda with the fake rspamd', function () {
       '--connect',
       '--mime',
       '--no-rspamd-headers',
+      '--deliver',
+      '--hostname',
+      '--queue-id',
+      '--log-tag',
+      '--settings',
+      '--settings-id',
+      '--pass-all',
+      '--header',
     ])
       assert.ok(h.stdout.toString().includes(opt), opt)
     const v = await lda(['-V'], '')
