@@ -17,7 +17,7 @@ import DSN from 'haraka-dsn'
 import { ConfigError, oncePerConfig, parseConfig, parseRedisIni, sameTarget, type Config } from './src/config'
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/rspamd/client'
 import { describeTarget } from './src/rspamd/transport'
-import { buildRequestHeaders, type Envelope } from './src/rspamd/request'
+import { buildRequestHeaders, type Envelope, readRequestNote } from './src/rspamd/request'
 import { defined, failureFields, skipFields, unscannedClients } from './src/report/logline'
 import { failoverTexts, failureReport, logText, outcomeText, scanReport } from './src/report/results'
 import { internalError, storeError } from './src/errors'
@@ -365,7 +365,12 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   // what the greylist store may take after the scan: Haraka's plugin timeout must never fire first
   const hookDeadline = this.timeout > 0 ? Date.now() + this.timeout * 1000 - 250 : Infinity
   const request = {
-    headers: buildRequestHeaders(envelope(connection, txn), cfg),
+    headers: buildRequestHeaders(
+      envelope(connection, txn),
+      cfg,
+      process.env,
+      requestNote(this, connection, txn, cfg),
+    ),
     source: messageSource(txn.message_stream),
     timeoutMs,
     cancel: gone,
@@ -509,7 +514,20 @@ function envelope(connection: Connection, txn: Transaction): Envelope {
     tlsCipher: tls?.enabled ? tls.cipher?.name : undefined,
     tlsVersion: tls?.enabled ? tls.cipher?.version : undefined,
     mtaName: connection.local?.host,
+    // as [check] authenticated and relay see them
+    outbound: Boolean(connection.notes.auth_user) || Boolean(connection.relaying),
   }
+}
+
+/**
+ * What other plugins ask of rspamd for this message (docs/plugin-authors.md): the transaction note
+ * `rspamd_request`, checked as `[request_headers]` and `[request] settings` are; each entry dropped
+ * is one warning, escaped, naming it.
+ */
+function requestNote(plugin: RspamdPlugin, connection: Connection, txn: Transaction, cfg: Config) {
+  const { note, problems } = readRequestNote(txn.notes.rspamd_request, cfg)
+  for (const p of problems) connection.logwarn(plugin, logText(`request note: ${p}`))
+  return note
 }
 
 function decodedSubject(header: Header): string | undefined {

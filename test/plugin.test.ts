@@ -185,10 +185,17 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
         assert.equal(result.action, c.action)
         assert.equal(typeof result.score, 'number')
         assert.equal(typeof result.time, 'number')
-        const symbols = result.symbols as Record<string, unknown>
+        const names = result.symbols as unknown[]
+        const scores = result.symbol_scores as Record<string, unknown>
+        assert.ok(Array.isArray(names) && names.length > 0, 'symbols as [NAME, …]')
+        assert.deepEqual(names, Object.keys(scores), 'symbol_scores has the same names')
         assert.ok(
-          Object.values(symbols).every((v) => typeof v === 'number'),
-          'symbols as {NAME: score}',
+          Object.values(scores).every((v) => typeof v === 'number'),
+          'symbol_scores as {NAME: score}',
+        )
+        assert.equal(
+          result.is_spam,
+          ['reject', 'soft reject', 'rewrite subject', 'add header'].includes(c.action),
         )
         assert.equal((txn.notes.rspamd as { action?: string }).action, c.action)
         assertWellFormed(await queuedMessage(conn))

@@ -30,20 +30,104 @@ const UNSAFE_VALUE = /[\r\n\0]/
 const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** What node:http and undici refuse in a header value: controls but tab, and anything past U+00FF. */
 const NOT_HTTP_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+/** Past U+007E: written as \uXXXX when an object of settings is made JSON, so the header is ASCII. */
+const NON_ASCII = /[\u007f-\uffff]/g
+
+/**
+ * A value checked for a request header: the text to send (undefined: the entry sends nothing, as an
+ * empty `[request_headers]` key), or why it cannot be sent. The config throws the problem as a
+ * ConfigError naming its key; the per-message request note (src/rspamd/request.ts) logs it and
+ * drops the entry. One check for both, so a value is good or bad the same way in either place.
+ */
+export type Checked = { ok: true; value: string | undefined } | { ok: false; problem: string }
+
+const bad = (problem: string): Checked => ({ ok: false, problem })
+
+/** Why this text cannot be an HTTP header value as it is, or undefined. */
+export function headerValueProblem(value: string): string | undefined {
+  if (UNSAFE_VALUE.test(value)) return 'CR, LF or NUL in a header value'
+  if (NOT_HTTP_VALUE.test(value)) return 'a control character or one past U+00FF, which HTTP cannot send'
+  return undefined
+}
+
+/** Why this cannot be an HTTP header name, or undefined. */
+export function headerNameProblem(name: string): string | undefined {
+  return HTTP_TOKEN.test(name) ? undefined : 'not a valid HTTP header name'
+}
 
 /** A header name of ours to rspamd (`[request_headers]`, rspamd-lda's --header): an HTTP token. */
 export function headerName(key: string, name: string): string {
-  if (!HTTP_TOKEN.test(name)) throw new ConfigError(key, name, 'not a valid HTTP header name')
+  const problem = headerNameProblem(name)
+  if (problem !== undefined) throw new ConfigError(key, name, problem)
   return name
 }
 
 /** A header value of ours to rspamd: one line that node:http and undici can send. */
 export function headerValue(key: string, value: string): string {
-  if (UNSAFE_VALUE.test(value)) throw new ConfigError(key, value, 'CR, LF or NUL in a header value')
-  if (NOT_HTTP_VALUE.test(value)) {
-    throw new ConfigError(key, value, 'a control character or one past U+00FF, which HTTP cannot send')
-  }
+  const problem = headerValueProblem(value)
+  if (problem !== undefined) throw new ConfigError(key, value, problem)
   return value
+}
+
+/** A text-like value as text; undefined for one that is not (an object, a function). */
+function asText(value: unknown): string | undefined {
+  if (typeof value === 'string') return value
+  if (typeof value === 'boolean') return String(value)
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : undefined
+  return undefined
+}
+
+/**
+ * One extra request header, `[request_headers] NAME = value` or `headers.NAME` of the request note:
+ * an HTTP token for the name; text, a number or a boolean for the value, one line that HTTP can
+ * send; nothing (undefined, null, '', false) sends no header.
+ */
+export function requestHeaderEntry(name: string, value: unknown): Checked {
+  const nameProblem = headerNameProblem(name)
+  if (nameProblem !== undefined) return bad(nameProblem)
+  if (value === undefined || value === null || value === '' || value === false)
+    return { ok: true, value: undefined }
+  const text = asText(value)
+  if (text === undefined) return bad('expected text')
+  const problem = headerValueProblem(text)
+  return problem === undefined ? { ok: true, value: text } : bad(problem)
+}
+
+/**
+ * rspamd's `Settings`, `[request] settings` or `settings` of the request note: text as it is (JSON
+ * or rspamd's own UCL, `{symbols_disabled = [X]}`: rspamd parses it, it only has to be one line
+ * HTTP can send), or an object, written here as JSON with everything past ASCII as \uXXXX.
+ */
+export function settingsEntry(value: unknown): Checked {
+  if (value === undefined || value === null || value === '') return { ok: true, value: undefined }
+  let text: string
+  if (typeof value === 'string') text = value
+  else if (typeof value === 'object' && !Array.isArray(value)) {
+    let json: string | undefined
+    try {
+      json = JSON.stringify(value) as string | undefined
+    } catch (err) {
+      return bad(`cannot be written as JSON: ${err instanceof Error ? err.message : String(err)}`)
+    }
+    if (json === undefined) return bad('cannot be written as JSON')
+    text = json.replace(NON_ASCII, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  } else return bad('expected an object of settings or its JSON text')
+  const problem = headerValueProblem(text)
+  return problem === undefined ? { ok: true, value: text } : bad(problem)
+}
+
+/** rspamd's `Settings-ID`: `[request] settings_id`, `settings_id_outbound`, `settings_id` of the request note. */
+export function settingsIdEntry(value: unknown): Checked {
+  if (value === undefined || value === null || value === '') return { ok: true, value: undefined }
+  if (typeof value !== 'string') return bad('expected the name of rspamd settings, as text')
+  const problem = headerValueProblem(value)
+  return problem === undefined ? { ok: true, value } : bad(problem)
+}
+
+/** The checked value of a config key, or a ConfigError naming it. */
+function configured(key: string, raw: unknown, checked: Checked): string | undefined {
+  if (!checked.ok) throw new ConfigError(key, raw, checked.problem)
+  return checked.value
 }
 
 /** `[tls] servername`: the name sent in TLS SNI and checked against the certificate: a host name. */
@@ -122,15 +206,27 @@ export function parseRequest(request: Reader): RequestConfig {
   }
   for (const key of FLAG_KEYS) if (request.bool(key, false)) flags.add(key)
 
-  const settings = request.str('settings')
-  // JSON or rspamd's own UCL (`{symbols_disabled = [X]}` too): rspamd parses it, we only keep it one line
-  if (settings !== undefined) headerValue('request.settings', settings)
-  const settingsId = request.str('settings_id')
-  if (settingsId !== undefined) headerValue('request.settings_id', settingsId)
+  const settings = configured(
+    'request.settings',
+    request.raw('settings'),
+    settingsEntry(request.str('settings')),
+  )
+  const settingsId = configured(
+    'request.settings_id',
+    request.raw('settings_id'),
+    settingsIdEntry(request.str('settings_id')),
+  )
+  // the Settings-ID of mail from authenticated or relaying senders (scanned when [check] says so)
+  const settingsIdOutbound = configured(
+    'request.settings_id_outbound',
+    request.raw('settings_id_outbound'),
+    settingsIdEntry(request.str('settings_id_outbound')),
+  )
   const urlFormat = request.str('url_format')
   if (urlFormat !== undefined) headerValue('request.url_format', urlFormat)
   return {
     settingsId,
+    settingsIdOutbound,
     settings,
     flags: [...flags],
     passAll: request.bool('pass_all', false),
@@ -143,10 +239,8 @@ export function parseRequestHeaders(s: Section): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(s)) {
     const key = `request_headers.${name}`
-    headerName(key, name)
-    if (value === undefined || value === null || value === '' || value === false) continue
-    if (typeof value === 'object') throw new ConfigError(key, value, 'expected text')
-    out[name] = headerValue(key, String(value))
+    const v = configured(key, value, requestHeaderEntry(name, value))
+    if (v !== undefined) out[name] = v
   }
   return out
 }

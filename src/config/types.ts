@@ -33,6 +33,8 @@ export interface AuthConfig {
 
 export interface RequestConfig {
   settingsId?: string
+  /** `settings_id_outbound`: the Settings-ID for authenticated or relaying senders; settingsId when unset */
+  settingsIdOutbound?: string
   settings?: string
   /** rspamd `Flags` header values, from `flags` and the boolean flag keys */
   flags: string[]

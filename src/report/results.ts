@@ -1,6 +1,6 @@
 // What is told about a message that reached rspamd, built in one place from plain values: the record
-// other plugins read from transaction.results (karma reads score and action; haraka-results writes
-// its `human` text), the error record of a failed scan, the failover warnings, and the fields of the
+// other plugins read from transaction.results (karma's rspamd rules read action, score, is_spam and
+// symbols; haraka-results writes its `human` text), the error record of a failed scan, the failover warnings, and the fields of the
 // message's one log line. index.ts hands the pieces to Haraka; nothing here touches Haraka's objects.
 
 import { forLog, LOG_LINE_MAX } from '../escape'
@@ -26,6 +26,25 @@ export function failoverTexts(attempts: readonly Attempt[]): string[] {
   for (const a of attempts)
     out.push(logText(`${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`))
   return out
+}
+
+/** rspamd's actions that rspamc calls spam ("Spam: true"), in either spelling, any case. */
+const SPAM_ACTIONS = new Set([
+  'reject',
+  'soft reject',
+  'soft_reject',
+  'rewrite subject',
+  'rewrite_subject',
+  'add header',
+  'add_header',
+])
+
+/**
+ * Spam or not, as rspamc says it: an action above greylist (reject, soft reject, rewrite subject,
+ * add header). greylist, no action, discard, quarantine and any other name are not.
+ */
+export function isSpamAction(action: string): boolean {
+  return SPAM_ACTIONS.has(action.toLowerCase())
 }
 
 /** A scan that ended without a reply. */
@@ -77,7 +96,7 @@ export interface AnsweredScan {
 
 /**
  * The results record (one object, no spreads: this runs for every message) and the log line's
- * fields. `human` is the record's fields as haraka-results would write them, the failover, then the
+ * fields. docs/plugin-authors.md lists the record's fields. `human` is the record's fields as haraka-results would write them, the failover, then the
  * symbols, cut and escaped as every log text is.
  */
 export function scanReport(s: AnsweredScan): { record: Record<string, unknown>; line: LogFields } {
@@ -85,6 +104,7 @@ export function scanReport(s: AnsweredScan): { record: Record<string, unknown>; 
   const local = s.action !== reply.action ? s.action : undefined
   const record: Record<string, unknown> = {
     action: reply.action,
+    is_spam: isSpamAction(reply.action),
     score: reply.score,
     required_score: reply.requiredScore,
     is_skipped: reply.isSkipped,
@@ -105,9 +125,16 @@ export function scanReport(s: AnsweredScan): { record: Record<string, unknown>; 
   if (failover !== undefined) human += `failover: ${failover}, `
   const symbolText = symbolsForLog(reply.symbols)
   human += `symbols: ${symbolText}`
-  const symbols: Record<string, number> = {}
-  for (const sym of reply.symbols) symbols[sym.name] = sym.score
-  record.symbols = symbols
+  // names, so karma's `symbols | match | NAME` rules test each name (karma reads an object by its
+  // values: the scores); the scores by name beside them
+  const names: string[] = []
+  const scores: Record<string, number> = {}
+  for (const sym of reply.symbols) {
+    names.push(sym.name)
+    scores[sym.name] = sym.score
+  }
+  record.symbols = names
+  record.symbol_scores = scores
   record.human = logText(human)
   const answers = verdict.kind === 'deny' || verdict.kind === 'defer'
   const line = scanFields({

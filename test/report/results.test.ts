@@ -60,10 +60,11 @@ describe('report: results record and log line', () => {
     assert.equal(record.verdict, 'defer')
     assert.equal(record.greylist, 'deferred')
     assert.equal(record.size, 1234)
-    assert.equal(typeof record.symbols, 'object')
+    assert.ok(Array.isArray(record.symbols))
+    assert.equal(record.is_spam, false, 'greylist is not spam to rspamc')
     assert.match(
       String(record.human),
-      /^action: greylist, score: 6\.66666, .*failover: http:\/\/127\.0\.0\.1:1\(connect\), symbols: /,
+      /^action: greylist, is_spam: false, score: 6\.66666, .*failover: http:\/\/127\.0\.0\.1:1\(connect\), symbols: /,
     )
     assert.equal(line.action, 'greylist')
     assert.equal(line.local_action, 'soft reject')
@@ -102,7 +103,9 @@ describe('report: results record and log line', () => {
       size: 1,
       attempts: [],
     })
-    assert.equal(Object.keys(record.symbols as object).length, 100_000)
+    assert.equal((record.symbols as string[]).length, 100_000)
+    assert.equal(Object.keys(record.symbol_scores as object).length, 100_000)
+    assert.equal((record.symbol_scores as Record<string, number>).SYM_99999, 99_999 % 7)
     assert.ok(String(record.human).length <= 16 * 1024, `human is ${String(record.human).length} long`)
     assert.ok(String(line.symbols).length < 16 * 1024)
   })
