@@ -205,12 +205,15 @@ export function envelopeChanges(
           (deleting.size > SHOWN ? ` and ${deleting.size - SHOWN} more` : ''),
       )
     } else {
-      for (const r of list) if (deleting.has(r.key)) applied.add('milter.del_rcpt:', showAddress(r.shown))
       rcpts = left
     }
   }
   if (rcpts !== list || added > 0) {
+    // in the order rspamd's milter sends them: the adds that stay, then the deletions
     for (const r of rcpts) if ('add' in r.entry) applied.add('milter.add_rcpt:', showAddress(r.entry.add))
+    if (rcpts !== list) {
+      for (const r of list) if (deleting.has(r.key)) applied.add('milter.del_rcpt:', showAddress(r.shown))
+    }
     plan.rcpts = rcpts.map((r) => r.entry)
   }
   applied.into(plan.applied)
