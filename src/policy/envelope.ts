@@ -222,7 +222,8 @@ export function envelopeChanges(
   return plan
 }
 
-function askedText(milter: Pick<Milter, 'changeFrom' | 'addRcpt' | 'delRcpt'>): string {
+/** The envelope changes rspamd asked for, named (`milter.add_rcpt (2)`, …); '' for none. */
+export function askedText(milter: Pick<Milter, 'changeFrom' | 'addRcpt' | 'delRcpt'>): string {
   const parts: string[] = []
   if (milter.changeFrom !== undefined) parts.push('milter.change_from')
   if (milter.addRcpt.length > 0) parts.push(`milter.add_rcpt (${milter.addRcpt.length})`)
