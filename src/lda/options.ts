@@ -215,4 +215,5 @@ const HARAKA_ONLY = [
   'thresholds',
   'rewrite_subject',
   'smtp_message',
+  'milter_envelope',
 ] as const
