@@ -38,6 +38,13 @@ import {
 import { type HeaderEdits, unscannedEdits } from './src/message/edits'
 import { instancesAt, type RemoveAt } from './src/message/milter'
 import { DEFAULT_SCANNER, rspamdHostName } from './src/message/styles'
+import {
+  type EnvelopeNow,
+  type EnvelopePlan,
+  envelopeChanges,
+  showAddress,
+  unappliedSwitches,
+} from './src/policy/envelope'
 import { packageVersion } from './src/version'
 
 // ---- the parts of Haraka's objects we use (typed loosely: they come from outside) ----
@@ -649,8 +656,71 @@ async function act(
   txn.results.add(plugin, report.record)
   // the one info line of the message, as fields (Haraka's logfmt and json formats keep them apart)
   connection.loginfo(plugin, defined(report.line))
-  if (verdict.kind === 'accept' || verdict.kind === 'ok') applyEdits(plugin, connection, txn, verdict.edits)
+  for (const w of unappliedSwitches(reply.milter, action)) connection.logwarn(plugin, logText(w))
+  if (verdict.kind === 'accept' || verdict.kind === 'ok') {
+    applyEdits(plugin, connection, txn, verdict.edits)
+    applyEnvelope(plugin, connection, txn, envelopeChanges(reply.milter, envelopeNow(txn), cfg))
+  }
   return toNext(verdict)
+}
+
+/** The envelope as policy/envelope reads it: `local@domain` of each address, '' for the null sender. */
+function envelopeNow(txn: Transaction): EnvelopeNow {
+  return {
+    from: addressOf(txn.mail_from) ?? '',
+    rcpts: (txn.rcpt_to ?? []).map((r) => addressOf(r) ?? ''),
+  }
+}
+
+/**
+ * rspamd's envelope changes, as policy/envelope planned them, onto the transaction: new addresses are
+ * made with the class of Haraka's own (the constructor of txn.mail_from or a recipient, so other
+ * plugins see the same type and its methods); one it refuses to parse is logged and left out.
+ */
+function applyEnvelope(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  plan: EnvelopePlan,
+): void {
+  for (const r of plan.refused) connection.logwarn(plugin, logText(`envelope change refused: ${r}`))
+  if (plan.from === undefined && plan.rcpts === undefined) return
+  const current = txn.rcpt_to ?? []
+  const sample = txn.mail_from ?? current[0]
+  const Ctor = typeof sample === 'object' && sample !== null ? sample.constructor : undefined
+  if (typeof Ctor !== 'function' || Ctor === Object) {
+    connection.logwarn(
+      plugin,
+      "envelope change refused: this Haraka's transaction has no address objects to copy",
+    )
+    return
+  }
+  const make = (field: string, address: string): unknown => {
+    try {
+      return new (Ctor as new (s: string) => unknown)(`<${address}>`)
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err)
+      connection.logwarn(
+        plugin,
+        logText(`envelope change refused: ${field} ${showAddress(address)}: ${forLog(why)}`),
+      )
+      return undefined
+    }
+  }
+  if (plan.from !== undefined) {
+    const from = make('milter.change_from', plan.from)
+    if (from !== undefined) txn.mail_from = from
+  }
+  if (plan.rcpts !== undefined) {
+    const rcpts: unknown[] = []
+    for (const e of plan.rcpts) {
+      const r = 'keep' in e ? current[e.keep] : make('milter.add_rcpt', e.add)
+      if (r !== undefined) rcpts.push(r)
+    }
+    if (rcpts.length > 0) txn.rcpt_to = rcpts
+    else connection.logwarn(plugin, 'envelope change refused: milter.del_rcpt would leave no recipient')
+  }
+  for (const a of plan.applied) connection.loginfo(plugin, logText(`envelope changed: ${a}`))
 }
 
 /** The message's triplets through the configured store; Redis gets what is left of the hook's time, at most redis_timeout. */

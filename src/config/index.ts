@@ -149,6 +149,9 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     rmilterHeaders: {
       enabled: get(() => new Reader(sec('rmilter_headers'), 'rmilter_headers').bool('enabled', true)),
     },
+    milterEnvelope: {
+      enabled: get(() => new Reader(sec('milter_envelope'), 'milter_envelope').bool('enabled', true)),
+    },
     smtpMessage: {
       enabled: get(() => new Reader(sec('smtp_message'), 'smtp_message').bool('enabled', true)),
     },

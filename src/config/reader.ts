@@ -22,6 +22,7 @@ export const INI_BOOLEANS: readonly string[] = [
   '-reject.authenticated',
   '+rewrite_subject.enabled',
   '+rmilter_headers.enabled',
+  '+milter_envelope.enabled',
   '+soft_reject.enabled',
   '+smtp_message.enabled',
   '-greylist.enabled',

@@ -118,6 +118,8 @@ export interface Config {
   softReject: { enabled: boolean; message: string }
   rewriteSubject: { enabled: boolean }
   rmilterHeaders: { enabled: boolean }
+  /** apply the envelope changes of rspamd's milter block (change_from, add_rcpt, del_rcpt); policy/envelope */
+  milterEnvelope: { enabled: boolean }
   smtpMessage: { enabled: boolean }
   defer: { error: boolean; timeout: boolean }
   /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */

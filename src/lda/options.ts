@@ -330,4 +330,5 @@ const HARAKA_ONLY = [
   'thresholds',
   'rewrite_subject',
   'smtp_message',
+  'milter_envelope',
 ] as const

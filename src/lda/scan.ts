@@ -9,6 +9,7 @@ import { editsFor, type HeaderEdits, unscannedEdits } from '../message/edits'
 import { ldaFailureStyle, rspamdHostName } from '../message/styles'
 import { RspamdClient, type ScanOutcome } from '../rspamd/client'
 import { buildRequestHeaders } from '../rspamd/request'
+import { askedText } from '../policy/envelope'
 import { EX_TEMPFAIL, type LdaIo, say } from './io'
 import { type Layout } from './layout'
 import { type Options } from './options'
@@ -51,6 +52,9 @@ export function scannedEdits(
 ): HeaderEdits | typeof EX_TEMPFAIL {
   if (result.ok) {
     for (const w of result.warnings) say(io, `reply from ${result.server}: ${w}`)
+    // the envelope is the MTA's: --exec gets the message only, so rspamd's changes cannot be passed on
+    const asked = askedText(result.reply.milter)
+    if (asked !== '') say(io, `envelope changes not applied (rspamd-lda passes no envelope on): ${asked}`)
     // the plugin's edits, with rspamc --mime's ways: its set (the lda style first) always written,
     // before rspamd's DKIM-Signature and milter headers, and no Subject rewritten (Haraka's only);
     // a scanned message keeps no verdict header of any style but ours with remove_foreign, and

@@ -5,7 +5,7 @@
 
 import type { Config } from '../config'
 import { forLog } from '../escape'
-import type { MilterAdd, MilterRemove, Reply } from '../rspamd/reply'
+import type { Milter, MilterAdd, MilterRemove, Reply } from '../rspamd/reply'
 import { type HeaderField, isFieldName, MAX_TOTAL, type RawField } from './fold'
 
 /**
@@ -139,7 +139,7 @@ export function instancesAt(positions: readonly number[], total: number): number
  * instances rspamd numbered. An added header replaces the message's own of that name (it is in
  * `remove` too), except the STACKED_HEADERS, which are only added to.
  */
-export function milterEdits(milter: Reply['milter']): {
+export function milterEdits(milter: Pick<Milter, 'add' | 'remove'>): {
   remove: string[]
   removeAt: RemoveAt[]
   add: HeaderField[]

@@ -28,6 +28,29 @@ export interface MilterRemove {
   positions: number[]
 }
 
+/**
+ * rspamd's `milter` block, as its milter (src/libserver/milter.c) reads it: header adds and
+ * removes, the envelope changes (change_from, add_rcpt, del_rcpt: addresses as rspamd sent them,
+ * validated by policy/envelope), and the three switches on its action (reject, no_action,
+ * spam_header), which this plugin does not apply (policy/envelope says so in the log).
+ */
+export interface Milter {
+  add: MilterAdd[]
+  remove: MilterRemove[]
+  /** the new envelope sender (SMFIR_CHGFROM) */
+  changeFrom?: string
+  /** recipients to add (SMFIR_ADDRCPT), at most MAX_RCPT_ITEMS, in the reply's order */
+  addRcpt: string[]
+  /** recipients to remove (SMFIR_DELRCPT), at most MAX_RCPT_ITEMS */
+  delRcpt: string[]
+  /** `reject`: `discard` or `quarantine` turn a reject into that; anything else is a reject */
+  reject?: string
+  /** `no_action`: accept whatever the action, with an X-Rspamd-Action header */
+  noAction?: boolean
+  /** `spam_header`: present (a string or an object of names → values) */
+  spamHeader?: 'string' | 'object'
+}
+
 export interface Reply {
   /** rspamd's action, lower case, as sent (may be one we do not know) */
   action: string
@@ -39,7 +62,7 @@ export interface Reply {
   messages: Record<string, string>
   smtpMessage?: string
   subject?: string
-  milter: { add: MilterAdd[]; remove: MilterRemove[] }
+  milter: Milter
   dkimSignatures: string[]
   messageId?: string
   timeReal?: number
@@ -150,7 +173,7 @@ export function parseReply(json: unknown): ParseResult {
     messages,
     smtpMessage: messages.smtp_message,
     subject,
-    milter: parseMilter(json.milter, warn),
+    milter: parseMilter(json.milter, warn, (w) => warnings.push(w)),
     dkimSignatures: parseDkim(json['dkim-signature'], warn),
     messageId,
     timeReal,
@@ -164,6 +187,11 @@ export function parseReply(json: unknown): ParseResult {
 export const MAX_MESSAGES = 50
 /** Warnings listed for one reply; the rest are counted in one more. */
 export const MAX_WARNINGS = 20
+/**
+ * add_rcpt and del_rcpt entries read from one reply, each list; the rest are counted in one warning.
+ * rspamd's archiving or SRS-like rules add one or a few; Haraka's own max_rcpt-style limits are 100s.
+ */
+export const MAX_RCPT_ITEMS = 1000
 
 /** The heaviest symbols first (by |score|), then by name, so that output is stable (rspamd's x-spamd-result order). */
 export function bySeverity(symbols: readonly RspamdSymbol[]): RspamdSymbol[] {
@@ -261,8 +289,8 @@ function parseSymbols(v: unknown, warn: Warn): RspamdSymbol[] {
   return out
 }
 
-function parseMilter(v: unknown, warn: Warn): Reply['milter'] {
-  const milter: Reply['milter'] = { add: [], remove: [] }
+function parseMilter(v: unknown, warn: Warn, note: (w: string) => void): Milter {
+  const milter: Milter = { add: [], remove: [], addRcpt: [], delRcpt: [] }
   if (v === undefined) return milter
   if (!isObj(v)) {
     warn('milter', v)
@@ -296,10 +324,48 @@ function parseMilter(v: unknown, warn: Warn): Reply['milter'] {
       if (positions.length > 0) milter.remove.push({ name, positions })
     }
   } else if (remove !== undefined) warn('milter.remove_headers', remove)
+
+  // rspamd's milter takes change_from as a string only, add_rcpt and del_rcpt as arrays only
+  if (typeof v.change_from === 'string') milter.changeFrom = v.change_from
+  else if (v.change_from !== undefined) warn('milter.change_from', v.change_from)
+  readAddresses(v.add_rcpt, 'milter.add_rcpt', milter.addRcpt, warn, note)
+  readAddresses(v.del_rcpt, 'milter.del_rcpt', milter.delRcpt, warn, note)
+
+  if (typeof v.reject === 'string') milter.reject = v.reject
+  else if (v.reject !== undefined) warn('milter.reject', v.reject)
+  if (typeof v.no_action === 'boolean') milter.noAction = v.no_action
+  else if (v.no_action !== undefined) warn('milter.no_action', v.no_action)
+  if (typeof v.spam_header === 'string') milter.spamHeader = 'string'
+  else if (isObj(v.spam_header)) milter.spamHeader = 'object'
+  else if (v.spam_header !== undefined) warn('milter.spam_header', v.spam_header)
   return milter
 }
 
-function addItem(milter: Reply['milter'], name: string, item: unknown, warn: Warn): void {
+/** An array of address strings, read up to MAX_RCPT_ITEMS; other entries are warned about by the field's name. */
+function readAddresses(
+  v: unknown,
+  field: string,
+  out: string[],
+  warn: Warn,
+  note: (w: string) => void,
+): void {
+  if (v === undefined) return
+  if (!Array.isArray(v)) {
+    warn(field, v)
+    return
+  }
+  const items = v as unknown[]
+  const read = Math.min(items.length, MAX_RCPT_ITEMS)
+  for (let i = 0; i < read; i++) {
+    const item = items[i]
+    if (typeof item === 'string') out.push(item)
+    else warn(field, item)
+  }
+  if (items.length > read)
+    note(`ignored ${items.length - read} more ${field} entries: over ${MAX_RCPT_ITEMS}`)
+}
+
+function addItem(milter: Milter, name: string, item: unknown, warn: Warn): void {
   if (typeof item === 'string') milter.add.push({ name, value: item })
   else if (isObj(item) && typeof item.value === 'string') {
     milter.add.push({ name, value: item.value, order: num(item.order) })

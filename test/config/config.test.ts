@@ -57,6 +57,7 @@ const DEFAULTS: Array<[what: string, get: Getter, expected: unknown]> = [
   ['dkim.enabled', (c) => c.dkim.enabled, true],
   ['rewrite_subject.enabled', (c) => c.rewriteSubject.enabled, true],
   ['rmilter_headers.enabled', (c) => c.rmilterHeaders.enabled, true],
+  ['milter_envelope.enabled', (c) => c.milterEnvelope.enabled, true],
   ['smtp_message.enabled', (c) => c.smtpMessage.enabled, true],
   ['defer', (c) => c.defer, { error: false, timeout: false }],
   ['tls.reject_unauthorized', (c) => c.tls.rejectUnauthorized, true],
@@ -586,7 +587,15 @@ describe('config', function () {
     it('gives the same defaults for empty sections', () => {
       const empty = Object.fromEntries(
         ['main', 'tls', 'auth', 'request', 'request_headers', 'dkim', 'header', 'spambar', 'check']
-          .concat(['reject', 'soft_reject', 'rewrite_subject', 'rmilter_headers', 'smtp_message', 'defer'])
+          .concat([
+            'reject',
+            'soft_reject',
+            'rewrite_subject',
+            'rmilter_headers',
+            'milter_envelope',
+            'smtp_message',
+            'defer',
+          ])
           .concat(['greylist', 'thresholds', 'ham', 'spam_headers'])
           .map((s) => [s, {}]),
       )

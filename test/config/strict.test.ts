@@ -69,6 +69,7 @@ function boolOf(cfg: Config, section: string, key: string): boolean {
     'reject.authenticated': () => cfg.reject.authenticated,
     'rewrite_subject.enabled': () => cfg.rewriteSubject.enabled,
     'rmilter_headers.enabled': () => cfg.rmilterHeaders.enabled,
+    'milter_envelope.enabled': () => cfg.milterEnvelope.enabled,
     'soft_reject.enabled': () => cfg.softReject.enabled,
     'smtp_message.enabled': () => cfg.smtpMessage.enabled,
     'greylist.enabled': () => cfg.greylist.enabled,

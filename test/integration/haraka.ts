@@ -59,6 +59,9 @@ exports.hook_queue = function (next, connection) {
       pid: process.pid,
       rspamd: txn.results.get('rspamd') || null,
       notes: txn.notes.rspamd || null,
+      mail_from: txn.mail_from ? txn.mail_from.address : null,
+      rcpt_to: txn.rcpt_to.map((r) => r.address),
+      address_class: txn.rcpt_to.map((r) => r.constructor.name),
     }))
     fs.renameSync(base + '.eml.part', base + '.eml')
     next(OK, 'queued as ' + txn.uuid)
@@ -103,6 +106,10 @@ export interface Queued {
   message: Buffer
   rspamd: Record<string, unknown> | null
   notes: Record<string, unknown> | null
+  /** the envelope as the queue saw it: each address's \`address\` (user@host), and the class of each recipient */
+  mail_from: string | null
+  rcpt_to: string[]
+  address_class: string[]
 }
 
 export class Haraka {

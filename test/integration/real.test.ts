@@ -152,6 +152,35 @@ describe('integration: real Haraka + real rspamd over SMTP', function () {
     assert.deepEqual(headerValue(q.message, 'X-Test-Remove'), [])
   })
 
+  it("applies rspamd's envelope changes: the queue sees the recipient and sender a Lua rule set", async () => {
+    const res = await send(
+      withTestHeaders('ham.eml', {
+        'X-Test-Milter-Rcpt': '<archive@example.org>',
+        'X-Test-Milter-Del-Rcpt': 'carol@example.net',
+        'X-Test-Milter-From': 'bounces@example.org',
+      }),
+      ['bob@example.net', 'carol@example.net'],
+    )
+    assert.equal(res.final.code, 250, res.final.text)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.equal(q.mail_from, 'bounces@example.org')
+    assert.deepEqual(q.rcpt_to, ['bob@example.net', 'archive@example.org'])
+    // Haraka's own class for the added recipient, as for the one from RCPT TO
+    assert.equal(q.address_class[1], q.address_class[0])
+    assert.equal(q.address_class[0], 'Address')
+  })
+
+  it("keeps the recipients when rspamd's del_rcpt would remove every one", async () => {
+    const res = await send(withTestHeaders('ham.eml', { 'X-Test-Milter-Del-Rcpt': 'bob@example.net' }))
+    assert.equal(res.final.code, 250, res.final.text)
+    const q = haraka.queued(queuedId(res.final) ?? '')
+    assert.deepEqual(q.rcpt_to, ['bob@example.net'])
+    assert.ok(
+      haraka.log.some((l) => l.includes('would leave no recipient')),
+      'the refusal is logged',
+    )
+  })
+
   it("removes only the instance rspamd's milter block numbers (X-Test-Remove: 1 of two)", async () => {
     const message = Buffer.concat([
       Buffer.from('X-Test-Remove: first\r\nX-Test-Remove: second\r\n'),

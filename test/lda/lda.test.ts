@@ -271,6 +271,27 @@ describe('rspamd-lda with the fake rspamd', function () {
     })
   }
 
+  it("says once on stderr that rspamd's envelope changes are not applied, and delivers the message", async () => {
+    server.setReply(
+      replyFor('no action', {
+        milter: {
+          change_from: 'new@example.org',
+          add_rcpt: ['a@example.org', 'b@example.org'],
+          del_rcpt: ['c@x.y'],
+        },
+      }),
+    )
+    const r = await lda([...at(), '-r', 'c@x.y'], ham)
+    assert.equal(r.code, 0, r.stderr)
+    const lines = r.stderr.split('\n').filter((l) => l.includes('envelope'))
+    assert.deepEqual(lines, [
+      'rspamd-lda: envelope changes not applied (rspamd-lda passes no envelope on): milter.change_from, milter.add_rcpt (2), milter.del_rcpt (1)',
+    ])
+    server.setReply(replyFor('no action'))
+    const plain = await lda(at(), ham)
+    assert.ok(!plain.stderr.includes('envelope'), plain.stderr)
+  })
+
   it('sends the envelope options as rspamd request headers', async () => {
     const args = [...at(), '-F', 'alice@example.org', '-r', 'bob@example.net', '--rcpt', 'carol@example.net']
     const r = await lda([...args, '--ip', '192.0.2.9', '--helo', 'mail.example.org', '--user', 'alice'], ham)

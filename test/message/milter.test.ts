@@ -32,7 +32,7 @@ describe('milter', function () {
 
   describe('milterEdits()', function () {
     const add = (name: string, value: string, order?: number): MilterAdd => ({ name, value, order })
-    const milter = (adds: MilterAdd[], removes: string[] = []): Reply['milter'] => ({
+    const milter = (adds: MilterAdd[], removes: string[] = []): Parameters<typeof milterEdits>[0] => ({
       add: adds,
       remove: removes.map((name) => ({ name, positions: [0] })),
     })

@@ -76,7 +76,7 @@ function replyFor(action: string, extra: Partial<Reply> = {}): Reply {
       { name: 'R_SPF_FAIL', score: 2.2, options: [] },
     ],
     messages: {},
-    milter: { add: [], remove: [] },
+    milter: { add: [], remove: [], addRcpt: [], delRcpt: [] },
     dkimSignatures: [],
     thresholds: {},
     ...extra,
@@ -89,7 +89,12 @@ function fullReply(action: string, smtpMessage?: string): Reply {
     messages: smtpMessage === undefined ? {} : { smtp_message: smtpMessage },
     smtpMessage,
     subject: RSPAMD_SUBJECT,
-    milter: { add: [MILTER_ADD], remove: [{ name: MILTER_REMOVED, positions: [0] }] },
+    milter: {
+      add: [MILTER_ADD],
+      remove: [{ name: MILTER_REMOVED, positions: [0] }],
+      addRcpt: [],
+      delRcpt: [],
+    },
     dkimSignatures: [DKIM],
   })
 }
@@ -383,7 +388,7 @@ describe('verdict', function () {
 
     it('drops a milter header with an invalid name and says so', () => {
       const reply = replyFor('no action', {
-        milter: { add: [{ name: 'X Bad', value: 'v' }, MILTER_ADD], remove: [] },
+        milter: { add: [{ name: 'X Bad', value: 'v' }, MILTER_ADD], remove: [], addRcpt: [], delRcpt: [] },
       })
       const v = accepted(decide(reply, BASE, { authenticated: false }))
       assert.deepEqual(
@@ -400,7 +405,12 @@ describe('verdict', function () {
     it('never leaves CR, LF or NUL in an added value', () => {
       const reply = replyFor('rewrite subject', {
         subject: 'Hi\r\nBcc: victim@example.com',
-        milter: { add: [{ name: 'X-Evil', value: 'a\r\nX-Injected: 1\0' }], remove: [] },
+        milter: {
+          add: [{ name: 'X-Evil', value: 'a\r\nX-Injected: 1\0' }],
+          remove: [],
+          addRcpt: [],
+          delRcpt: [],
+        },
       })
       const v = accepted(decide(reply, BASE, { authenticated: false }))
       assert.ok(v.edits.add.length >= 2)

@@ -22,6 +22,9 @@ A test message asks for a verdict with headers (see README.md):
                                    remove X-Test-Remove
   X-Test-Milter: full           -> same plus {value, order} and list values and
                                    a remove-all (0) entry
+  X-Test-Milter-Rcpt: addr      -> reply milter block add_rcpt = { addr }
+  X-Test-Milter-Del-Rcpt: addr  -> reply milter block del_rcpt = { addr }
+  X-Test-Milter-From: addr      -> reply milter block change_from = addr
   X-Test-Delay: ms              -> the scan takes that long (max 60000;
                                    rspamd's task_timeout of 8 s still applies)
 Messages without these headers are scanned by the stock rules only.
@@ -178,5 +181,24 @@ rspamd_config:register_symbol({
     if not ok then
       rspamd_logger.errx(task, 'X-Test-Delay: cannot connect to %s:%s', delay_host, delay_port)
     end
+  end,
+})
+
+rspamd_config:register_symbol({
+  name = 'TEST_MILTER_ENVELOPE',
+  score = 0.0,
+  group = 'test',
+  description = 'Test: milter envelope changes on X-Test-Milter-Rcpt / -Del-Rcpt / -From',
+  callback = function(task)
+    local add = hval(task, 'X-Test-Milter-Rcpt')
+    local del = hval(task, 'X-Test-Milter-Del-Rcpt')
+    local from = hval(task, 'X-Test-Milter-From')
+    if not (add or del or from) then return end
+    local reply = {}
+    if add then reply.add_rcpt = { add } end
+    if del then reply.del_rcpt = { del } end
+    if from then reply.change_from = from end
+    task:set_milter_reply(reply)
+    task:insert_result('TEST_MILTER_ENVELOPE', 1.0)
   end,
 })

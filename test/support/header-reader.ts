@@ -92,7 +92,7 @@ export function reply(over: Partial<Reply> = {}): Reply {
     isSkipped: false,
     symbols: [],
     messages: {},
-    milter: { add: [], remove: [] },
+    milter: { add: [], remove: [], addRcpt: [], delRcpt: [] },
     dkimSignatures: [],
     thresholds: {},
     ...over,

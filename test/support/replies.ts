@@ -21,6 +21,13 @@ export interface RspamdMilterJson {
   add_headers?: Record<string, MilterHeaderJson>
   /** rspamd's count: 0 = every instance, n = the n-th */
   remove_headers?: Record<string, number | number[]>
+  /** envelope changes, as rspamd's milter sends them (SMFIR_CHGFROM, SMFIR_ADDRCPT, SMFIR_DELRCPT) */
+  change_from?: string
+  add_rcpt?: string[]
+  del_rcpt?: string[]
+  reject?: string
+  no_action?: boolean
+  spam_header?: string | Record<string, string>
 }
 
 export interface RspamdReplyJson {
