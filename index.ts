@@ -14,7 +14,15 @@ import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
 import * as constants from 'haraka-constants'
 import DSN from 'haraka-dsn'
-import { ConfigError, oncePerConfig, parseConfig, parseRedisIni, sameTarget, type Config } from './src/config'
+import {
+  ConfigError,
+  oncePerConfig,
+  parseConfig,
+  parseRedisIni,
+  pluginProblems,
+  sameTarget,
+  type Config,
+} from './src/config'
 import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/rspamd/client'
 import { describeTarget } from './src/rspamd/transport'
 import { buildRequestHeaders, type Envelope, readRequestNote } from './src/rspamd/request'
@@ -154,6 +162,9 @@ function loadConfig(plugin: RspamdPlugin): Config {
   // no declared booleans: haraka-config would read every unknown word as false; parseConfig reads the text
   const ini = plugin.config.get('rspamd.ini', () => reload(plugin))
   const cfg = parseConfig(ini)
+  // what rspamd-lda accepts of the same file but the plugin cannot do (body_block)
+  const refused = pluginProblems(cfg.request)
+  if (refused) throw refused
   checkTimeout(plugin, cfg)
   if (cfg.ignored.length > 0) {
     plugin.logwarn(

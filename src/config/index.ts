@@ -35,6 +35,7 @@ import {
 import { type Config, type Target, TRANSPORTS } from './types'
 
 export { ConfigError, redacted, redactUrlCredentials } from './errors'
+export { nodeHasZstd, pluginProblems } from './request'
 export { BOOL_WORDS, INI_BOOLEANS } from './reader'
 export { hostProblem, parseServer, sameTarget, targetName, targetOrigin, transportFor } from './servers'
 export { parseRedisIni, type RedisSettings } from './redis'

@@ -3,6 +3,7 @@
 // with the checks that keep each value something node:http and undici can send in an HTTP header.
 
 import { isIP } from 'node:net'
+import * as zlib from 'node:zlib'
 import { ConfigError } from './errors'
 import type { Reader, Section } from './reader'
 import { hostProblem } from './servers'
@@ -205,6 +206,15 @@ export function parseRequest(request: Reader): RequestConfig {
     flags.add(t)
   }
   for (const key of FLAG_KEYS) if (request.bool(key, false)) flags.add(key)
+  const zstd = flags.has('zstd')
+  if (zstd && !nodeHasZstd()) {
+    const named = request.bool('zstd', false) ? 'request.zstd' : 'request.flags'
+    throw new ConfigError(
+      named,
+      request.raw(named === 'request.zstd' ? 'zstd' : 'flags'),
+      `zstd needs a Node.js whose node:zlib has it (22.15 or later, 23.8 or later, 24); this is ${process.version}`,
+    )
+  }
 
   const settings = configured(
     'request.settings',
@@ -232,7 +242,31 @@ export function parseRequest(request: Reader): RequestConfig {
     passAll: request.bool('pass_all', false),
     raw: request.bool('raw', false),
     urlFormat,
+    zstd,
+    bodyBlock: flags.has('body_block'),
   }
+}
+
+/** node:zlib has zstd (zstdCompress, createZstdDecompress): Node 22.15+, 23.8+, 24. */
+export function nodeHasZstd(): boolean {
+  const z = zlib as unknown as Record<string, unknown>
+  return typeof z.createZstdCompress === 'function' && typeof z.createZstdDecompress === 'function'
+}
+
+/**
+ * What the plugin refuses of a Config that rspamd-lda accepts: `[request] body_block`. The message
+ * rspamd rewrites cannot replace the one Haraka has queued (its body stream is the SMTP client's, and
+ * other plugins have read it), so the rewritten message would be dropped and every scan would pay
+ * for sending it back. Checked at start-up and on each reload.
+ */
+export function pluginProblems(request: RequestConfig): ConfigError | undefined {
+  if (!request.bodyBlock) return undefined
+  return new ConfigError(
+    'request.body_block',
+    true,
+    "the Haraka plugin cannot deliver the message rspamd rewrites (it cannot replace Haraka's queued " +
+      'message); body_block is for rspamd-lda only: remove it (or `body_block` from flags) here',
+  )
 }
 
 export function parseRequestHeaders(s: Section): Record<string, string> {

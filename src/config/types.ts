@@ -41,6 +41,16 @@ export interface RequestConfig {
   passAll: boolean
   raw: boolean
   urlFormat?: string
+  /**
+   * `[request] zstd` (or `zstd` in `flags`): the message goes zstd-compressed (`Compression: zstd`),
+   * and rspamd's compressed reply is decompressed. Only where node:zlib has zstd (Node 22.15+, 23.8+).
+   */
+  zstd: boolean
+  /**
+   * `[request] body_block` (or `body_block` in `flags`): rspamd appends the message it rewrote after
+   * the JSON (`Message-Offset`). rspamd-lda delivers it; the plugin refuses the key (pluginProblems()).
+   */
+  bodyBlock: boolean
 }
 
 /** rmilter's upstream health rules: `maxErrors` failures within `errorTime` s → skipped for `deadTime` s. */

@@ -6,7 +6,7 @@
 // spool's removal. Never loses the message.
 
 import { type ChildProcess } from 'node:child_process'
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs'
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
@@ -41,6 +41,15 @@ async function spool(stdin: NodeJS.ReadableStream, file: string): Promise<number
   const out = createWriteStream(file, { flags: 'wx', mode: 0o600 })
   await pipeline(stdin, out)
   return out.bytesWritten
+}
+
+/**
+ * rspamd's rewritten message (flag body_block), spooled as stdin was, to be delivered in place of it
+ * as `rspamc --mime` does; an mbox From_ line of the original goes first when rspamd's has none.
+ */
+function spoolRewritten(file: string, body: Buffer, fromLine: Buffer): void {
+  const keepFrom = fromLine.length > 0 && body.subarray(0, 5).toString('latin1') !== 'From '
+  writeFileSync(file, keepFrom ? Buffer.concat([fromLine, body]) : body, { flag: 'wx', mode: 0o600 })
 }
 
 /** Run the command; resolves to the exit code. */
@@ -104,13 +113,20 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
     const started = performance.now()
     let layout: Layout
     let edits: HeaderEdits
+    // the message delivered: the one read from stdin, or rspamd's rewrite of it (body_block)
+    let source = file
     try {
       const result = await scan(opts, file)
       // a server that failed before the one that answered (or failed last): the MTA's log shows it
       for (const a of result.attempts) {
         say(io, `failed over from ${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`)
       }
-      layout = readLayout(file)
+      if (result.ok && result.body) {
+        source = join(dir, 'rewritten')
+        spoolRewritten(source, result.body, readLayout(file).fromLine)
+        say(io, `rspamd rewrote the message (${result.body.length} bytes): delivering its version`)
+      }
+      layout = readLayout(source)
       const ready = scannedEdits(opts, result, scanner, layout, io)
       if (ready === EX_TEMPFAIL) return EX_TEMPFAIL
       edits = ready
@@ -125,6 +141,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         return EX_TEMPFAIL
       }
       say(io, `${why}; delivering unscanned`)
+      source = file
       layout = readLayout(file)
       const error = internalError(errorText(err))
       edits = unscannedEdits(
@@ -141,7 +158,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
         `header block over ${MAX_HEADER_BLOCK} bytes: ours go on top, and headers of the names we add are not removed from it`,
       )
     }
-    const message = delivered(file, layout, edits)
+    const message = delivered(source, layout, edits)
     if (opts.exec !== undefined) return await execDeliver(opts.exec, message, io, (c) => (delivering = c))
     return await writeStdout(message, io)
   } finally {

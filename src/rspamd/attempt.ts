@@ -4,6 +4,8 @@
 // cancel it at any point. It settles once, with the scan's result and whether the next server may
 // be tried (only when rspamd has not answered anything). RspamdClient (client.ts) runs one per server.
 
+import type { Readable, Transform } from 'node:stream'
+import { nodeHasZstd } from '../config'
 import { CONTROLS, controlClass, forLog } from '../escape'
 import {
   ClientGone,
@@ -16,8 +18,9 @@ import {
 import { Coalescer, type MessageSource, type ScanStop } from './body'
 import { parseReplyBody, type Reply, rspamdErrorText } from './reply'
 import type { RequestHeaders } from './request'
-import type { Exchange } from './transport'
+import type { Exchange, ReplyHead } from './transport'
 import type { Upstream } from './upstream'
+import { zstdCompressor, zstdDecompressor } from './zstd'
 
 /** Runs of blanks and controls in an error page's text, each one space. */
 const PAGE_BLANKS = controlClass([CONTROLS.space, CONTROLS.all, CONTROLS.jsLineBreaks], 'g', true)
@@ -33,8 +36,10 @@ export type ScanResult =
       ok: true
       reply: Reply
       json: Record<string, unknown>
-      /** the reply's size as received */
+      /** the reply's size as received (compressed, when rspamd compressed it) */
       replyBytes: number
+      /** the message as rspamd rewrote it: the body block after the JSON (`Message-Offset`), if any */
+      body?: Buffer
       warnings: string[]
       timeMs: number
       server: string
@@ -48,8 +53,15 @@ export interface AttemptPlan {
   path: string
   headers: RequestHeaders
   source: MessageSource
-  /** the message read already (a small one), sent as one Buffer; undefined: streamed from `source` */
+  /**
+   * the message read already (a small one), sent as one Buffer (compressed already with `zstd`);
+   * undefined: streamed from `source`
+   */
   whole: Buffer | undefined
+  /** the message's size when it goes whole (before compression): what `bytesSent` reports */
+  wholeBytes?: number
+  /** the streamed message goes zstd-compressed (`[request] zstd`; the headers say so already) */
+  zstd: boolean
   /** this try's share of the scan's time (another server is left to try); undefined: the scan's own timer */
   attemptMs: number | undefined
   maxReplyBytes: number
@@ -82,6 +94,14 @@ export class ScanAttempt implements Exchange {
   private readonly parts: Buffer[] = []
   private size = 0
   private overCap = false
+  /** the reply's bytes as they came (compressed or not), under the reply cap */
+  private received = 0
+  /** the streamed message's compressor (`[request] zstd`) */
+  private compressor: Transform | undefined
+  /** the reply's decompressor, when rspamd said `Compression: zstd`; its output is capped as the reply is */
+  private decompressor: Transform | undefined
+  /** the reply's `Message-Offset` header, checked when the whole reply is in */
+  private messageOffset: string | string[] | undefined
 
   constructor(
     private readonly up: Upstream,
@@ -117,12 +137,19 @@ export class ScanAttempt implements Exchange {
         })
         this.plan.source.pipe(stream)
       }
-      this.up.transport.send(
-        this.plan.path,
-        this.plan.headers,
-        this.plan.whole ?? (stream as Coalescer),
-        this,
-      )
+      let body: Buffer | Readable | undefined = this.plan.whole
+      if (stream && this.plan.zstd) {
+        // the coalesced 64 KiB writes go through the compressor: the message is never held whole
+        const z = zstdCompressor()
+        this.compressor = z
+        z.once('error', (err) => {
+          this.fail(scanError('network', logText(`compressing the message (zstd): ${describeError(err)}`)))
+          this.abort?.(err)
+        })
+        stream.pipe(z)
+        body = z
+      }
+      this.up.transport.send(this.plan.path, this.plan.headers, body ?? (stream as Coalescer), this)
     })
   }
 
@@ -142,7 +169,7 @@ export class ScanAttempt implements Exchange {
     if (this.settled) abort(this.stop.reason ?? new Error('scan ended'))
   }
 
-  response(status: number, contentLength: string | undefined): void {
+  response(status: number, head: ReplyHead): void {
     if (this.settled) return
     this.answered = true
     this.status = status
@@ -151,15 +178,62 @@ export class ScanAttempt implements Exchange {
       return
     }
     const max = this.plan.maxReplyBytes
+    const contentLength = head.contentLength
     const length = Number(contentLength)
-    if (contentLength !== undefined && Number.isFinite(length) && length > max) {
+    if (typeof contentLength === 'string' && Number.isFinite(length) && length > max) {
       this.fail(scanError('too-large', logText(`reply of ${length} bytes is over the ${max} byte cap`)))
-      this.abort?.(new Error('reply over the cap'))
+      return this.abort?.(new Error('reply over the cap'))
     }
+    this.messageOffset = head.messageOffset
+    if (head.compression !== undefined) this.decompressFrom(head)
+  }
+
+  /** rspamd compressed its reply: a zstd stream, unless it is something we cannot read. */
+  private decompressFrom(head: ReplyHead): void {
+    const method = head.compression
+    const problem =
+      typeof method !== 'string' || method.trim().toLowerCase() !== 'zstd'
+        ? `reply compressed with ${JSON.stringify(method)}, which is not zstd`
+        : head.dictionary !== undefined
+          ? `reply compressed with zstd dictionary ${JSON.stringify(head.dictionary)} ` +
+            "(rspamd's zstd_output_dictionary), which cannot be read here"
+          : !nodeHasZstd()
+            ? `reply compressed with zstd, which node:zlib of Node ${process.version} cannot decompress ` +
+              '(Node 22.15 or later can; is zstd in [request] flags?)'
+            : undefined
+    if (problem !== undefined) {
+      this.fail(scanError('parse', logText(problem)))
+      return this.abort?.(new Error('unreadable reply'))
+    }
+    const z = zstdDecompressor()
+    this.decompressor = z
+    z.on('data', (out: Buffer) => this.take(out, true))
+    z.once('end', () => {
+      if (!this.settled) this.finish()
+    })
+    z.once('error', (err) => {
+      this.fail(scanError('parse', logText(`reply is not valid zstd: ${describeError(err)}`)))
+      this.abort?.(err)
+    })
   }
 
   data(chunk: Buffer): void {
     if (this.settled || this.overCap) return
+    const z = this.decompressor
+    if (!z) return this.take(chunk, false)
+    // the compressed bytes are capped too; what they inflate to is capped in take()
+    if (this.received + chunk.length > this.plan.maxReplyBytes) {
+      this.fail(scanError('too-large', logText(`reply is over the ${this.plan.maxReplyBytes} byte cap`)))
+      return this.abort?.(new Error('reply over the cap'))
+    }
+    this.received += chunk.length
+    z.write(chunk)
+  }
+
+  /** One piece of the reply as it reads (decompressed, when it was compressed), under the cap. */
+  private take(chunk: Buffer, inflated: boolean): void {
+    if (this.settled || this.overCap) return
+    if (!inflated) this.received += chunk.length
     if (this.size + chunk.length > this.cap) {
       if (this.status !== 200) {
         // an error reply: what fitted is enough to report it
@@ -169,7 +243,8 @@ export class ScanAttempt implements Exchange {
         this.finish()
         return this.abort?.(new Error('error reply over the cap'))
       }
-      this.fail(scanError('too-large', logText(`reply is over the ${this.plan.maxReplyBytes} byte cap`)))
+      const what = inflated ? 'decompressed reply' : 'reply'
+      this.fail(scanError('too-large', logText(`${what} is over the ${this.plan.maxReplyBytes} byte cap`)))
       return this.abort?.(new Error('reply over the cap'))
     }
     this.parts.push(chunk)
@@ -177,7 +252,10 @@ export class ScanAttempt implements Exchange {
   }
 
   end(): void {
-    if (!this.settled) this.finish()
+    if (this.settled) return
+    // a compressed reply is whole once the decompressor has given all of it ('end' above)
+    if (this.decompressor) this.decompressor.end()
+    else this.finish()
   }
 
   error(err: unknown): void {
@@ -194,17 +272,20 @@ export class ScanAttempt implements Exchange {
   /** The whole reply is in: a verdict, or the failure an error status or a bad body makes. */
   private finish(): void {
     const { parts, size, status } = this
-    const text = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size)).toString('utf8')
+    const all = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size)
     if (status !== 200)
-      return this.fail(httpStatusError(status, logText(`HTTP ${status}${errorDetail(text)}`)))
-    const parsed = parseReplyBody(text)
+      return this.fail(httpStatusError(status, logText(`HTTP ${status}${errorDetail(all.toString('utf8'))}`)))
+    const split = splitBodyBlock(all, this.messageOffset)
+    if (typeof split === 'string') return this.fail(scanError('parse', logText(split)))
+    const parsed = parseReplyBody(split.json.toString('utf8'))
     if (!parsed.ok) return this.fail(scanError('parse', logText(parsed.error)))
     this.settle(
       {
         ok: true,
         reply: parsed.reply,
         json: parsed.json,
-        replyBytes: size,
+        replyBytes: this.received,
+        ...(split.body ? { body: split.body } : {}),
         warnings: parsed.warnings,
         timeMs: elapsed(this.start),
         server: this.up.server,
@@ -234,13 +315,38 @@ export class ScanAttempt implements Exchange {
       this.plan.source.unpipe()
       if (!stream.destroyed) stream.destroy()
     }
+    if (this.compressor && !this.compressor.destroyed) this.compressor.destroy()
+    // a bomb stops inflating here: nothing more is written to it, and what it holds is dropped
+    if (this.decompressor && !this.decompressor.destroyed) this.decompressor.destroy()
     this.resolve({ result, retryable })
   }
 
-  /** the message's bytes handed to the transport so far */
+  /** the message's bytes handed to the transport so far (before compression) */
   private sent(): number {
-    return this.stream ? this.stream.bytes : (this.plan.whole?.length ?? 0)
+    return this.stream ? this.stream.bytes : (this.plan.wholeBytes ?? this.plan.whole?.length ?? 0)
   }
+}
+
+/**
+ * The reply split where `Message-Offset` says rspamd's rewritten message starts (flag body_block):
+ * the JSON before, the message after. No header: all of it is the JSON. A text: why it cannot be split.
+ */
+export function splitBodyBlock(
+  all: Buffer,
+  offsetHeader: string | string[] | undefined,
+): { json: Buffer; body?: Buffer } | string {
+  if (offsetHeader === undefined) return { json: all }
+  if (typeof offsetHeader !== 'string') return 'reply has more than one Message-Offset header'
+  const text = offsetHeader.trim()
+  if (!/^[0-9]{1,15}$/.test(text)) {
+    return `reply's Message-Offset ${JSON.stringify(forLog(offsetHeader, 40))} is not a byte offset`
+  }
+  const offset = Number(text)
+  if (offset === 0) return 'reply is a body block with no JSON before it (Message-Offset 0)'
+  if (offset >= all.length) {
+    return `reply's Message-Offset ${offset} is not inside the ${all.length} byte reply (no body block after it)`
+  }
+  return { json: all.subarray(0, offset), body: all.subarray(offset) }
 }
 
 // every message may quote outside text (a reply, an error page, a library's error): it is logged,

@@ -11,6 +11,7 @@ import { elapsed, type ScanResult, ScanAttempt } from './attempt'
 import { type MessageSource, readWhole, SMALL_MESSAGE_BYTES, type ScanStop } from './body'
 import type { RequestHeaders } from './request'
 import { countsAgainstHealth, Upstream } from './upstream'
+import { ZSTD_REQUEST_HEADERS, zstdCompressed } from './zstd'
 
 // what the plugin, rspamd-lda and the tests use comes from here, wherever it is written
 export { type ScanResult } from './attempt'
@@ -90,6 +91,8 @@ export class RspamdClient {
   private readonly upstreams: Upstream[]
   private readonly path: string
   private readonly maxReplyBytes: number
+  /** `[request] zstd`: every message goes compressed */
+  private readonly zstd: boolean
   private readonly upstreamCfg: UpstreamConfig
   private readonly now: () => number
   private readonly onEvent: (e: ClientEvent) => void
@@ -111,6 +114,7 @@ export class RspamdClient {
     this.server = this.upstreams.map((u) => u.server).join(', ')
     this.path = cfg.path
     this.maxReplyBytes = opts.maxReplyBytes ?? MAX_REPLY_BYTES
+    this.zstd = cfg.request.zstd
     this.upstreamCfg = cfg.upstream
     this.now = opts.now ?? Date.now
     this.onEvent = opts.onEvent ?? (() => undefined)
@@ -194,13 +198,18 @@ export class RspamdClient {
     if (req.cancel?.aborted) onOuterAbort()
     else req.cancel?.listen(onOuterAbort)
 
-    const headers = wireHeaders(req.headers)
+    // compressed as rspamc compresses: rspamd reads `Compression` (and `Content-Encoding`), and
+    // answers a compressed request compressed
+    const headers = this.zstd
+      ? { ...wireHeaders(req.headers), ...ZSTD_REQUEST_HEADERS }
+      : wireHeaders(req.headers)
     const tried = new Set<Upstream>()
     const attempts: Attempt[] = []
     // a small message is read whole once and sent as a Buffer (with Content-Length) to each server
     // tried; a larger one is streamed, piped again from the start for each server
     const small = req.sizeHint !== undefined && req.sizeHint <= SMALL_MESSAGE_BYTES
     let whole: Buffer | undefined
+    let wholeBytes: number | undefined
     try {
       for (;;) {
         const up = this.pick(tried)
@@ -218,7 +227,15 @@ export class RspamdClient {
             const error = scanError('network', `reading the message: ${forLog(read.message)}`)
             return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
           }
-          whole = read
+          if (this.zstd) {
+            const packed = await zstdCompressed(read)
+            if (packed instanceof Error) {
+              const error = scanError('network', `compressing the message (zstd): ${forLog(packed.message)}`)
+              return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
+            }
+            whole = packed
+          } else whole = read
+          wholeBytes = read.length
         }
         // one try on this server (attempt.ts): `retryable` when it failed before rspamd answered anything
         const plan = {
@@ -226,6 +243,8 @@ export class RspamdClient {
           headers,
           source: req.source,
           whole,
+          wholeBytes,
+          zstd: this.zstd,
           attemptMs,
           maxReplyBytes: this.maxReplyBytes,
         }

@@ -26,10 +26,33 @@ export interface Exchange {
   /** the request is on its way; `abort` ends it and destroys its socket at once */
   started(abort: (why: Error) => void): void
   /** rspamd's status line and headers arrived */
-  response(status: number, contentLength: string | undefined): void
+  response(status: number, head: ReplyHead): void
   data(chunk: Buffer): void
   end(): void
   error(err: unknown): void
+}
+
+/** The reply headers the attempt reads: each as sent, or an array when rspamd sent it more than once. */
+export interface ReplyHead {
+  contentLength: string | string[] | undefined
+  /** `Compression` (rspamd's own), else `Content-Encoding`: `zstd` when the reply is compressed */
+  compression: string | string[] | undefined
+  /** `Dictionary`: the zstd dictionary rspamd compressed with (its zstd_output_dictionary) */
+  dictionary: string | string[] | undefined
+  /** `Message-Offset`: where the rewritten message starts after the JSON (flag body_block) */
+  messageOffset: string | string[] | undefined
+}
+
+type HeaderBag = Record<string, string | string[] | undefined>
+
+/** The reply headers the attempt reads, from node:http's or undici's lower-case header object. */
+export function replyHead(h: HeaderBag): ReplyHead {
+  return {
+    contentLength: h['content-length'],
+    compression: h['compression'] ?? h['content-encoding'],
+    dictionary: h['dictionary'],
+    messageOffset: h['message-offset'],
+  }
 }
 
 export interface Transport {
@@ -191,7 +214,7 @@ class NodeTransport implements Transport {
       socket.once('close', clear)
     })
     req.on('response', (res: http.IncomingMessage) => {
-      x.response(res.statusCode ?? 0, res.headers['content-length'])
+      x.response(res.statusCode ?? 0, replyHead(res.headers))
       res.on('data', (chunk: Buffer) => x.data(chunk))
       res.on('error', (err) => x.error(err))
       res.on('end', () => {
@@ -292,8 +315,7 @@ class UndiciTransport implements Transport {
           x.started((why) => c.abort(why))
         },
         onResponseStart(_c, statusCode, headers) {
-          const length = headers['content-length']
-          x.response(statusCode, typeof length === 'string' ? length : undefined)
+          x.response(statusCode, replyHead(headers as HeaderBag))
         },
         onResponseData(_c, chunk) {
           x.data(chunk)

@@ -27,6 +27,9 @@ A test message asks for a verdict with headers (see README.md):
   X-Test-Milter-From: addr      -> reply milter block change_from = addr
   X-Test-Delay: ms              -> the scan takes that long (max 60000;
                                    rspamd's task_timeout of 8 s still applies)
+  X-Test-Rewrite: text          -> the message's body becomes `text` (task:set_message),
+                                   so with Flags body_block rspamd appends the
+                                   rewritten message after its JSON (Message-Offset)
 Messages without these headers are scanned by the stock rules only.
 ]]--
 
@@ -200,5 +203,26 @@ rspamd_config:register_symbol({
     if from then reply.change_from = from end
     task:set_milter_reply(reply)
     task:insert_result('TEST_MILTER_ENVELOPE', 1.0)
+  end,
+})
+
+rspamd_config:register_symbol({
+  name = 'TEST_REWRITE',
+  score = 0.0,
+  group = 'test',
+  description = 'Test: body replaced by X-Test-Rewrite (a rewritten message)',
+  callback = function(task)
+    local text = hval(task, 'X-Test-Rewrite')
+    if not text then return end
+    local content = tostring(task:get_content())
+    local eoh = content:find('\r\n\r\n', 1, true)
+    local eol = '\r\n'
+    if not eoh then
+      eoh = content:find('\n\n', 1, true)
+      eol = '\n'
+    end
+    if not eoh then return end
+    task:set_message(content:sub(1, eoh - 1) .. eol .. 'X-Test-Rewritten: yes' .. eol .. eol .. text .. eol)
+    task:insert_result('TEST_REWRITE', 1.0)
   end,
 })

@@ -78,6 +78,17 @@ export type ReplyFn = (req: RecordedRequest) => object
 /** A JSON-able object sent as is, or a function building it from the request. */
 export type ReplySpec = object | ReplyFn
 
+/**
+ * A 200 reply built in full by the test (mode ok): its own headers (Compression, Message-Offset…) and
+ * body bytes (zstd frames, a JSON with a body block…). Content-Length is added unless `chunked`.
+ */
+export interface RawReply {
+  headers: Record<string, string | string[]>
+  body: Buffer
+  chunked?: boolean
+}
+export type RawReplyFn = (req: RecordedRequest) => RawReply
+
 export interface StartOptions {
   mode?: Mode
   reply?: ReplySpec
@@ -197,6 +208,7 @@ export class FakeRspamd {
 
   private parsed: ParsedMode
   private replySpec: ReplySpec | undefined
+  private rawReplyFn: RawReplyFn | undefined
   private readonly sockets = new Set<net.Socket>()
   private readonly timers = new Set<NodeJS.Timeout>()
   private readonly changes = new EventEmitter()
@@ -263,6 +275,11 @@ export class FakeRspamd {
     const fake = new FakeRspamd(server, port, `${scheme}://127.0.0.1:${port}`, mode, opts.reply)
     fake.attach()
     return fake
+  }
+
+  /** Mode ok answers with this reply, built by the test in full, from now on; undefined: the JSON again. */
+  setRawReply(fn: RawReplyFn | undefined): void {
+    this.rawReplyFn = fn
   }
 
   /** The mode for requests (and connections) from now on. */
@@ -462,8 +479,20 @@ export class FakeRspamd {
       return send(500, json, JSON.stringify({ error: `fake rspamd: reply function threw: ${String(err)}` }))
     }
     switch (mode.kind) {
-      case 'ok':
-        return send(200, json, body)
+      case 'ok': {
+        const raw = this.rawReplyFn?.(record)
+        if (!raw) return send(200, json, body)
+        const headers: http.OutgoingHttpHeaders = {
+          'Content-Type': json,
+          Server: 'rspamd/3.8.4',
+          ...raw.headers,
+        }
+        if (!raw.chunked) headers['Content-Length'] = raw.body.length
+        res.writeHead(200, headers)
+        record.replyBytes += raw.body.length
+        res.end(raw.body)
+        return
+      }
       case 'delay': {
         const timer = setTimeout(() => {
           this.timers.delete(timer)
