@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import iniReader from 'haraka-config/lib/readers/ini'
 import {
+  nodeHasZstd,
   type Config,
   ConfigError,
   headerName,
@@ -238,10 +239,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 
     throw new UsageError('--server and --connect (-h) are the same option: give one')
   }
   const server = values.server ?? values.connect
-  if (values.compressed === true || values.zstd === true) {
-    // rspamd would answer in zstd, which the transport cannot read yet
+  const zstd = values.compressed === true || values.zstd === true
+  if (zstd && !nodeHasZstd()) {
     throw new UsageError(
-      `${values.zstd === true ? '--zstd' : '-z (--compressed)'}: zstd compression needs Node 22.15+ and [request] zstd support, which this version does not have`,
+      `${values.zstd === true ? '--zstd' : '-z (--compressed)'}: zstd compression needs zstd in node:zlib (Node 22.15+, 23.8+ or 24); this is Node ${process.versions.node}`,
     )
   }
   const extraHeaders = optionHeaders(values, values.header ?? [])
@@ -274,8 +275,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 
     for (const { name, value } of extraHeaders.values()) headers[name] = value
     fromOptions.request_headers = headers
   }
-  if (settings !== undefined || settingsId !== undefined || values['pass-all'] === true) {
+  if (settings !== undefined || settingsId !== undefined || values['pass-all'] === true || zstd) {
     const request = { ...section('request') }
+    // as [request] zstd = true: the message goes compressed, and rspamd's compressed reply is read
+    if (zstd) request.zstd = true
     if (settings !== undefined) request.settings = settings
     if (settingsId !== undefined) request.settings_id = settingsId
     if (values['pass-all'] === true) request.pass_all = true
