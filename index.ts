@@ -375,9 +375,9 @@ export function rspamd_queue(this: RspamdPlugin, next: Next, connection: Connect
   if (wanted === 'quarantine' && this.quarantineLoaded !== true) {
     connection.logerror(
       this,
-      `rspamd's action is quarantine and ${QUARANTINE_PLUGIN} is not in config/plugins: deferring with 451`,
+      `rspamd's action is quarantine and ${QUARANTINE_PLUGIN} is not in config/plugins: deferring with 450`,
     )
-    return next(constants.denysoft, dsn(451, '4.7.1', 'Message held for review, try again later'))
+    return next(constants.denysoft, dsn(450, '4.7.1', 'Message held for review, try again later'))
   }
   next()
 }
@@ -388,9 +388,9 @@ export function rspamd_queue_guard(this: RspamdPlugin, next: Next, connection: C
   if (txn?.notes[QUEUE_NOTE] !== 'quarantine') return next()
   connection.logerror(
     this,
-    `rspamd's action is quarantine and ${QUARANTINE_PLUGIN} did not store the message (see its error above): deferring with 451`,
+    `rspamd's action is quarantine and ${QUARANTINE_PLUGIN} did not store the message (see its error above): deferring with 450`,
   )
-  next(constants.denysoft, dsn(451, '4.7.1', 'Message held for review, try again later'))
+  next(constants.denysoft, dsn(450, '4.7.1', 'Message held for review, try again later'))
 }
 
 /** Set a transaction note by path (`queue.wants`), with haraka-notes' set() when the notes have it. */

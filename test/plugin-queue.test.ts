@@ -173,7 +173,7 @@ describe("plugin: rspamd's discard and quarantine", function () {
       assert.equal((await queueHook(plugin, 'rspamd_queue', conn)).code, undefined)
       const guard = await queueHook(plugin, 'rspamd_queue_guard', conn)
       assert.equal(guard.code, DENYSOFT)
-      assert.equal(replyCode(guard.msg), 451)
+      assert.equal(replyCode(guard.msg), 450)
     })
 
     it("keeps an operator's own quarantine_action", async () => {
@@ -200,7 +200,7 @@ describe("plugin: rspamd's discard and quarantine", function () {
       await dataPost(plugin, conn)
       const first = await queueHook(plugin, 'rspamd_queue', conn)
       assert.equal(first.code, DENYSOFT)
-      assert.equal(replyCode(first.msg), 451)
+      assert.equal(replyCode(first.msg), 450)
       assert.match(replyText(first.msg) ?? '', /held for review/i)
     })
 

@@ -200,7 +200,7 @@ export const QUARANTINE_PLUGIN = 'queue/quarantine'
 /**
  * What is wrong with Haraka's plugin list (config/plugins, in order) for this config; undefined when
  * nothing. [quarantine] action = queue needs queue/quarantine: without it a quarantined message is
- * deferred (451), never delivered. A `queue/` plugin listed before it runs first on the queue hook;
+ * deferred (450), never delivered. A `queue/` plugin listed before it runs first on the queue hook;
  * one that ignores queue.wants would deliver the message before it is quarantined.
  */
 export function queuePluginProblem(cfg: Config, plugins: readonly string[]): string | undefined {
@@ -210,7 +210,7 @@ export function queuePluginProblem(cfg: Config, plugins: readonly string[]): str
   if (at === -1) {
     return (
       `[quarantine] action = queue, but ${QUARANTINE_PLUGIN} is not in config/plugins: a message rspamd ` +
-      `quarantines is deferred with 451 until it is; add the line "${QUARANTINE_PLUGIN}" to config/plugins ` +
+      `quarantines is deferred (450) until it is; add the line "${QUARANTINE_PLUGIN}" to config/plugins ` +
       '(before the queue plugin that delivers), or set [quarantine] action = reject, soft_reject or accept'
     )
   }

@@ -1010,7 +1010,7 @@ describe('verdict', function () {
       const why = queuePluginProblem(queue, ['rspamd', 'queue/smtp_forward'])
       assert.match(why ?? '', /queue\/quarantine is not in config\/plugins/)
       assert.match(why ?? '', /add the line "queue\/quarantine" to config\/plugins/)
-      assert.match(why ?? '', /deferred with 451/)
+      assert.match(why ?? '', /deferred \(450\)/)
     })
     it('names a queue plugin listed before it', () => {
       const why = queuePluginProblem(queue, ['queue/smtp_forward', 'queue/quarantine'])
