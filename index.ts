@@ -40,6 +40,8 @@ import {
   isKnownAction,
   onFailure,
   onGreylistFailure,
+  QUARANTINE_PLUGIN,
+  queuePluginProblem,
   type SenderFacts,
   type Verdict,
 } from './src/policy/verdict'
@@ -115,7 +117,7 @@ interface RspamdPlugin {
   name: string
   timeout: number
   config: { get(name: string, opts: unknown, cb?: () => void): unknown }
-  register_hook(hook: string, method: string): void
+  register_hook(hook: string, method: string, priority?: number): void
   loginfo(msg: string): void
   logerror(msg: string): void
   logwarn(msg: string): void
@@ -128,6 +130,8 @@ interface RspamdPlugin {
   greylistRedis?: RedisGreylist
   /** an init_master/init_child hook ran: a process that handles mail, so Redis connects now */
   started?: boolean
+  /** queue/quarantine is in config/plugins (read with rspamd.ini, at start-up and on reload) */
+  quarantineLoaded?: boolean
 }
 
 /** The part of Haraka's server object that init_master hands to plugins. */
@@ -150,6 +154,13 @@ export function register(this: RspamdPlugin): void {
     this.register_hook('data_post', 'rspamd_data_post')
     this.register_hook('init_master', 'rspamd_init_master')
     this.register_hook('init_child', 'rspamd_init_child')
+    // rspamd's discard and quarantine, acted on where Haraka queues: first (-100), so that no
+    // delivery plugin sees a message to discard; last (100), so that a message to quarantine that
+    // queue/quarantine did not take is deferred rather than handed to Haraka's default delivery
+    for (const hook of ['queue', 'queue_outbound']) {
+      this.register_hook(hook, 'rspamd_queue', -100)
+      this.register_hook(hook, 'rspamd_queue_guard', 100)
+    }
   }
   // says which copy Haraka loaded: its own bundled 1.6.x or the operator's 2.x
   this.loginfo(`haraka-plugin-rspamd ${packageVersion()} from ${__dirname}, rspamd at ${this.client.server}`)
@@ -166,6 +177,7 @@ function loadConfig(plugin: RspamdPlugin): Config {
   const refused = pluginProblems(cfg.request)
   if (refused) throw refused
   checkTimeout(plugin, cfg)
+  checkQueuePlugins(plugin, cfg)
   if (cfg.ignored.length > 0) {
     plugin.logwarn(
       logText(
@@ -244,6 +256,18 @@ function clientFor(plugin: RspamdPlugin, cfg: Config, previous?: RspamdClient): 
       `cannot set up a client for it: ${err instanceof Error ? err.message : String(err)}`,
     )
   }
+}
+
+/**
+ * Haraka's plugin list (config/plugins, the file Haraka loads its plugins from) against what
+ * [quarantine] needs; an error line when the chosen way cannot work (the message is then deferred).
+ */
+function checkQueuePlugins(plugin: RspamdPlugin, cfg: Config): void {
+  const list = plugin.config.get('plugins', 'list')
+  const names = Array.isArray(list) ? list.filter((p): p is string => typeof p === 'string') : []
+  plugin.quarantineLoaded = names.some((p) => p.trim().replace(/^haraka-plugin-/, '') === QUARANTINE_PLUGIN)
+  const problem = queuePluginProblem(cfg, names)
+  if (problem !== undefined) plugin.logerror(logText(`rspamd.ini: ${problem}`))
 }
 
 function checkTimeout(plugin: RspamdPlugin, cfg: Config): void {
@@ -347,6 +371,57 @@ function redisIniChanged(plugin: RspamdPlugin): void {
       logText(`redis.ini reload refused, keeping the previous Redis connection: ${describeError(err)}`),
     )
   }
+}
+
+// ---- the queue hooks: rspamd's discard and quarantine ----
+
+/** The transaction note that says what act() decided for the queue: rspamd's discard or quarantine. */
+const QUEUE_NOTE = 'rspamd_queue'
+
+/**
+ * The first queue hook (priority -100): a message rspamd said to discard is answered 250 and goes
+ * nowhere, whether queue/discard is loaded or not; one to quarantine goes on to queue/quarantine,
+ * or is deferred at once when that plugin is not loaded.
+ */
+export function rspamd_queue(this: RspamdPlugin, next: Next, connection: Connection): void {
+  const txn = connection.transaction
+  const wanted = txn?.notes[QUEUE_NOTE]
+  if (wanted === 'discard') {
+    connection.loginfo(this, "discarding the message: rspamd's action is discard (answered 250, not queued)")
+    return next(constants.ok)
+  }
+  if (wanted === 'quarantine' && this.quarantineLoaded !== true) {
+    connection.logerror(
+      this,
+      `rspamd's action is quarantine and ${QUARANTINE_PLUGIN} is not in config/plugins: deferring with 450`,
+    )
+    return next(constants.denysoft, dsn(450, '4.7.1', 'Message held for review, try again later'))
+  }
+  next()
+}
+
+/** The last queue hook (priority 100): a message to quarantine that queue/quarantine did not take. */
+export function rspamd_queue_guard(this: RspamdPlugin, next: Next, connection: Connection): void {
+  const txn = connection.transaction
+  if (txn?.notes[QUEUE_NOTE] !== 'quarantine') return next()
+  connection.logerror(
+    this,
+    `rspamd's action is quarantine and ${QUARANTINE_PLUGIN} did not store the message (see its error above): deferring with 450`,
+  )
+  next(constants.denysoft, dsn(450, '4.7.1', 'Message held for review, try again later'))
+}
+
+/** Set a transaction note by path (`queue.wants`), with haraka-notes' set() when the notes have it. */
+function setNote(notes: Record<string, unknown>, path: string, value: unknown): void {
+  const set = (notes as { set?: unknown }).set
+  if (typeof set === 'function') {
+    ;(set as (p: string, v: unknown) => void).call(notes, path, value)
+    return
+  }
+  const [head, key] = path.split('.')
+  const inner = notes[head]
+  if (typeof inner === 'object' && inner !== null) (inner as Record<string, unknown>)[key] = value
+  else notes[head] = { [key]: value }
 }
 
 // ---- the hook ----
@@ -668,9 +743,23 @@ async function act(
   // the one info line of the message, as fields (Haraka's logfmt and json formats keep them apart)
   connection.loginfo(plugin, defined(report.line))
   for (const w of unappliedSwitches(reply.milter, action)) connection.logwarn(plugin, logText(w))
-  if (verdict.kind === 'accept' || verdict.kind === 'ok') {
+  if (verdict.kind === 'accept' || verdict.kind === 'ok' || verdict.kind === 'quarantine') {
     applyEdits(plugin, connection, txn, verdict.edits)
+  }
+  if (verdict.kind === 'accept' || verdict.kind === 'ok') {
     applyEnvelope(plugin, connection, txn, envelopeChanges(reply.milter, envelopeNow(txn), cfg))
+  }
+  if (verdict.kind === 'discard') {
+    // Haraka's convention, which queue/discard honours too; our own queue hook acts on our note
+    txn.notes[QUEUE_NOTE] = 'discard'
+    txn.notes.discard = true
+    setNote(txn.notes, 'queue.wants', 'discard')
+  } else if (verdict.kind === 'quarantine') {
+    txn.notes[QUEUE_NOTE] = 'quarantine'
+    setNote(txn.notes, 'queue.wants', 'quarantine')
+    // what queue/quarantine answers once the file is written: 250, and no delivery after it
+    // (without it, it passes the message on to the next queue plugin); an operator's own stays
+    if (txn.notes.quarantine_action === undefined) txn.notes.quarantine_action = constants.ok
   }
   return toNext(verdict)
 }
@@ -868,6 +957,9 @@ function toNext(verdict: Verdict): [number?, unknown?] {
     case 'defer':
       return [constants.denysoft, dsn(verdict.code, verdict.status, verdict.message)]
     case 'accept':
+    case 'discard':
+    case 'quarantine':
+      // the other data_post plugins run; the queue hooks act on the note act() wrote
       return []
     case 'ok':
       return [constants.ok]

@@ -139,9 +139,9 @@ const ROWS: Row[] = [
     expect: { kind: 'accept', action: 'add header', warn: /ignored milter: "x"/ },
   },
   {
-    name: '200 with an unknown action ("quarantine")',
-    reply: replyFor('no action', { action: 'quarantine' }),
-    expect: { kind: 'accept', action: 'quarantine', warn: /unknown action "quarantine" .*: accepting/ },
+    name: '200 with an unknown action ("spam trap")',
+    reply: replyFor('no action', { action: 'spam trap' }),
+    expect: { kind: 'accept', action: 'spam trap', warn: /unknown action "spam trap" .*: accepting/ },
   },
   ...(['huge', 'huge-chunked'] as const).map((kind) => ({
     name: `a 50 MB reply${kind === 'huge' ? ' with Content-Length' : ', chunked'} (${kind}:52428800)`,

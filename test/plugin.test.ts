@@ -466,11 +466,11 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
 
     it('accepts an unknown action and logs a warning', async () => {
       plugin = loadPlugin(iniFor(server))
-      server.setReply(replyFor('no action', { action: 'quarantine' }))
+      server.setReply(replyFor('no action', { action: 'spam trap' }))
       const conn = await connectionWith(corpus('ham.eml'))
       const res = await dataPost(plugin, conn)
       assert.equal(res.code, undefined)
-      assert.equal(conn.transaction?.results.get('rspamd')?.action, 'quarantine')
+      assert.equal(conn.transaction?.results.get('rspamd')?.action, 'spam trap')
     })
   })
 

@@ -22,6 +22,7 @@ import {
   parseReject,
   parseSize,
   parseSoftReject,
+  parseQuarantine,
   parseThresholds,
 } from './policy'
 import {
@@ -52,6 +53,8 @@ export {
   HEADER_STYLES,
   type HeaderStyle,
   type IpRange,
+  QUARANTINE_ACTIONS,
+  type QuarantineAction,
   type RequestConfig,
   type Target,
   type Thresholds,
@@ -157,6 +160,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
       enabled: get(() => new Reader(sec('smtp_message'), 'smtp_message').bool('enabled', true)),
     },
     defer: get(() => parseDefer(new Reader(sec('defer'), 'defer'))),
+    quarantine: get(() => parseQuarantine(new Reader(sec('quarantine'), 'quarantine'))),
     spamHeaders: get(() => parseSpamHeaders(new Reader(sec('spam_headers'), 'spam_headers'))),
   }
   if (errors.length > 0) throw ConfigError.all(errors)

@@ -1,11 +1,11 @@
 // The sections that say what happens to a message (read by src/policy/): which messages are scanned
 // (`[check]`, `max_size`), the local score `[thresholds]`, and what a verdict or a failure does: `[ham]`,
-// `[reject]`, `[soft_reject]`, `[greylist]`, `[defer]`.
+// `[reject]`, `[soft_reject]`, `[greylist]`, `[defer]`, `[quarantine]`.
 
 import { isIP } from 'node:net'
 import { ConfigError } from './errors'
 import type { Reader } from './reader'
-import { type Config, GREYLIST_STORES, type IpRange, type Thresholds } from './types'
+import { type Config, GREYLIST_STORES, type IpRange, QUARANTINE_ACTIONS, type Thresholds } from './types'
 
 export function parseCheck(check: Reader): Config['check'] {
   return {
@@ -132,4 +132,12 @@ export function parseSoftReject(soft: Reader): Config['softReject'] {
 
 export function parseDefer(defer: Reader): Config['defer'] {
   return { error: defer.bool('error', false), timeout: defer.bool('timeout', false) }
+}
+
+/**
+ * [quarantine] action: what rspamd's `quarantine` action does. `queue` (the default) hands the
+ * message to Haraka's queue/quarantine plugin and answers 250; never a silent delivery.
+ */
+export function parseQuarantine(q: Reader): Config['quarantine'] {
+  return { action: q.choice('action', QUARANTINE_ACTIONS, 'queue') }
 }

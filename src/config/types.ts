@@ -132,6 +132,8 @@ export interface Config {
   milterEnvelope: { enabled: boolean }
   smtpMessage: { enabled: boolean }
   defer: { error: boolean; timeout: boolean }
+  /** what rspamd's `quarantine` action does: Haraka's queue/quarantine, a 550, a 451, or delivery with headers */
+  quarantine: { action: QuarantineAction }
   /** styles: in the order given, duplicates collapsed; ldaJson: the lda style also writes X-Spam-Result */
   spamHeaders: { styles: HeaderStyle[]; ldaJson: boolean; removeForeign: boolean }
   /**
@@ -140,6 +142,9 @@ export interface Config {
    */
   ignored: string[]
 }
+
+export const QUARANTINE_ACTIONS = ['queue', 'reject', 'soft_reject', 'accept'] as const
+export type QuarantineAction = (typeof QUARANTINE_ACTIONS)[number]
 
 export const GREYLIST_STORES = ['memory', 'redis'] as const
 export type GreylistStoreKind = (typeof GREYLIST_STORES)[number]

@@ -30,7 +30,7 @@ import {
 } from './io'
 import { type Layout, MAX_HEADER_BLOCK, readLayout } from './layout'
 import { parseOptions, USAGE, UsageError } from './options'
-import { scan, scannedEdits } from './scan'
+import { discarded, scan, scannedEdits } from './scan'
 
 // what this file exported before the folder was split by concept, exported from here still
 export { COMMAND, EX_CONFIG, EX_IOERR, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, type LdaIo } from './io'
@@ -121,6 +121,7 @@ export async function run(argv: string[], io: LdaIo): Promise<number> {
       for (const a of result.attempts) {
         say(io, `failed over from ${a.server}: ${a.error.kind}: ${a.error.message} (${a.timeMs} ms)`)
       }
+      if (discarded(opts, result, io)) return EX_OK
       if (result.ok && result.body) {
         source = join(dir, 'rewritten')
         spoolRewritten(source, result.body, readLayout(file).fromLine)

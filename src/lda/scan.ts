@@ -40,6 +40,30 @@ export async function scan(opts: Options, file: string): Promise<ScanOutcome> {
 }
 
 /**
+ * rspamd's discard and quarantine, for a command that delivers (rspamd's milter drops a discarded
+ * message and holds a quarantined one in the MTA's hold queue; an LDA has neither): `discard` when
+ * the message is to go nowhere (exit 0, as the MTA's own discard), with a line on stderr; a
+ * quarantined message is delivered with the headers (X-Spam-Action: quarantine, to filter on), and
+ * said so unless [quarantine] action = accept chose exactly that. true: do not deliver.
+ */
+export function discarded(opts: Options, result: ScanOutcome, io: LdaIo): boolean {
+  if (!result.ok) return false
+  const { action, score } = result.reply
+  if (action === 'discard') {
+    say(io, `rspamd's action is discard (score ${score}, server ${result.server}): not delivered, exit 0`)
+    return true
+  }
+  if (action === 'quarantine' && opts.cfg.quarantine.action !== 'accept') {
+    say(
+      io,
+      `rspamd's action is quarantine (score ${score}, server ${result.server}): rspamd-lda has no quarantine; ` +
+        `delivered with the headers ([quarantine] action = ${opts.cfg.quarantine.action} is the Haraka plugin's)`,
+    )
+  }
+  return false
+}
+
+/**
  * The header edits for a scan's result: rspamc's set, rspamd's own headers, the forged ones out;
  * for a failed scan the failure headers, or EX_TEMPFAIL with --tempfail.
  */

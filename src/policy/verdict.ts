@@ -31,14 +31,27 @@ export type Verdict =
   | { kind: 'accept'; edits: HeaderEdits }
   /** accept, and skip the data_post plugins after this one ([ham] ok: next(OK) instead of next()) */
   | { kind: 'ok'; edits: HeaderEdits }
+  /** rspamd's `discard`: answer 250 and deliver the message nowhere */
+  | { kind: 'discard' }
+  /**
+   * rspamd's `quarantine` with [quarantine] action = queue: the headers written, then the message
+   * handed to Haraka's queue/quarantine plugin (queue.wants = quarantine), never to a delivery
+   */
+  | { kind: 'quarantine'; edits: HeaderEdits }
 
 /** The one temporary failure the plugin answers: 451 4.7.1 with `message`; `reason` says why, for the log. */
 function deferWith(message: string, reason: string): Verdict {
   return { kind: 'defer', code: 451, status: '4.7.1', message, reason }
 }
 
-/** The actions rspamd ≥ 3 can answer, most severe first. */
+/**
+ * The actions rspamd ≥ 3 can answer, most severe first. `discard` and `quarantine` have no score
+ * threshold: rspamd answers them only when a rule asks (force_actions, a Lua pre-result), a decision
+ * no local [thresholds] value overrides, so they come first.
+ */
 export const ACTIONS = [
+  'discard',
+  'quarantine',
   'reject',
   'soft reject',
   'rewrite subject',
@@ -112,6 +125,7 @@ export function decide(rspamdReply: Reply, cfg: Config, facts: SenderFacts): Ver
   const action = finalAction(rspamdReply, cfg)
   // from here on the final action is the action: headers, subject rewrite and flags all follow it
   const reply = action === rspamdReply.action ? rspamdReply : { ...rspamdReply, action }
+  if (action === 'discard') return { kind: 'discard' }
   if (action === 'greylist' && cfg.greylist.enabled && facts.greylist === 'deferred') {
     return deferWith(replyText(reply, cfg, cfg.greylist.message), 'greylist')
   }
@@ -124,6 +138,14 @@ export function decide(rspamdReply: Reply, cfg: Config, facts: SenderFacts): Ver
     if (wanted)
       return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
   }
+  if (action === 'quarantine') {
+    // [quarantine] action: the operator's choice; accept and queue both write the headers below
+    const how = cfg.quarantine.action
+    if (how === 'reject') {
+      return { kind: 'deny', code: 550, status: '5.7.1', message: replyText(reply, cfg, cfg.reject.message) }
+    }
+    if (how === 'soft_reject') return deferWith(replyText(reply, cfg, cfg.softReject.message), 'quarantine')
+  }
   // the header edits, from the message layer in one call: this only says what is wanted
   const edits = editsFor(reply, cfg, {
     spamHeaders: wantsSpamHeaders(reply, cfg),
@@ -131,6 +153,7 @@ export function decide(rspamdReply: Reply, cfg: Config, facts: SenderFacts): Ver
     subject: facts.subject,
     style: facts.style,
   })
+  if (action === 'quarantine' && cfg.quarantine.action === 'queue') return { kind: 'quarantine', edits }
   return isHam(reply, cfg) ? { kind: 'ok', edits } : { kind: 'accept', edits }
 }
 
@@ -145,8 +168,9 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
   if (cfg.addHeaders === 'always') return true
   if (cfg.addHeaders === 'never') return false
   // sometimes: when rspamd asks for headers — and when a reject was turned into delivery
-  // ([reject] spam=false), so the spam is at least marked
-  return reply.action === 'add header' || reply.action === 'reject'
+  // ([reject] spam=false), or a quarantine into a quarantined copy or a delivery ([quarantine]
+  // action = queue or accept), so the spam is at least marked
+  return reply.action === 'add header' || reply.action === 'reject' || reply.action === 'quarantine'
 }
 
 /**
@@ -168,4 +192,33 @@ export function onFailure(error: Pick<ScanError | InternalError, 'kind' | 'messa
 export function onGreylistFailure(cfg: Config): Verdict | undefined {
   if (!cfg.defer.error) return undefined
   return deferWith(cfg.greylist.message, 'greylist store')
+}
+
+/** The name in config/plugins of Haraka's plugin that [quarantine] action = queue hands messages to. */
+export const QUARANTINE_PLUGIN = 'queue/quarantine'
+
+/**
+ * What is wrong with Haraka's plugin list (config/plugins, in order) for this config; undefined when
+ * nothing. [quarantine] action = queue needs queue/quarantine: without it a quarantined message is
+ * deferred (450), never delivered. A `queue/` plugin listed before it runs first on the queue hook;
+ * one that ignores queue.wants would deliver the message before it is quarantined.
+ */
+export function queuePluginProblem(cfg: Config, plugins: readonly string[]): string | undefined {
+  if (cfg.quarantine.action !== 'queue') return undefined
+  const names = plugins.map((p) => p.trim().replace(/^haraka-plugin-/, ''))
+  const at = names.indexOf(QUARANTINE_PLUGIN)
+  if (at === -1) {
+    return (
+      `[quarantine] action = queue, but ${QUARANTINE_PLUGIN} is not in config/plugins: a message rspamd ` +
+      `quarantines is deferred (450) until it is; add the line "${QUARANTINE_PLUGIN}" to config/plugins ` +
+      '(before the queue plugin that delivers), or set [quarantine] action = reject, soft_reject or accept'
+    )
+  }
+  const before = names.slice(0, at).filter((n) => n.startsWith('queue/') && n !== 'queue/discard')
+  if (before.length === 0) return undefined
+  return (
+    `[quarantine] action = queue: ${before.join(', ')} comes before ${QUARANTINE_PLUGIN} in config/plugins; ` +
+    `list ${QUARANTINE_PLUGIN} first, or a queue plugin that ignores queue.wants could deliver a message ` +
+    'rspamd quarantines'
+  )
 }

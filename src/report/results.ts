@@ -17,7 +17,18 @@ export function logText(text: string): string {
 
 /** What the [defer] policy (or a local verdict) does with the message, in the words of the log. */
 export function outcomeText(verdict: Verdict | undefined): string {
-  return verdict?.kind === 'defer' ? `deferring with ${verdict.code}` : 'accepting'
+  switch (verdict?.kind) {
+    case 'defer':
+      return `deferring with ${verdict.code}`
+    case 'deny':
+      return `rejecting with ${verdict.code}`
+    case 'discard':
+      return 'discarding'
+    case 'quarantine':
+      return 'quarantining'
+    default:
+      return 'accepting'
+  }
 }
 
 /** One warning text per server that failed before the one that answered (or failed last). */

@@ -1080,6 +1080,34 @@ describe('rspamd-lda with real rspamd', function () {
     })
   }
 
+  it('discard: delivers nothing (no stdout, --exec never run), exit 0, a line on stderr', async () => {
+    const msg = withTestHeaders('ham.eml', { 'X-Test-Action': 'discard' })
+    const r = await lda([...at], msg)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout.length, 0)
+    assert.match(r.stderr, /rspamd's action is discard \(score [\d.]+, server [^)]+\): not delivered, exit 0/)
+    const dir = mkdtempSync(join(tmpdir(), 'lda-discard-'))
+    try {
+      const out = join(dir, 'delivered')
+      const e = await lda([...at, '--exec', `cat > ${out}`], msg)
+      assert.equal(e.code, 0, e.stderr)
+      assert.equal(readdirSync(dir).length, 0, 'the --exec command never ran')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('quarantine: delivered with X-Spam-Action: quarantine, and said on stderr', async () => {
+    const msg = withTestHeaders('ham.eml', { 'X-Test-Action': 'quarantine' })
+    const r = await lda([...at], msg)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(addedHeaders(r.stdout, msg).get('X-Spam-Action'), 'quarantine')
+    assert.match(
+      r.stderr,
+      /rspamd's action is quarantine .*rspamd-lda has no quarantine; delivered with the headers/,
+    )
+  })
+
   it('reproduces a 25 MB message byte for byte, streaming (peak RSS printed)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lda-large-'))
     try {

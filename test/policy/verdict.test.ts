@@ -3,7 +3,15 @@
 // policy for every kind of failed scan.
 
 import assert from 'node:assert/strict'
-import { type AddHeaders, type Config, HEADER_STYLES, type HeaderStyle, parseConfig } from '../../src/config'
+import {
+  type AddHeaders,
+  type Config,
+  HEADER_STYLES,
+  type HeaderStyle,
+  parseConfig,
+  QUARANTINE_ACTIONS,
+  type QuarantineAction,
+} from '../../src/config'
 import { verdictHeaderNames } from '../../src/message/styles'
 import type { Reply } from '../../src/rspamd/reply'
 import type { ScanErrorKind } from '../../src/errors'
@@ -13,14 +21,25 @@ import {
   isKnownAction,
   localAction,
   onFailure,
+  queuePluginProblem,
   smtpText,
   type Verdict,
 } from '../../src/policy/verdict'
 
 const BASE = parseConfig({}, {})
 
-const KNOWN_ACTIONS = ['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject']
-const ACTIONS = [...KNOWN_ACTIONS, 'discard']
+const KNOWN_ACTIONS = [
+  'no action',
+  'greylist',
+  'add header',
+  'rewrite subject',
+  'soft reject',
+  'reject',
+  'discard',
+  'quarantine',
+]
+/** with one action rspamd 3.4 does not have: treated as no action */
+const ACTIONS = [...KNOWN_ACTIONS, 'spam trap']
 
 const RSPAMD_SMTP_MESSAGE = 'Spam message rejected by rspamd'
 const RSPAMD_SUBJECT = '*** SPAM *** Lunch on Thursday?'
@@ -38,6 +57,7 @@ interface Flags {
   smtpMessage: boolean
   dkim: boolean
   rmilter: boolean
+  quarantine: QuarantineAction
 }
 
 const DEFAULT_FLAGS: Flags = {
@@ -49,6 +69,7 @@ const DEFAULT_FLAGS: Flags = {
   smtpMessage: true,
   dkim: true,
   rmilter: true,
+  quarantine: 'queue',
 }
 
 function cfgFor(f: Partial<Flags>): Config {
@@ -62,6 +83,7 @@ function cfgFor(f: Partial<Flags>): Config {
     smtpMessage: { enabled: flags.smtpMessage },
     dkim: { enabled: flags.dkim },
     rmilterHeaders: { enabled: flags.rmilter },
+    quarantine: { action: flags.quarantine },
   }
 }
 
@@ -120,8 +142,16 @@ function describeFlags(f: Partial<Flags>): string {
 
 // ---- the independent rules the matrix is checked against ----
 
-/** SPEC §4: reject → 550 when the sender's [reject] flag says so; soft reject → 451 unless disabled. */
-function expectedKind(action: string, f: Flags, authenticated: boolean): 'deny' | 'defer' | 'accept' {
+/**
+ * SPEC §4: reject → 550 when the sender's [reject] flag says so; soft reject → 451 unless disabled;
+ * discard → discard for every sender; quarantine → what [quarantine] action names (queue: quarantine).
+ */
+function expectedKind(action: string, f: Flags, authenticated: boolean): Verdict['kind'] {
+  if (action === 'discard') return 'discard'
+  if (action === 'quarantine') {
+    const byAction = { queue: 'quarantine', reject: 'deny', soft_reject: 'defer', accept: 'accept' } as const
+    return byAction[f.quarantine]
+  }
   if (action === 'reject' && (authenticated ? f.rejectAuthenticated : f.rejectSpam)) return 'deny'
   if (action === 'soft reject' && f.softReject) return 'defer'
   return 'accept'
@@ -137,7 +167,7 @@ function expectedMessage(kind: 'deny' | 'defer', f: Flags, rspamdMessage: string
 function expectSpamHeaders(action: string, f: Flags): boolean {
   if (f.addHeaders === 'always') return true
   if (f.addHeaders === 'never') return false
-  return action === 'add header' || action === 'reject'
+  return action === 'add header' || action === 'reject' || action === 'quarantine'
 }
 
 const SPAM_HEADERS = [BASE.header.bar, BASE.header.report, BASE.header.score]
@@ -159,7 +189,9 @@ describe('verdict', function () {
                   ? 'denies with 550 5.7.1'
                   : kind === 'defer'
                     ? 'defers with 451 4.7.1'
-                    : 'accepts'
+                    : kind === 'accept'
+                      ? 'accepts'
+                      : `answers ${kind}`
               it(`${what} "${action}" from ${who} sender with ${flags}`, () => {
                 const v = decide(fullReply(action), cfgFor(f), { authenticated, subject: OLD_SUBJECT })
                 assert.equal(v.kind, kind)
@@ -188,7 +220,7 @@ describe('verdict', function () {
         for (const rspamdMessage of [RSPAMD_SMTP_MESSAGE, undefined]) {
           const f: Flags = { ...DEFAULT_FLAGS, smtpMessage }
           const kind = expectedKind(action, f, false)
-          if (kind === 'accept') continue
+          if (kind !== 'deny' && kind !== 'defer') continue
           const expected = expectedMessage(kind, f, rspamdMessage)
           const sent = rspamdMessage === undefined ? 'no smtp_message' : 'an smtp_message'
           it(`answers "${action}" with ${JSON.stringify(expected)} when rspamd sends ${sent} and smtp_message.enabled=${smtpMessage}`, () => {
@@ -252,7 +284,8 @@ describe('verdict', function () {
 
   describe('decide(): header edits when the message is accepted', function () {
     const ADD_HEADERS: AddHeaders[] = ['always', 'never', 'sometimes']
-    for (const action of ACTIONS) {
+    // discard writes nothing (tested below); quarantine with [quarantine] action = accept is delivered
+    for (const action of ACTIONS.filter((a) => a !== 'discard')) {
       for (const addHeaders of ADD_HEADERS) {
         for (const rewriteSubject of [true, false]) {
           for (const dkim of [true, false]) {
@@ -262,6 +295,7 @@ describe('verdict', function () {
                 ...DEFAULT_FLAGS,
                 rejectSpam: false,
                 softReject: false,
+                quarantine: 'accept',
                 addHeaders,
                 rewriteSubject,
                 dkim,
@@ -569,7 +603,17 @@ describe('verdict', function () {
 
   describe("[thresholds]: the more severe of rspamd's action and the local one", function () {
     // least to most severe, as rspamd orders its actions; an unknown action counts as no action
-    const ORDER = ['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject']
+    // discard and quarantine, which have no threshold, above every other: no local value overrides them
+    const ORDER = [
+      'no action',
+      'greylist',
+      'add header',
+      'rewrite subject',
+      'soft reject',
+      'reject',
+      'quarantine',
+      'discard',
+    ]
     const rank = (a: string) => Math.max(0, ORDER.indexOf(a))
     const SETS: Array<Record<string, number>> = [
       {},
@@ -665,8 +709,20 @@ describe('verdict', function () {
       [
         'an unknown action is raised by a local reject',
         { thresholds: { reject: 15 } },
-        { action: 'discard', score: 20 },
+        { action: 'spam trap', score: 20 },
         'deny',
+      ],
+      [
+        'discard stays discard over a local reject',
+        { thresholds: { reject: 15 } },
+        { action: 'discard', score: 20 },
+        'discard',
+      ],
+      [
+        'quarantine stays quarantine over a local reject',
+        { thresholds: { reject: 15 } },
+        { action: 'quarantine', score: 20 },
+        'quarantine',
       ],
       [
         'a reply rspamd skipped keeps its action whatever the score',
@@ -772,7 +828,7 @@ describe('verdict', function () {
       ['greylist', { ok: true }, { action: 'greylist', score: 5 }, false],
       ['add header', { ok: true }, { action: 'add header', score: 7 }, false],
       ['rewrite subject', { ok: true }, { action: 'rewrite subject', score: 9 }, false],
-      ['an unknown action', { ok: true }, { action: 'discard', score: 0 }, false],
+      ['an unknown action', { ok: true }, { action: 'spam trap', score: 0 }, false],
       [
         'a reply rspamd skipped (not really scanned)',
         { ok: true },
@@ -892,11 +948,96 @@ describe('verdict', function () {
     })
   })
 
+  describe("rspamd's discard and quarantine", function () {
+    for (const authenticated of [false, true]) {
+      for (const addHeaders of ['always', 'never', 'sometimes'] as AddHeaders[]) {
+        it(`discards with no header edit for ${authenticated ? 'an authenticated' : 'an unauthenticated'} sender, add_headers=${addHeaders}`, () => {
+          const v = decide(fullReply('discard', 'Test discard'), cfgFor({ addHeaders }), {
+            authenticated,
+            subject: OLD_SUBJECT,
+          })
+          assert.deepEqual(v, { kind: 'discard' })
+        })
+      }
+    }
+
+    it('discards whatever [reject], [soft_reject] and [quarantine] say', () => {
+      for (const q of QUARANTINE_ACTIONS) {
+        const f = { rejectSpam: false, softReject: false, quarantine: q }
+        assert.equal(decide(replyFor('discard'), cfgFor(f), { authenticated: false }).kind, 'discard')
+      }
+    })
+
+    /** rspamd's smtp_message ("Test quarantine"), or the [reject] / [soft_reject] text without one */
+    const ROWS: Array<[how: QuarantineAction, kind: Verdict['kind'], withText: string, without: string]> = [
+      ['queue', 'quarantine', '', ''],
+      ['reject', 'deny', 'Test quarantine', BASE.reject.message],
+      ['soft_reject', 'defer', 'Test quarantine', BASE.softReject.message],
+      ['accept', 'accept', '', ''],
+    ]
+    for (const [how, kind, withText, without] of ROWS) {
+      it(`[quarantine] action = ${how}: ${kind}`, () => {
+        const cfg = parseConfig({ quarantine: { action: how } }, {})
+        const v = decide(fullReply('quarantine', 'Test quarantine'), cfg, { authenticated: false })
+        assert.equal(v.kind, kind)
+        const bare = decide(fullReply('quarantine'), cfg, { authenticated: false })
+        if (v.kind === 'deny' || v.kind === 'defer') {
+          assert.equal(v.code, kind === 'deny' ? 550 : 451)
+          assert.equal(v.message, withText)
+          assert.equal(bare.kind === 'deny' || bare.kind === 'defer' ? bare.message : '', without)
+        }
+        if (v.kind === 'defer') assert.equal(v.reason, 'quarantine')
+        if (v.kind === 'quarantine' || v.kind === 'accept') {
+          // marked, as the spam it is: the quarantined copy and a delivered one alike
+          const added = v.edits.add.map((h) => h.name)
+          for (const h of SPAM_HEADERS) assert.ok(added.includes(h), `${h} in ${added.join(', ')}`)
+        }
+      })
+    }
+
+    it('the default [quarantine] action is queue', () => {
+      assert.equal(BASE.quarantine.action, 'queue')
+      assert.equal(decide(replyFor('quarantine'), BASE, { authenticated: false }).kind, 'quarantine')
+    })
+
+    it('quarantines with add_headers = never and writes no spam header then', () => {
+      const v = decide(replyFor('quarantine'), cfgFor({ addHeaders: 'never' }), { authenticated: false })
+      assert.equal(v.kind, 'quarantine')
+      if (v.kind === 'quarantine') {
+        const added = v.edits.add.map((h) => h.name)
+        for (const h of SPAM_HEADERS) assert.ok(!added.includes(h), h)
+      }
+    })
+  })
+
+  describe('queuePluginProblem(): [quarantine] against config/plugins', function () {
+    const queue = parseConfig({}, {})
+    it('says nothing when queue/quarantine is listed before the delivering plugin', () => {
+      assert.equal(queuePluginProblem(queue, ['rspamd', 'queue/quarantine', 'queue/smtp_forward']), undefined)
+      assert.equal(queuePluginProblem(queue, ['queue/discard', 'queue/quarantine', 'queue/lmtp']), undefined)
+    })
+    it('names the missing plugin and the line to add', () => {
+      const why = queuePluginProblem(queue, ['rspamd', 'queue/smtp_forward'])
+      assert.match(why ?? '', /queue\/quarantine is not in config\/plugins/)
+      assert.match(why ?? '', /add the line "queue\/quarantine" to config\/plugins/)
+      assert.match(why ?? '', /deferred \(450\)/)
+    })
+    it('names a queue plugin listed before it', () => {
+      const why = queuePluginProblem(queue, ['queue/smtp_forward', 'queue/quarantine'])
+      assert.match(why ?? '', /queue\/smtp_forward comes before queue\/quarantine/)
+    })
+    for (const how of ['reject', 'soft_reject', 'accept']) {
+      it(`needs no plugin with [quarantine] action = ${how}`, () => {
+        assert.equal(queuePluginProblem(parseConfig({ quarantine: { action: how } }, {}), []), undefined)
+      })
+    }
+  })
+
   describe('isKnownAction()', function () {
     for (const action of KNOWN_ACTIONS) {
       it(`knows "${action}"`, () => assert.equal(isKnownAction(action), true))
     }
-    for (const action of ['discard', 'quarantine', '', 'Reject', 'no_action', 'softreject']) {
+    for (const action of ['spam trap', 'custom', '', 'Reject', 'Discard', 'no_action', 'softreject']) {
       it(`does not know ${JSON.stringify(action)}`, () => assert.equal(isKnownAction(action), false))
     }
   })
