@@ -114,6 +114,11 @@ describe('package', function () {
       // start-up: where a [greylist] store = redis connects (each cluster worker, or the single process)
       ['init_master', 'rspamd_init_master'],
       ['init_child', 'rspamd_init_child'],
+      // discard and quarantine: first and last where Haraka queues, inbound and outbound
+      ['queue', 'rspamd_queue'],
+      ['queue', 'rspamd_queue_guard'],
+      ['queue_outbound', 'rspamd_queue'],
+      ['queue_outbound', 'rspamd_queue_guard'],
     ])
     // a plugin that inherits this one under another name does not get the hook twice
     const child: Record<string, unknown> = { ...plugin, name: 'rspamd_child' }
