@@ -154,7 +154,7 @@ describe('plugin: the request note, settings_id_outbound, and karma reading the 
   })
 
   describe('karma reads the results record', function () {
-    // the real haraka-plugin-karma (a dependency of Haraka), its rules as an operator writes them in
+    // the real haraka-plugin-karma (a devDependency of ours, pinned ^2.5.2), its rules as an operator writes them in
     // karma.ini [result_awards]; the shipped file reuses 237 and 238, so its is_spam rules are
     // overwritten by the DMARC ones: these ids are unique
     const RULES: Record<string, string> = {

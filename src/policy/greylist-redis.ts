@@ -3,7 +3,7 @@
 // src/rspamd/client.ts, the only module that does network I/O.
 
 import { createHash } from 'node:crypto'
-import type { createClient } from 'redis'
+import type { createClient } from '@redis/client'
 import type { RedisSettings } from '../config'
 import { type StoreError, storeError } from '../errors'
 import { EXPIRE_MS, type GreylistOutcome, tripletDigest } from './greylist'
@@ -12,9 +12,9 @@ import { EXPIRE_MS, type GreylistOutcome, tripletDigest } from './greylist'
  * The redis client package, loaded on first use: an operator without `store = redis` does not pay
  * for it (its module tree is larger than the rest of the plugin together).
  */
-function loadRedis(): typeof import('redis') {
+function loadRedis(): typeof import('@redis/client') {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require('redis') as typeof import('redis')
+  return require('@redis/client') as typeof import('@redis/client')
 }
 
 /**

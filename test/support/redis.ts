@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 import { REPO } from './harness'
 
 const run = promisify(execFile)
@@ -19,11 +19,15 @@ export async function redisServer(cmd: 'start' | 'stop'): Promise<void> {
   })
 }
 
-export type TestRedis = ReturnType<typeof createClient>
+function newClient() {
+  return createClient({ socket: { host: '127.0.0.1', port: REDIS_PORT, reconnectStrategy: false } })
+}
+
+export type TestRedis = ReturnType<typeof newClient>
 
 /** A plain client of the test Redis, for looking at (and changing) what the plugin stored. */
 export async function redisClient(): Promise<TestRedis> {
-  const client = createClient({ socket: { host: '127.0.0.1', port: REDIS_PORT, reconnectStrategy: false } })
+  const client = newClient()
   client.on('error', () => {})
   await client.connect()
   return client
