@@ -1,7 +1,8 @@
 // rspamd's discard and quarantine end to end: a real Haraka with Haraka's own queue/quarantine
 // plugin (and no queue/discard: the plugin's own queue hook discards), a delivering queue plugin
 // after them that ignores queue.wants, and the real rspamd answering `X-Test-Action: discard |
-// quarantine` as a force_actions rule would.
+// quarantine` as a force_actions rule would. The last block loads Haraka's queue/discard as well, as
+// an operator who already runs it does.
 
 import assert from 'node:assert/strict'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
@@ -164,5 +165,55 @@ describe('integration: quarantine without queue/quarantine in config/plugins', f
     })
     assert.equal(res.final.code, 250, res.final.text)
     assert.equal(haraka.queuedIds().length, queued)
+  })
+})
+
+describe('integration: discard with queue/discard in config/plugins', function () {
+  // an operator who already runs Haraka's queue/discard: the two agree (queue.wants = discard), the
+  // message is answered 250 once and delivered nowhere, and ham still reaches the delivering queue
+  this.timeout(240_000)
+  let haraka: Haraka
+  let rspamd: RealRspamd | undefined
+
+  before(async function () {
+    rspamd = await RealRspamd.start()
+    haraka = await Haraka.start({ rspamdIni: BASE_INI, pluginsBefore: ['queue/discard'] })
+  })
+  after(async () => {
+    await haraka?.stop()
+    await rspamd?.restore()
+  })
+
+  const send = (headers: Record<string, string>): Promise<SendResult> =>
+    sendMail({
+      port: haraka.port,
+      from: 'alice@example.org',
+      to: ['bob@example.net'],
+      data: withTestHeaders('ham.eml', headers),
+    })
+
+  it('loads queue/discard (the plugin list Haraka logs names it)', () => {
+    assert.equal(haraka.logged(/loading queue\/discard$/).length, 1, haraka.log.join('\n'))
+  })
+
+  it('discard: 250, nothing queued, one discard line', async () => {
+    const queued = haraka.queuedIds().length
+    const discards = haraka.logged(/discarding (the )?message/).length
+    const res = await send({ 'X-Test-Action': 'discard' })
+    assert.equal(res.final.code, 250, res.final.text)
+    assert.doesNotMatch(res.final.text, /queued as/)
+    await haraka.waitForLog(/\[rspamd\].*action=discard .*verdict=discard/)
+    assert.equal(haraka.queuedIds().length, queued)
+    // our queue hook (priority -100) answers first; queue/discard never has to
+    const lines = haraka.logged(/discarding (the )?message/)
+    assert.equal(lines.length, discards + 1, lines.join('\n'))
+  })
+
+  it('no action: queue/discard lets it through to the delivering queue plugin', async () => {
+    const queued = haraka.queuedIds().length
+    const res = await send({ 'X-Test-Action': 'no action' })
+    assert.equal(res.final.code, 250, res.final.text)
+    assert.match(res.final.text, /queued as/)
+    assert.equal(haraka.queuedIds().length, queued + 1)
   })
 })
