@@ -53,9 +53,16 @@ export const BOOL_WORDS = {
 
 export type Section = Record<string, unknown>
 
-export function isSection(v: unknown): v is Section {
+/**
+ * A plain object (not null, not an array): an ini section, a JSON object of rspamd's reply, another
+ * plugin's request note. The one such check of the plugin.
+ */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
+
+/** An ini section: a plain object. */
+export const isSection: (v: unknown) => v is Section = isPlainObject
 
 /** One ini section; a missing one is empty, anything else is an error. */
 export function section(ini: Section, name: string, file = 'rspamd.ini'): Section {

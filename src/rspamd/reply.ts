@@ -1,6 +1,7 @@
 // rspamd's JSON reply (raw bytes or parsed JSON) → a typed Reply.
 // Nothing in the reply is trusted: every field is checked and a wrong type is dropped with a warning.
 
+import { isPlainObject } from '../config/reader'
 import { forLog, hasUnsafe } from '../escape'
 
 export interface RspamdSymbol {
@@ -74,9 +75,7 @@ export type ParseResult =
 
 type Obj = Record<string, unknown>
 
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
+const isObj: (v: unknown) => v is Obj = isPlainObject
 
 function num(v: unknown): number | undefined {
   if (typeof v === 'number' && Number.isFinite(v)) return v

@@ -4,6 +4,7 @@
 // `[request_headers]` and `[request] settings` (src/config/request.ts) and bounded in size.
 
 import type { Config } from '../config'
+import { isPlainObject } from '../config/reader'
 import { requestHeaderEntry, settingsEntry, settingsIdEntry } from '../config/request'
 import { CONTROLS, controlClass } from '../escape'
 
@@ -168,10 +169,6 @@ function shown(name: string): string {
   return JSON.stringify(name.length > NAME_SHOWN ? `${name.slice(0, NAME_SHOWN)}…` : name)
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
 /**
  * The request note of other plugins (`transaction.notes.rspamd_request`: `headers`, `settings`,
  * `settings_id`) → what to send. Each entry is checked as its config twin is; an entry that fails,
@@ -197,7 +194,7 @@ function readNote(raw: unknown, cfg: Config, where: string): ReadNote {
     else unlisted++
   }
   if (raw === undefined || raw === null) return { note, problems }
-  if (!isRecord(raw)) {
+  if (!isPlainObject(raw)) {
     problem(`${where}: expected an object of headers, settings and settings_id; the note is not read`)
     return { note, problems }
   }
@@ -227,7 +224,8 @@ function readNote(raw: unknown, cfg: Config, where: string): ReadNote {
 
   const headers = raw.headers
   if (headers !== undefined && headers !== null) {
-    if (!isRecord(headers)) problem(`${where}.headers: expected an object of header name → value; dropped`)
+    if (!isPlainObject(headers))
+      problem(`${where}.headers: expected an object of header name → value; dropped`)
     else {
       // the names already sent, in any case: the plugin's own, [auth] header, [request_headers]
       const taken = new Set(OWN)
