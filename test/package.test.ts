@@ -267,6 +267,7 @@ describe('package', function () {
       'smtp_message',
       'defer',
       'greylist',
+      'redis',
       'thresholds',
       'ham',
     ]) {
