@@ -334,8 +334,8 @@ function startStores(plugin: RspamdPlugin): void {
 }
 
 /**
- * [greylist] enabled with store = redis: a RedisGreylist for redis.ini's server (replaced when either file
- * changes where it points); otherwise none. Throws a ConfigError for a bad redis.ini value.
+ * [greylist] enabled with store = redis: a RedisGreylist for redis.ini's server, rspamd.ini's [redis] over it
+ * (replaced when either file changes where it points); otherwise none. Throws a ConfigError for a bad redis.ini value.
  */
 function syncGreylistStore(plugin: RspamdPlugin): void {
   const g = plugin.cfg?.greylist
@@ -347,8 +347,12 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
       .catch((err: unknown) => plugin.logerror(logText(`closing the greylist store: ${String(err)}`)))
     return
   }
-  // haraka-plugin-redis's file, read as it reads it (no declared booleans: the same cached copy)
-  const settings = parseRedisIni(plugin.config.get('redis.ini', () => redisIniChanged(plugin)))
+  // haraka-plugin-redis's file, read as it reads it (no declared booleans: the same cached copy), with
+  // rspamd.ini's [redis] over its [server] as karma's [redis] is
+  const settings = parseRedisIni(
+    plugin.config.get('redis.ini', () => redisIniChanged(plugin)),
+    plugin.cfg?.redis,
+  )
   const same = JSON.stringify({ settings, prefix: g.keyPrefix })
   if (old?.identity === same) return
   const store = new RedisGreylist({

@@ -2,16 +2,61 @@
 
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { builtinModules } from 'node:module'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { loadPlugin, REPO, unregister } from './support/harness'
 
 const run = promisify(execFile)
 
+/** Every .js file under dir (a loop over a stack, not recursion). */
+function jsFiles(dir: string): string[] {
+  const out: string[] = []
+  const stack = [dir]
+  for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) stack.push(join(d, e.name))
+      else if (e.name.endsWith('.js')) out.push(join(d, e.name))
+    }
+  }
+  return out
+}
+
+/** Every module name the built code loads with require() or import(), and the file that loads it. */
+function loadedModules(): Array<{ spec: string; file: string }> {
+  const out: Array<{ spec: string; file: string }> = []
+  const re = /\b(?:require|import)\(\s*(['"])([^'"]+)\1\s*\)/g
+  for (const file of [...jsFiles(join(REPO, 'dist')), join(REPO, 'bin', 'rspamd-lda')]) {
+    for (const m of readFileSync(file, 'utf8').matchAll(re)) {
+      out.push({ spec: m[2] as string, file: relative(REPO, file) })
+    }
+  }
+  return out
+}
+
+/** `@scope/name/x` → `@scope/name`, `name/x` → `name`; undefined for a relative path or a Node builtin. */
+function packageOf(spec: string): string | undefined {
+  if (spec.startsWith('.') || spec.startsWith('/') || spec.startsWith('node:')) return undefined
+  if (builtinModules.includes(spec.split('/')[0] as string)) return undefined
+  const parts = spec.split('/')
+  return spec.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]
+}
+
+/**
+ * Deep imports into another package's files, which any release of it may move. The one left is
+ * replaced by issue 27's ini reader change (haraka-config's public API): drop it from here then.
+ */
+const KNOWN_DEEP_IMPORTS = new Set(['haraka-config/lib/readers/ini'])
+
 interface Pkg {
   name: string
   version: string
+  license: string
+  author: string
+  repository: { type: string; url: string }
+  bugs: { url: string }
+  homepage: string
   main: string
   types: string
   files: string[]
@@ -29,7 +74,15 @@ describe('package', function () {
     assert.equal(pkg.main, 'dist/index.js')
     assert.equal(pkg.types, 'dist/index.d.ts')
     assert.ok(existsSync(join(REPO, pkg.main)), 'dist/index.js is built (npm test builds first)')
-    assert.deepEqual([...pkg.files].sort(), ['CHANGELOG.md', 'README.md', 'bin', 'config', 'dist', 'docs'])
+    assert.deepEqual([...pkg.files].sort(), [
+      'CHANGELOG.md',
+      'LICENSE',
+      'README.md',
+      'bin',
+      'config',
+      'dist',
+      'docs',
+    ])
     assert.equal(pkg.engines.node, '>=20.18.1')
   })
 
@@ -78,6 +131,53 @@ describe('package', function () {
         assert.equal(content, readFileSync(join(REPO, inPackage), 'utf8'), `${map}: ${source} is current`)
       })
     }
+  })
+
+  it("has the family's metadata: an MIT LICENSE, author, repository (npm publish --provenance needs its url), bugs, homepage", async () => {
+    assert.equal(pkg.license, 'MIT')
+    const license = readFileSync(join(REPO, 'LICENSE'), 'utf8')
+    assert.match(license, /^MIT License\n\nCopyright \(c\) \d{4} \S/)
+    assert.match(license, /THE SOFTWARE IS PROVIDED "AS IS"/)
+    assert.match(pkg.author, /^Haraka Team <[^@\s>]+@[^\s>]+>$/)
+    assert.deepEqual(pkg.repository, {
+      type: 'git',
+      url: 'git+https://github.com/haraka/haraka-plugin-rspamd.git',
+    })
+    assert.deepEqual(pkg.bugs, { url: 'https://github.com/haraka/haraka-plugin-rspamd/issues' })
+    assert.equal(pkg.homepage, 'https://github.com/haraka/haraka-plugin-rspamd#readme')
+    const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO })
+    const packed = JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>
+    assert.ok(
+      (packed[0]?.files ?? []).some((f) => f.path === 'LICENSE'),
+      'LICENSE is packed',
+    )
+  })
+
+  it('loads every runtime dependency from the built code, and only those (no unused one, none undeclared)', () => {
+    const loaded = new Set<string>()
+    for (const { spec, file } of loadedModules()) {
+      const name = packageOf(spec)
+      if (name === undefined) continue
+      assert.ok(name in pkg.dependencies, `${file} loads ${spec}, which is not in dependencies`)
+      loaded.add(name)
+    }
+    for (const name of Object.keys(pkg.dependencies)) {
+      assert.ok(loaded.has(name), `${name} is in dependencies but nothing in dist/ or bin/ loads it`)
+    }
+  })
+
+  it("loads other packages by their name only: no deep import into a package's private files", () => {
+    const deep = loadedModules().filter(({ spec }) => {
+      const name = packageOf(spec)
+      return name !== undefined && spec !== name && !KNOWN_DEEP_IMPORTS.has(spec)
+    })
+    assert.deepEqual(
+      deep.map(({ spec, file }) => `${file}: ${spec}`),
+      [],
+    )
+    // the scan finds what the code loads: the exception above is still there, and the lazy undici
+    const specs = new Set(loadedModules().map((m) => m.spec))
+    assert.ok(specs.has('undici'), 'the scan sees a lazy require()')
   })
 
   it('depends on undici 7, not 8 (which needs Node 22)', () => {
@@ -167,6 +267,7 @@ describe('package', function () {
       'smtp_message',
       'defer',
       'greylist',
+      'redis',
       'thresholds',
       'ham',
     ]) {

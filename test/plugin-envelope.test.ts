@@ -4,7 +4,7 @@
 // enabled = false, and the milter switches this plugin does not apply named in the log.
 
 import assert from 'node:assert/strict'
-import { Address } from '@haraka/email-address'
+import type { Address as AddressClass } from '@haraka/email-address' with { 'resolution-mode': 'import' }
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { FakeRspamd } from './support/fake-rspamd'
 import { replyFor, type RspamdMilterJson } from './support/replies'
@@ -18,6 +18,12 @@ import {
   loadPlugin,
   unregister,
 } from './support/harness'
+
+// The package's types describe its ES module build; a CommonJS file (as Haraka is, and as tsconfig's
+// node16 resolution reads this one) gets its CommonJS build from require(), the same class Haraka uses.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { Address } = require('@haraka/email-address') as { Address: typeof AddressClass }
+type Address = AddressClass
 
 describe('plugin: envelope changes of the milter block', function () {
   let fake: FakeRspamd

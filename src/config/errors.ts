@@ -15,13 +15,13 @@ function isSecretKey(key: string): boolean {
     key.startsWith('request_headers.') ||
     // rspamd-lda's `--header Name: value`, the command line's [request_headers]
     key.startsWith('--header ') ||
-    /^(server|opts)\.password$/.test(key)
+    /^(server|opts|redis)\.password$/.test(key)
   )
 }
 
 /** redis.ini's url: a user and password in it are secret even where the text is not a URL. */
 function isUrlKey(key: string): boolean {
-  return /^(server|opts)\.url$/.test(key)
+  return /^(server|opts|redis)\.url$/.test(key)
 }
 
 /** Everything up to the last `@` of a text (a URL's user and password, however mistyped) redacted. */

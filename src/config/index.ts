@@ -1,14 +1,15 @@
 // The plugin's configuration. parseConfig() turns config/rspamd.ini, as haraka-config returns it (or
 // rspamd-lda's --config file with its options), into a typed, validated Config; parseRedisIni() reads
-// config/redis.ini, the file haraka-plugin-redis owns, when greylisting keeps its triplets in Redis. Every
-// 1.6.x key keeps its name, default and meaning; a bad value throws a ConfigError naming the file and the
-// key, and every bad key of the file is reported at once. This file holds parseConfig and re-exports what
-// the rest of the plugin imports from '../config'. The rooms: types.ts (the Config type and its parts),
-// errors.ts (ConfigError, secret redaction), reader.ts (reading one key of an ini section, boolean words),
-// servers.ts (where rspamd is: host/port/servers, transports, when a reload needs a new client),
-// request.ts, message.ts and policy.ts (the sections read by src/rspamd/, src/message/ and src/policy/),
-// redis.ts (redis.ini) and memo.ts (oncePerConfig). Imports run one way: errors ← reader ← servers ← the
-// section files and redis.ts ← index; types.ts and memo.ts import nothing.
+// config/redis.ini, the file haraka-plugin-redis owns (with rspamd.ini's [redis] over it), when
+// greylisting keeps its triplets in Redis. Every 1.6.x key keeps its name, default and meaning; a bad
+// value throws a ConfigError naming the file and the key, and every bad key of the file is reported at
+// once. This file holds parseConfig and re-exports what the rest of the plugin imports from '../config'.
+// The rooms: types.ts (the Config type and its parts), errors.ts (ConfigError, secret redaction),
+// reader.ts (reading one key of an ini section, boolean words), servers.ts (where rspamd is:
+// host/port/servers, transports, when a reload needs a new client), request.ts, message.ts and policy.ts
+// (the sections read by src/rspamd/, src/message/ and src/policy/), redis.ts (redis.ini and [redis]) and
+// memo.ts (oncePerConfig). Imports run one way: errors ← reader ← servers ← the section files and
+// redis.ts ← index; types.ts and memo.ts import nothing.
 
 import { ConfigError } from './errors'
 import { ignoredKeys, isSection, Reader, section, type Section, tracked } from './reader'
@@ -33,6 +34,7 @@ import {
   parseServername,
   parseUpstream,
 } from './request'
+import { parseOwnRedis } from './redis'
 import { type Config, type Target, TRANSPORTS } from './types'
 
 export { ConfigError, redacted, redactUrlCredentials } from './errors'
@@ -143,6 +145,7 @@ export function parseConfig(ini: unknown, env: NodeJS.ProcessEnv = process.env):
     check: get(() => parseCheck(new Reader(sec('check'), 'check'))),
     maxSize: get(() => parseSize(main, 'max_size')),
     greylist: get(() => parseGreylist(new Reader(sec('greylist'), 'greylist'))),
+    redis: get(() => parseOwnRedis(sec('redis'), section(ini, 'redis'))),
     thresholds: get(() => parseThresholds(new Reader(sec('thresholds'), 'thresholds'))),
     ham: get(() => parseHam(new Reader(sec('ham'), 'ham'))),
     reject: get(() => parseReject(new Reader(sec('reject'), 'reject'))),

@@ -1,11 +1,15 @@
 // redis.ini, read for `[greylist] store = redis`: haraka-plugin-redis's file, read as that plugin reads it
-// (`[server]` over `[opts]`, the old key names, a redis:// url) → RedisSettings. Errors name redis.ini.
+// (`[server]` over `[opts]`, the old key names, a redis:// url), with rspamd.ini's own `[redis]` over both
+// as karma's and limit's `[redis]` is → RedisSettings. Errors name the file and section of the value.
 
 import { ConfigError } from './errors'
-import { isSection, section } from './reader'
+import { isSection, section, type Section } from './reader'
 import { hostProblem } from './servers'
 
-/** Where Redis is and how to log in: `[server]` of redis.ini over its `[opts]`, as haraka-plugin-redis reads them. */
+/**
+ * Where Redis is and how to log in: rspamd.ini's `[redis]` over redis.ini's `[server]` over its `[opts]`, as
+ * haraka-plugin-redis merges an inheriting plugin's `[redis]` (karma, limit) over its own file.
+ */
 export interface RedisSettings {
   /** a TCP host and port, or a Unix socket path (`path`) */
   host: string
@@ -19,38 +23,52 @@ export interface RedisSettings {
   connectTimeout?: number
 }
 
+/** A value and where it came from: `section.key` and the file, for the error that names it. */
+interface Picked {
+  key: string
+  value: unknown
+  file: string
+}
+
 /**
- * haraka-config's parsed redis.ini → RedisSettings. The file is haraka-plugin-redis's: `[opts]` applies to
- * every connection, `[server]` overrides it; `ip` is the old name of `host`, `db` of `database`. Keys other
- * plugins use there (`[pubsub]`, node-redis options we do not need) are left alone.
+ * haraka-config's parsed redis.ini, and rspamd.ini's `[redis]` section → RedisSettings. redis.ini is
+ * haraka-plugin-redis's: `[opts]` applies to every connection, `[server]` overrides it; `ip` is the old
+ * name of `host`, `db` of `database`. Keys other plugins use there (`[pubsub]`, node-redis options we do
+ * not need) are left alone. `[redis]` of rspamd.ini (this plugin's own, as karma.ini's `[redis]` is
+ * karma's) takes the same keys and wins over both, key by key: `[redis] database = 2` alone moves the
+ * greylist to database 2 of the server redis.ini names.
  */
-export function parseRedisIni(ini: unknown): RedisSettings {
+export function parseRedisIni(ini: unknown, own: Section = {}): RedisSettings {
   if (ini === undefined || ini === null) ini = {}
   if (!isSection(ini)) throw new ConfigError('redis.ini', ini, 'expected an ini file', 'redis.ini')
   const opts = section(ini, 'opts', 'redis.ini')
   const server = section(ini, 'server', 'redis.ini')
-  // a key of [server] wins over the same key in [opts]; errors name the section the value came from
-  const pick = (...keys: string[]): { key: string; value: unknown } | undefined => {
-    for (const [name, s] of [
-      ['server', server],
-      ['opts', opts],
-    ] as const) {
+  // the first section that has the key wins (an old name in one section wins over the new name in a later
+  // one, as haraka-plugin-redis merges whole sections); errors name the section the value came from
+  const sources = [
+    ['redis', own, 'rspamd.ini'],
+    ['server', server, 'redis.ini'],
+    ['opts', opts, 'redis.ini'],
+  ] as const
+  const pick = (...keys: string[]): Picked | undefined => {
+    for (const [name, s, file] of sources) {
       for (const key of keys) {
         const value = s[key]
-        if (value !== undefined && value !== null && value !== '') return { key: `${name}.${key}`, value }
+        if (value !== undefined && value !== null && value !== '')
+          return { key: `${name}.${key}`, value, file }
       }
     }
     return undefined
   }
-  const fail = (p: { key: string; value: unknown }, why: string): never => {
-    throw new ConfigError(p.key, p.value, why, 'redis.ini')
+  const fail = (p: Picked, why: string): never => {
+    throw new ConfigError(p.key, p.value, why, p.file)
   }
-  const text = (p: { key: string; value: unknown } | undefined): string | undefined => {
+  const text = (p: Picked | undefined): string | undefined => {
     if (p === undefined) return undefined
     if (typeof p.value !== 'string' && typeof p.value !== 'number') return fail(p, 'expected text')
     return String(p.value).trim()
   }
-  const whole = (p: { key: string; value: unknown } | undefined, min: number, max: number, why: string) => {
+  const whole = (p: Picked | undefined, min: number, max: number, why: string) => {
     if (p === undefined) return undefined
     const n = Number(typeof p.value === 'string' ? p.value.trim() : p.value)
     if (!Number.isInteger(n) || n < min || n > max) return fail(p, why)
@@ -126,4 +144,14 @@ function applyRedisUrl(out: RedisSettings, url: string, tlsSet: boolean, fail: (
     out.database = Number(db)
   }
   if (u.search !== '' || u.hash !== '') return fail(`${form}: no ?query or #fragment`)
+}
+
+/**
+ * rspamd.ini's `[redis]`: each key checked as parseRedisIni() reads it (at start-up, on reload and in
+ * rspamd-lda alike, whatever the greylist store), returned as written, for parseRedisIni() to merge over
+ * redis.ini. `read` is the section as the unused-key report sees it; `raw` the same section untracked.
+ */
+export function parseOwnRedis(read: Section, raw: Section): Readonly<Section> {
+  parseRedisIni(undefined, read)
+  return Object.freeze({ ...raw })
 }

@@ -121,6 +121,11 @@ export interface Config {
     keyPrefix: string
     redisTimeout: number
   }
+  /**
+   * rspamd.ini's `[redis]` as written (its keys checked): merged over redis.ini's `[server]` by
+   * parseRedisIni() for `[greylist] store = redis`, as karma's `[redis]` is merged
+   */
+  redis: Readonly<Record<string, unknown>>
   thresholds: Thresholds
   /** ok: a clean verdict calls next(OK); maxScore: and only up to this score */
   ham: { ok: boolean; maxScore?: number }

@@ -329,6 +329,7 @@ const HARAKA_ONLY = [
   'soft_reject',
   'defer',
   'greylist',
+  'redis',
   'ham',
   'thresholds',
   'rewrite_subject',
