@@ -17,6 +17,7 @@
 // reply) and the p99 of the answers of unscanned messages. Writes bench/results/overload.md and .json.
 // BENCH_QUICK=1: short phases (a smoke run, rough figures). OVERLOAD_ONLY=fake,real,cluster: sections.
 
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
@@ -523,6 +524,20 @@ function render(phases: Phase[], notes: string[], machine: string): string {
   return out.join('\n') + '\n'
 }
 
+/** The commit 2.x was built from (the reports say which code they measured), `+` when the tree differs. */
+function commit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      cwd: REPO,
+      encoding: 'utf8',
+    })
+    return dirty.trim() === '' ? head : `${head}+`
+  } catch {
+    return 'unknown'
+  }
+}
+
 async function main(): Promise<void> {
   const started = performance.now()
   const log = (s: string) => console.log(s)
@@ -543,7 +558,7 @@ async function main(): Promise<void> {
     }
     const date = new Date().toISOString().replace(/\.\d+Z$/, 'Z')
     const machine =
-      `\`${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench:overload\` on ${date}` +
+      `\`${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench:overload\` on ${date}, 2.x at commit ${commit()}` +
       `${QUICK ? ' (short phases, rough figures)' : ''}; ${cpus().length} × ${cpuModel()}, Node ${process.version}, ` +
       'shared with other work; the fake rspamd runs in the bench process beside the SMTP clients.'
     const report = render(phases, notes, machine)
