@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
-import { Haraka } from '../test/integration/haraka'
+import { Haraka, type HarakaOptions } from '../test/integration/haraka'
 import { sendMail } from '../test/integration/smtp'
 import { REPO } from '../test/support/harness'
 
@@ -143,12 +143,18 @@ export async function stopHarakas(): Promise<void> {
   await Promise.all(all.map((h) => h.stop()))
 }
 
-/** Starts a Haraka of `variant` and checks that it loaded the plugin it should. */
-export async function startHaraka(variant: HarakaVariant): Promise<BenchHaraka> {
+/**
+ * Starts a Haraka of `variant` and checks that it loaded the plugin it should. `over`: other Haraka
+ * options (bench/overload.ts: its own rspamd.ini, the test queue, cluster mode).
+ */
+export async function startHaraka(
+  variant: HarakaVariant,
+  over: Partial<HarakaOptions> = {},
+): Promise<BenchHaraka> {
   // host as shipped (localhost, the default of 1.6.1 and 2.x alike), as an operator has it; the load
   // comes from 127.0.0.1, which [check] skips by default
   const ini = `port = ${RSPAMD_PORT}\ntimeout = 20\n[check]\nlocal_ip = true\nprivate_ip = true\n`
-  const common = { rspamdIni: ini, discardQueue: true, pluginTimeout: 30 }
+  const common = { rspamdIni: ini, discardQueue: true, pluginTimeout: 30, ...over }
   const haraka = await Haraka.start(
     variant === 'v2'
       ? common

@@ -27,6 +27,8 @@ A test message asks for a verdict with headers (see README.md):
   X-Test-Milter-From: addr      -> reply milter block change_from = addr
   X-Test-Delay: ms              -> the scan takes that long (max 60000;
                                    rspamd's task_timeout of 8 s still applies)
+  X-Test-Burn: ms               -> the scan burns that much CPU in the worker
+                                   (max 1000), blocking it like a heavy rule
   X-Test-Rewrite: text          -> the message's body becomes `text` (task:set_message),
                                    so with Flags body_block rspamd appends the
                                    rewritten message after its JSON (Message-Offset)
@@ -184,6 +186,31 @@ rspamd_config:register_symbol({
     if not ok then
       rspamd_logger.errx(task, 'X-Test-Delay: cannot connect to %s:%s', delay_host, delay_port)
     end
+  end,
+})
+
+-- X-Test-Burn: <ms> (up to 1000): the scan spins on the CPU for that many ms of
+-- this worker's CPU time (os.clock), blocking the worker as a heavy rule would:
+-- a normal worker then finishes about 1000 / ms scans per second, one at a
+-- time, for overload benchmarks (bench/overload.ts). Capped so that a bad
+-- header cannot hold the worker for long; the option says how much was burnt.
+local BURN_MAX_MS = 1000
+
+rspamd_config:register_symbol({
+  name = 'TEST_BURN',
+  score = 0.0,
+  group = 'test',
+  description = 'Test: X-Test-Burn milliseconds of CPU spent in the worker',
+  callback = function(task)
+    local ms = tonumber(hval(task, 'X-Test-Burn') or '')
+    if not ms or ms ~= ms or ms <= 0 then return end
+    ms = math.floor(math.min(ms, BURN_MAX_MS))
+    local stop = os.clock() + ms / 1000.0
+    local spins = 0
+    while os.clock() < stop do
+      spins = spins + 1
+    end
+    task:insert_result('TEST_BURN', 1.0, string.format('%dms', ms))
   end,
 })
 
