@@ -4,14 +4,16 @@
 // Why this file is longer than the ~400 lines of the others (docs/architecture.md): everything that
 // touches a Haraka object is here and nowhere else, by design (scripts/check-layers.mjs holds it). Its
 // parts, in order: the loose types of the Haraka objects used (~80 lines); lifecycle and reload
-// (register, the config and redis.ini callbacks, the greylist store's wiring); the hook; reading facts
-// out of the connection and transaction (envelope, skip facts, Subject); act(), which turns a scan
-// result into next() through src/policy/ and src/report/; the queue hooks of discard and quarantine;
-// rspamd's envelope changes made into Haraka's address objects; and the header surgery on Haraka's own
-// header structures (removing fields and numbered instances). Every decision it wires is made below,
-// in src/, on plain values. Split further, these parts would each need the Haraka types above, and the
-// layering would then have a second file that touches Haraka: the next split, when one is made, is a
-// folder of such adapters with its own layer in scripts/check-layers.mjs.
+// (register, the config and redis.ini callbacks, the greylist store's wiring); the hook; the 1.6.x
+// methods a plugin that inherits this one may call (should_check, handle_rspamd; test/exports.test.ts
+// lists every export, as Haraka copies each onto the plugin object); reading facts out of the
+// connection and transaction (envelope, skip facts, Subject); act(), which turns a scan result into
+// next() through src/policy/ and src/report/; the queue hooks of discard and quarantine; rspamd's
+// envelope changes made into Haraka's address objects; and the header surgery on Haraka's own header
+// structures (removing fields and numbered instances). Every decision it wires is made below, in src/,
+// on plain values. Split further, these parts would each need the Haraka types above, and the layering
+// would then have a second file that touches Haraka: the next split, when one is made, is a folder of
+// such adapters with its own layer in scripts/check-layers.mjs.
 
 import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
