@@ -156,6 +156,42 @@ describe('a plugin that inherits this one (1.6.x API: should_check, handle_rspam
     )
   })
 
+  it('handle_rspamd: a reply text over the 16 MiB cap is a too-large failure, not parsed', async () => {
+    const conn = await scanned(`{"action":"reject","x":"${'a'.repeat(16 * 1024 * 1024)}"}`)
+    const res = await callDataPost(child, conn)
+    assert.equal(res.rc, undefined, 'accepted per [defer] error = false')
+    assert.match(
+      String(conn.transaction?.results.get('rspamd_child')?.err),
+      /^too-large: handle_rspamd: reply of \d+ bytes is over 16777216/,
+    )
+  })
+
+  it('should_check and handle_rspamd before register(): an error line naming it, no scan, next() once', async () => {
+    const unregistered = Object.create(child) as FixturePlugin
+    unregistered.cfg = undefined
+    const conn = await scanned(JSON.stringify(replyFor('reject')))
+    const errors: string[] = []
+    ;(conn as unknown as { logerror: (p: unknown, m: string) => void }).logerror = (_p, m) => errors.push(m)
+    assert.equal((child.should_check as (c: unknown) => boolean).call(unregistered, conn), false)
+    let calls = 0
+    const codes: unknown[] = []
+    ;(child.handle_rspamd as (...a: unknown[]) => void).call(
+      unregistered,
+      (code?: number) => {
+        calls++
+        codes.push(code)
+      },
+      conn,
+      JSON.stringify(replyFor('reject')),
+    )
+    assert.equal(calls, 1)
+    assert.deepEqual(codes, [undefined])
+    assert.deepEqual(errors, [
+      'should_check: no rspamd.ini loaded (register() has not run): not scanning',
+      'handle_rspamd: no rspamd.ini loaded (register() has not run): continuing',
+    ])
+  })
+
   it('handle_rspamd without a transaction calls next() once and touches nothing', () => {
     let calls = 0
     ;(child.handle_rspamd as (...a: unknown[]) => void).call(
