@@ -4,14 +4,16 @@
 // Why this file is longer than the ~400 lines of the others (docs/architecture.md): everything that
 // touches a Haraka object is here and nowhere else, by design (scripts/check-layers.mjs holds it). Its
 // parts, in order: the loose types of the Haraka objects used (~80 lines); lifecycle and reload
-// (register, the config and redis.ini callbacks, the greylist store's wiring); the hook; reading facts
-// out of the connection and transaction (envelope, skip facts, Subject); act(), which turns a scan
-// result into next() through src/policy/ and src/report/; the queue hooks of discard and quarantine;
-// rspamd's envelope changes made into Haraka's address objects; and the header surgery on Haraka's own
-// header structures (removing fields and numbered instances). Every decision it wires is made below,
-// in src/, on plain values. Split further, these parts would each need the Haraka types above, and the
-// layering would then have a second file that touches Haraka: the next split, when one is made, is a
-// folder of such adapters with its own layer in scripts/check-layers.mjs.
+// (register, the config and redis.ini callbacks, the greylist store's wiring); the hook; the 1.6.x
+// methods a plugin that inherits this one may call (should_check, handle_rspamd; test/exports.test.ts
+// lists every export, as Haraka copies each onto the plugin object); reading facts out of the
+// connection and transaction (envelope, skip facts, Subject); act(), which turns a scan result into
+// next() through src/policy/ and src/report/; the queue hooks of discard and quarantine; rspamd's
+// envelope changes made into Haraka's address objects; and the header surgery on Haraka's own header
+// structures (removing fields and numbered instances). Every decision it wires is made below, in src/,
+// on plain values. Split further, these parts would each need the Haraka types above, and the layering
+// would then have a second file that touches Haraka: the next split, when one is made, is a folder of
+// such adapters with its own layer in scripts/check-layers.mjs.
 
 import { cpus, hostname } from 'node:os'
 import type { Writable } from 'node:stream'
@@ -26,12 +28,19 @@ import {
   sameTarget,
   type Config,
 } from './src/config'
-import { RspamdClient, ScanCancel, type MessageSource, type ScanOutcome } from './src/rspamd/client'
+import {
+  MAX_REPLY_BYTES,
+  RspamdClient,
+  ScanCancel,
+  type MessageSource,
+  type ScanOutcome,
+} from './src/rspamd/client'
+import { parseReply, parseReplyBody, type ParseResult } from './src/rspamd/reply'
 import { describeTarget } from './src/rspamd/transport'
 import { buildRequestHeaders, type Envelope, readRequestNote } from './src/rspamd/request'
 import { defined, failureFields, skipFields, unscannedClients } from './src/report/logline'
 import { failoverTexts, failureReport, logText, outcomeText, scanReport } from './src/report/results'
-import { internalError, storeError } from './src/errors'
+import { internalError, type ParseError, type ReplyTooLargeError, scanError, storeError } from './src/errors'
 import { forLog } from './src/escape'
 import { fieldNameOf } from './src/message/fields'
 import { Greylist } from './src/policy/greylist'
@@ -284,7 +293,7 @@ function checkTimeout(plugin: RspamdPlugin, cfg: Config): void {
 }
 
 /** The total scan time in ms: `timeout`, else Haraka's plugin timeout − 1 s, and always inside the latter. */
-export function scanTimeoutMs(cfg: Config, hookTimeout: number): number {
+function scanTimeoutMs(cfg: Config, hookTimeout: number): number {
   const limit = hookTimeout > 0 ? hookTimeout - 0.5 : Infinity
   const wanted = cfg.timeout ?? (hookTimeout > 1 ? hookTimeout - 1 : 29)
   return Math.round(Math.max(0.1, Math.min(wanted, limit)) * 1000)
@@ -439,13 +448,7 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
   const client = this.client
   if (!txn || !cfg || !client) return next()
 
-  const skip = skipReasons(scanFacts(connection, txn), cfg)
-  if (skip.length > 0) {
-    // every message gets its line, a skipped one too: with the [check] key that would scan it
-    connection.loginfo(this, defined(skipFields(skip, txn.data_bytes, cfg)))
-    txn.results.add(this, { skip })
-    return next()
-  }
+  if (skipped(this, connection, txn, cfg)) return next()
 
   // next() exactly once, whatever happens first: reply, timeout, error, client gone
   let called = false
@@ -476,23 +479,149 @@ export function rspamd_data_post(this: RspamdPlugin, next: Next, connection: Con
     cancel: gone,
     sizeHint: txn.data_bytes,
   }
-  client
-    .scan(request)
+  settle(this, connection, txn, cfg, client.scan(request), hookDeadline, once)
+}
+
+/**
+ * [check] says not to scan this message: its skip line and results record, as the hook writes them.
+ * Every message gets its line, a skipped one too: with the [check] key that would scan it.
+ */
+function skipped(plugin: RspamdPlugin, connection: Connection, txn: Transaction, cfg: Config): boolean {
+  const skip = skipReasons(scanFacts(connection, txn), cfg)
+  if (skip.length === 0) return false
+  connection.loginfo(plugin, defined(skipFields(skip, txn.data_bytes, cfg)))
+  txn.results.add(plugin, { skip })
+  return true
+}
+
+/** A scan's outcome (ours, or one handed to handle_rspamd) → act() → next(), once, whatever throws. */
+function settle(
+  plugin: RspamdPlugin,
+  connection: Connection,
+  txn: Transaction,
+  cfg: Config,
+  outcome: Promise<ScanOutcome>,
+  hookDeadline: number,
+  once: Next,
+): void {
+  outcome
     .then(async (result) => {
       // the client went away or the transaction was reset meanwhile: touch nothing
       if (connection.transaction !== txn) return once()
-      const answer = await act(this, connection, txn, cfg, result, hookDeadline)
+      const answer = await act(plugin, connection, txn, cfg, result, hookDeadline)
       once(...(answer ?? []))
     })
     .catch((err: unknown) => {
       // scan() does not reject and act() should not throw: this is a bug of ours, and it must not
       // be a free pass (a message made to trip it would go out with its forged verdict headers)
       if (connection.transaction !== txn) {
-        connection.logerror(this, `internal error: ${errorText(err)}`)
+        connection.logerror(plugin, `internal error: ${errorText(err)}`)
         return once()
       }
-      once(...onInternalError(this, connection, txn, cfg, err))
+      once(...onInternalError(plugin, connection, txn, cfg, err))
     })
+}
+
+// ---- the 1.6.x inheritance API (haraka/Haraka#3604): what a plugin that inherits this one may call ----
+
+/**
+ * 1.6.x's should_check(): false when [check] says not to scan this message (then, as the hook does,
+ * the skip line is logged and `skip` recorded in the results), or when there is nothing to scan with.
+ */
+export function should_check(this: RspamdPlugin, connection: Connection): boolean {
+  const txn = connection.transaction
+  if (!txn) return false
+  const cfg = this.cfg
+  if (!cfg) {
+    connection.logerror(this, 'should_check: no rspamd.ini loaded (register() has not run): not scanning')
+    return false
+  }
+  return !skipped(this, connection, txn, cfg)
+}
+
+/**
+ * 1.6.x's handle_rspamd(), for a plugin that asked rspamd itself: acts on rspamd's reply to this
+ * transaction's message exactly as the hook acts on its own (checked as untrusted, [thresholds],
+ * greylisting, the verdict, headers, results, the log line) and calls next() once with the answer.
+ * `reply` is rspamd's reply: its JSON text (string or Buffer), the parsed object, or 1.6.x's
+ * parse_response() value (`{data, log}`). A reply that is none of these is a failed scan, decided
+ * by [defer] error. `start` (Date.now() when the request began) gives the log line its time. 1.6.x
+ * returned next()'s arguments instead: the verdict may wait on the greylist store, so it cannot.
+ */
+export function handle_rspamd(
+  this: RspamdPlugin,
+  next: Next,
+  connection: Connection,
+  reply: unknown,
+  start?: number,
+): void {
+  if (typeof next !== 'function') {
+    // 1.6.x's order (connection, r, start): say so rather than fail somewhere inside
+    throw new TypeError(
+      "handle_rspamd(next, connection, reply[, start]): the first argument must be the hook's next " +
+        "(1.6.x took (connection, r, start) and returned next()'s arguments; see docs/upgrading.md)",
+    )
+  }
+  let called = false
+  const once: Next = (code, msg) => {
+    if (called) return
+    called = true
+    next(code, msg)
+  }
+  const txn = connection.transaction
+  if (!txn) return once()
+  const cfg = this.cfg
+  if (!cfg) {
+    connection.logerror(this, 'handle_rspamd: no rspamd.ini loaded (register() has not run): continuing')
+    return once()
+  }
+  const timeMs = typeof start === 'number' && Number.isFinite(start) ? Math.max(0, Date.now() - start) : 0
+  const server = `via ${this.name}`
+  const parsed = parseHandedReply(reply)
+  const outcome: ScanOutcome = parsed.ok
+    ? {
+        ok: true,
+        reply: parsed.reply,
+        json: parsed.json,
+        replyBytes: parsed.bytes,
+        warnings: parsed.warnings,
+        timeMs,
+        server,
+        bytesSent: txn.data_bytes ?? 0,
+        attempts: [],
+      }
+    : { ok: false, error: parsed.error, timeMs, server, bytesSent: 0, attempts: [] }
+  const hookDeadline = this.timeout > 0 ? Date.now() + this.timeout * 1000 - 250 : Infinity
+  settle(this, connection, txn, cfg, Promise.resolve(outcome), hookDeadline, once)
+}
+
+/** A reply handed to handle_rspamd, checked as the client checks one from the wire (same size cap). */
+function parseHandedReply(
+  reply: unknown,
+):
+  | (Extract<ParseResult, { ok: true }> & { bytes: number })
+  | { ok: false; error: ParseError | ReplyTooLargeError } {
+  let parsed: ParseResult
+  let bytes = 0
+  if (typeof reply === 'string' || Buffer.isBuffer(reply)) {
+    bytes = typeof reply === 'string' ? Buffer.byteLength(reply) : reply.length
+    if (bytes > MAX_REPLY_BYTES) {
+      return {
+        ok: false,
+        error: scanError('too-large', `handle_rspamd: reply of ${bytes} bytes is over ${MAX_REPLY_BYTES}`),
+      }
+    }
+    parsed = parseReplyBody(reply)
+  } else {
+    // 1.6.x's parse_response() value: rspamd's reply is its `data`
+    const wrapped =
+      typeof reply === 'object' && reply !== null && 'data' in reply && 'log' in reply
+        ? (reply as { data: unknown }).data
+        : reply
+    parsed = parseReply(wrapped)
+  }
+  if (!parsed.ok) return { ok: false, error: scanError('parse', `handle_rspamd: ${parsed.error}`) }
+  return { ...parsed, bytes }
 }
 
 /**

@@ -1,6 +1,6 @@
 // npm run bench: the micro-benchmark and the end-to-end benchmark in one run, then the tables on stdout
-// and in bench/results/latest.md (figures as JSON beside it). Starts rspamd if it is not running and
-// stops what it started. BENCH_QUICK=1: short turns (a smoke run, rough figures).
+// and in bench/results/latest.md (figures as JSON beside it, and the charts as latest-*.svg). Starts
+// rspamd if it is not running and stops what it started. BENCH_QUICK=1: short turns (a smoke run, rough figures).
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
@@ -10,6 +10,7 @@ import { runE2e, type E2ePlan } from './e2e'
 import { runMicro, type MicroPlan } from './micro'
 import { cpuModel } from './proc'
 import { ensureRspamd, stopHarakas, stopRspamd } from './real'
+import { figuresFromRun, writeCharts } from './figures'
 import { renderReport } from './report'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -116,8 +117,12 @@ async function main(): Promise<void> {
       join(dir, `${date.replace(/:/g, '')}.json`),
       JSON.stringify({ machine, micro, e2e }, null, 1),
     )
+    const charts = writeCharts(dir, 'latest', figuresFromRun(machine, micro, e2e))
     console.log(`\n${report}`)
-    log(`(${((performance.now() - started) / 1000).toFixed(0)} s; written to bench/results/latest.md)`)
+    log(
+      `(${((performance.now() - started) / 1000).toFixed(0)} s; written to bench/results/latest.md, ` +
+        `charts ${charts.join(', ')})`,
+    )
   } finally {
     await stopRspamd()
   }

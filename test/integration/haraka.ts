@@ -97,6 +97,8 @@ export interface HarakaOptions {
   extraConfig?: Record<string, string>
   /** smtp.ini nodes: 0 (default) = one process; n = Haraka's cluster mode with n workers */
   nodes?: number
+  /** more plugins for the Haraka directory's plugins/, by name without .js (list them in pluginsBefore) */
+  extraPlugins?: Record<string, string>
 }
 
 export interface Queued {
@@ -178,6 +180,9 @@ export class Haraka {
       join(this.dir, 'plugins', 'test_queue.js'),
       opts.discardQueue ? DISCARD_PLUGIN : QUEUE_PLUGIN,
     )
+    for (const [name, code] of Object.entries(opts.extraPlugins ?? {})) {
+      writeFileSync(join(this.dir, 'plugins', `${name}.js`), code)
+    }
     const plugins = [
       ...(opts.pluginsBefore ?? []),
       'test_accept',
