@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { builtinModules } from 'node:module'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
-import { dirname, join, relative, resolve } from 'node:path'
+import { dirname, join, posix, relative, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { loadPlugin, REPO, unregister } from './support/harness'
 
@@ -78,10 +78,16 @@ describe('package', function () {
       'CHANGELOG.md',
       'LICENSE',
       'README.md',
+      // what the packed docs link to: the benchmark results and charts, the folders' READMEs
+      'bench/README.md',
+      'bench/results/*.md',
+      'bench/results/*.svg',
       'bin',
       'config',
       'dist',
       'docs',
+      'src/*/README.md',
+      'test/rspamd-server/README.md',
     ])
     assert.equal(pkg.engines.node, '>=20.18.1')
   })
@@ -107,6 +113,24 @@ describe('package', function () {
         `${doc} is packed (README.md links to it)`,
       )
     }
+  })
+
+  it('every relative link and image of a packed markdown file points at a packed file (npm has no repository beside it)', async () => {
+    const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO })
+    const packed = JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>
+    const paths = new Set((packed[0]?.files ?? []).map((f) => f.path))
+    const broken: string[] = []
+    for (const doc of [...paths].filter((p) => p.endsWith('.md'))) {
+      const text = readFileSync(join(REPO, doc), 'utf8').replace(/```[\s\S]*?```/g, '')
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = (m[1] ?? '').split('#')[0] ?? ''
+        if (target === '' || /^[a-z]+:/i.test(target)) continue
+        const resolved = posix.normalize(posix.join(posix.dirname(doc), target))
+        const isDir = [...paths].some((p) => p.startsWith(`${resolved.replace(/\/$/, '')}/`))
+        if (!paths.has(resolved) && !isDir) broken.push(`${doc} → ${target}`)
+      }
+    }
+    assert.deepEqual(broken, [])
   })
 
   it('ships source maps that carry their sources (inlineSources): no map points at a file left out of the package', async () => {
