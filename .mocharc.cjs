@@ -8,5 +8,4 @@ module.exports = {
   ...(named ? {} : { spec: ['test/**/*.test.ts'] }),
   reporter: './test/support/summary-reporter.cjs',
   timeout: 20000,
-  exit: true,
 }

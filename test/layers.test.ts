@@ -54,6 +54,7 @@ describe('check-layers (npm run lint)', () => {
     assert.deepEqual(problems.sort(), [
       'import cycle: src/policy/skip.ts → src/policy/verdict.ts → src/policy/skip.ts',
       'src/extra/thing.ts: in no layer of scripts/check-layers.mjs (add its folder there and to docs/architecture.md)',
+      'src/lda/index.ts: imports haraka-config/lib/readers/ini; only index.ts touches Haraka',
       'src/policy/skip.ts: imports haraka-dsn; only index.ts touches Haraka',
       'src/rspamd/client.ts: imports src/policy/verdict.ts, a higher layer (src/policy/)',
     ])

@@ -52,6 +52,11 @@ describe('plugin: envelope changes of the milter block', function () {
       // the addresses as Haraka makes them from MAIL FROM and RCPT TO
       txn.mail_from = new Address('<sender@example.com>')
       txn.rcpt_to = ['<alice@example.net>', '<bob@example.net>'].map((a) => new Address(a))
+    } else {
+      // plain objects with the fields plugins read, not instances of Haraka's address class
+      const plainAddress = (a: string) => ({ address: a, isNull: () => a === '' })
+      txn.mail_from = plainAddress('sender@example.com')
+      txn.rcpt_to = ['alice@example.net', 'bob@example.net'].map(plainAddress)
     }
     const logs = captureLogs(conn)
     const res = await dataPost(plugin, conn)

@@ -62,4 +62,8 @@ declare module 'haraka-test-fixtures' {
     createConnection(client?: unknown, server?: unknown, cfg?: unknown): FixtureConnection
   }
   export const transaction: { createTransaction(uuid?: string, cfg?: unknown): FixtureTransaction }
+  export const hooks: {
+    /** `a@b` or `<a@b>` → an @haraka/email-address Address, as Haraka hands MAIL FROM and RCPT TO to plugins */
+    toAddress(address: string): { address: string; isNull(): boolean }
+  }
 }

@@ -4,12 +4,13 @@
 // greylisting keeps its triplets in Redis. Every 1.6.x key keeps its name, default and meaning; a bad
 // value throws a ConfigError naming the file and the key, and every bad key of the file is reported at
 // once. This file holds parseConfig and re-exports what the rest of the plugin imports from '../config'.
-// The rooms: types.ts (the Config type and its parts), errors.ts (ConfigError, secret redaction),
-// reader.ts (reading one key of an ini section, boolean words), servers.ts (where rspamd is:
-// host/port/servers, transports, when a reload needs a new client), request.ts, message.ts and policy.ts
-// (the sections read by src/rspamd/, src/message/ and src/policy/), redis.ts (redis.ini and [redis]) and
-// memo.ts (oncePerConfig). Imports run one way: errors ← reader ← servers ← the section files and
-// redis.ts ← index; types.ts and memo.ts import nothing.
+// The rooms: ini.ts (rspamd-lda's ini text → sections, as haraka-config reads it), types.ts (the Config
+// type and its parts), errors.ts (ConfigError, secret redaction), reader.ts (reading one key of an ini
+// section, boolean words), servers.ts (where rspamd is: host/port/servers, transports, when a reload
+// needs a new client), request.ts, message.ts and policy.ts (the sections read by src/rspamd/,
+// src/message/ and src/policy/), redis.ts (redis.ini and [redis]) and memo.ts (oncePerConfig). Imports
+// run one way: errors ← reader ← servers ← the section files and redis.ts ← index; types.ts, memo.ts and
+// ini.ts import nothing.
 
 import { ConfigError } from './errors'
 import { ignoredKeys, isSection, Reader, section, type Section, tracked } from './reader'
@@ -38,6 +39,7 @@ import { parseOwnRedis } from './redis'
 import { type Config, type Target, TRANSPORTS } from './types'
 
 export { ConfigError, redacted, redactUrlCredentials } from './errors'
+export { parseIni, type IniProblem, type IniText } from './ini'
 export { nodeHasZstd, pluginProblems } from './request'
 export { BOOL_WORDS, INI_BOOLEANS } from './reader'
 export { hostProblem, parseServer, sameTarget, targetName, targetOrigin, transportFor } from './servers'

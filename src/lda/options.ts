@@ -4,7 +4,6 @@
 
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import iniReader from 'haraka-config/lib/readers/ini'
 import {
   nodeHasZstd,
   type Config,
@@ -12,6 +11,7 @@ import {
   headerName,
   headerValue,
   parseConfig,
+  parseIni,
   parseServer,
   parseStyles,
 } from '../config'
@@ -168,24 +168,17 @@ function readIni(path: string): Record<string, unknown> {
   } catch (err) {
     throw new ConfigError('--config', path, `cannot read: ${(err as Error).message}`)
   }
-  const problems: string[] = []
-  const saved = iniReader.logger
-  // the reader quotes a line it cannot parse, which may be a password: say which line, not what it holds
-  const lines = text.split(/\r\n|\r|\n/)
-  iniReader.logger = (msg: string) => {
-    const quoted = /^Invalid line in config file '.*?': (.*)$/s.exec(msg)?.[1]
-    const at = quoted === undefined ? -1 : lines.indexOf(quoted)
-    problems.push(quoted === undefined ? msg : `line ${at === -1 ? '?' : at + 1} is not key = value`)
+  // no declared booleans, as in the plugin: parseConfig reads their text and refuses an unknown word
+  const { sections, problems } = parseIni(text)
+  // Haraka only logs such lines; a command run by an MTA has no log, so they are errors here. The line's
+  // number, not its text, which may be a password.
+  if (problems.length > 0) {
+    const said = problems.map(
+      (p) => `line ${p.line} ${p.reason === 'not key = value' ? 'is not key = value' : `has an ${p.reason}`}`,
+    )
+    throw new ConfigError('--config', path, said.join('; '))
   }
-  try {
-    // no declared booleans, as in the plugin: parseConfig reads their text and refuses an unknown word
-    const ini = iniReader.parseIni(path, {}, text)
-    // Haraka only logs such lines; a command run by an MTA has no log, so they are errors here
-    if (problems.length > 0) throw new ConfigError('--config', path, problems.join('; '))
-    return ini as Record<string, unknown>
-  } finally {
-    iniReader.logger = saved
-  }
+  return sections
 }
 
 export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options | 'help' | 'version' {

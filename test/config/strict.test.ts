@@ -1,13 +1,13 @@
 // src/config/index.ts, the promises a hurried operator relies on: booleans read from their text (no typo turns a
 // protection off), every value that reaches a URL, a socket or a Pool checked at load, and secrets never in
-// an error message. The ini text goes through haraka-config's own reader, as Haraka hands it to us.
+// an error message. The ini text goes through src/config/ini.ts, which reads it as haraka-config does (test/config/ini.test.ts).
 
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
-import iniReader from 'haraka-config/lib/readers/ini'
+import harakaConfig from 'haraka-config'
 import {
   BOOL_WORDS,
   type Config,
@@ -15,6 +15,7 @@ import {
   INI_BOOLEANS,
   nodeHasZstd,
   parseConfig,
+  parseIni,
 } from '../../src/config'
 import { RspamdClient } from '../../src/rspamd/client'
 import { run } from '../../src/lda'
@@ -37,9 +38,25 @@ async function ldaWith(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ cod
   }
 }
 
+/** rspamd.ini text as 1.6.x read it: haraka-config's public get() with the declared booleans. */
+function asOneSixRead(text: string): Record<string, Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), 'ini-1.6-'))
+  const file = join(dir, 'rspamd.ini')
+  try {
+    writeFileSync(file, text)
+    return harakaConfig.get(file, 'ini', { booleans: [...INI_BOOLEANS] }) as Record<
+      string,
+      Record<string, unknown>
+    >
+  } finally {
+    harakaConfig.stop_watching(file)
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 /** rspamd.ini text as the plugin now reads it: no declared booleans. */
 function fromText(text: string, env: NodeJS.ProcessEnv = {}): Config {
-  return parseConfig(iniReader.parseIni('rspamd.ini', {}, text), env)
+  return parseConfig(parseIni(text).sections, env)
 }
 
 /**
@@ -139,11 +156,7 @@ describe('config: strict booleans', function () {
     for (const [section, key] of BOOLEANS) {
       for (const w of words) {
         const text = boolIni(section, `${key} = ${w}`)
-        const old = iniReader.parseIni('rspamd.ini', { booleans: INI_BOOLEANS }, text) as Record<
-          string,
-          Record<string, unknown>
-        >
-        const was = old[section]?.[key]
+        const was = asOneSixRead(text)[section]?.[key]
         readsAs(text, section, key, was, `${section}.${key} = ${w}`)
       }
     }
@@ -328,5 +341,10 @@ describe('rspamd-lda --config: the same rules', function () {
     assert.equal(bad.code, 78)
     assert.doesNotMatch(bad.stderr, /hunter2/)
     assert.match(bad.stderr, /line 3 is not key = value/)
+    // a name haraka-config skips as unsafe: refused too, by its line
+    const unsafe = await ldaWith('host = 127.0.0.1\n[auth]\nconstructor = hunter2\n')
+    assert.equal(unsafe.code, 78)
+    assert.doesNotMatch(unsafe.stderr, /hunter2/)
+    assert.match(unsafe.stderr, /line 3 has an unsafe key/)
   })
 })

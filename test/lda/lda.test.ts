@@ -1,34 +1,20 @@
-// The rspamd-lda command (src/lda/index.ts through bin/rspamd-lda, built) as a child process: against
-// the fake rspamd for every action, every failure and every option; against real rspamd
-// (scripts/rspamd.sh) for each action and a 25 MB message reproduced byte for byte.
+// The rspamd-lda command (src/lda/index.ts through bin/rspamd-lda, built) as a child process against
+// the fake rspamd: every action, every failure and every option. Against real rspamd (scripts/rspamd.sh):
+// test/integration/lda.test.ts.
 
 import assert from 'node:assert/strict'
-import { execFile, spawn } from 'node:child_process'
-import {
-  closeSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  watch,
-  writeFileSync,
-} from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { FakeRspamd } from '../support/fake-rspamd'
-import { CORPUS, corpus, REPO } from '../support/harness'
-import { RealRspamd, RSPAMD_PORT } from '../support/real-rspamd'
+import { corpus, REPO } from '../support/harness'
+import { addedHeaders, fieldsOf, lda, namesFor } from '../support/lda'
 import { DKIM_SIGNATURE_EXAMPLE, type RspamdAction, replyFor, withMilter } from '../support/replies'
 import { withoutFields } from '../../src/lda'
 import * as zlib from 'node:zlib'
 
 /** zstd in this Node's node:zlib (22.15+, 24): rspamd-lda's -z compresses; without it, -z is refused. */
 const HAS_ZSTD = typeof (zlib as { zstdCompress?: unknown }).zstdCompress === 'function'
-const BIN = join(REPO, 'bin', 'rspamd-lda')
-const RSS_PRELOAD = join(REPO, 'test', 'support', 'report-rss.cjs')
 /** rspamc --mime writes X-Spam: yes for every action more severe than greylist, and no X-Spam otherwise. */
 const ACTIONS: Array<[RspamdAction, 'yes' | undefined]> = [
   ['no action', undefined],
@@ -38,157 +24,8 @@ const ACTIONS: Array<[RspamdAction, 'yes' | undefined]> = [
   ['soft reject', 'yes'],
   ['reject', 'yes'],
 ]
-/** What rspamd-lda writes for a scanned message, in order (X-Spam only for spam). */
-const LDA_NAMES = [
-  'X-Spam-Scanner',
-  'X-Spam-Scan-Time',
-  'X-Spam',
-  'X-Spam-Action',
-  'X-Spam-Score',
-  'X-Spam-Level',
-  'X-Spam-Symbols',
-]
-const namesFor = (spam: string | undefined) => LDA_NAMES.filter((n) => spam !== undefined || n !== 'X-Spam')
-
-interface LdaRun {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: Buffer
-  stderr: string
-  /** files left in the command's TMPDIR after it ended */
-  leftovers: string[]
-  /** the command's peak RSS, KiB */
-  maxRssKb: number
-}
-
-interface LdaOptions {
-  /** stdin from this file instead of `input` */
-  inputFile?: string
-  /** stdout to this file instead of a buffer */
-  outputFile?: string
-  /** called with the child once it runs (to signal it) */
-  started?: (child: ReturnType<typeof spawn>) => void
-}
-
-/** Run bin/rspamd-lda with a private TMPDIR; resolves when it has exited. */
-function lda(args: string[], input: Buffer | string, opts: LdaOptions = {}): Promise<LdaRun> {
-  const tmp = mkdtempSync(join(tmpdir(), 'lda-test-'))
-  const spoolDir = join(tmp, 'spool')
-  const rssFile = join(tmp, 'rss')
-  const fds: number[] = []
-  const fd = (path: string, flags: string) => {
-    const n = openSync(path, flags)
-    fds.push(n)
-    return n
-  }
-  mkdirSync(spoolDir)
-  const child = spawn(process.execPath, ['-r', RSS_PRELOAD, BIN, ...args], {
-    env: { ...process.env, TMPDIR: spoolDir, REPORT_RSS_FILE: rssFile },
-    stdio: [
-      opts.inputFile ? fd(opts.inputFile, 'r') : 'pipe',
-      opts.outputFile ? fd(opts.outputFile, 'w') : 'pipe',
-      'pipe',
-    ],
-  })
-  const out: Buffer[] = []
-  let err = ''
-  child.stdout?.on('data', (c: Buffer) => out.push(c))
-  child.stderr?.on('data', (c: Buffer) => (err += c.toString()))
-  child.stdin?.on('error', () => undefined)
-  child.stdin?.end(input)
-  opts.started?.(child)
-  return new Promise((resolve, reject) => {
-    child.once('error', reject)
-    child.once('close', (code, signal) => {
-      for (const n of fds) closeSync(n)
-      let maxRssKb = 0
-      try {
-        maxRssKb = Number(readFileSync(rssFile, 'utf8'))
-      } catch {
-        // killed before its exit handler ran
-      }
-      const leftovers = readdirSync(spoolDir)
-      rmSync(tmp, { recursive: true, force: true })
-      resolve({ code, signal, stdout: Buffer.concat(out), stderr: err, leftovers, maxRssKb })
-    })
-  })
-}
-
-/** Where a message's header block ends: the offset of its empty line, or its length. */
-function headerEnd(msg: Buffer): number {
-  const crlf = msg.indexOf('\r\n\r\n')
-  const lf = msg.indexOf('\n\n')
-  if (crlf !== -1 && (lf === -1 || crlf < lf)) return crlf + 2
-  return lf === -1 ? msg.length : lf + 1
-}
-
-/** `Name: value` fields of a header text, unfolded (the fold's whitespace kept as one space). */
-function fieldsOf(text: string): Map<string, string> {
-  const out = new Map<string, string>()
-  for (const m of text.replace(/\r?\n([ \t])/g, '$1').matchAll(/^([!-9;-~]+): ?(.*?)\r?$/gm)) {
-    out.set(m[1] ?? '', m[2] ?? '')
-  }
-  return out
-}
-
-/**
- * The header fields the command added at the end of the original's header block, where rspamc
- * --mime puts them; asserts that all else is the original byte for byte.
- */
-function addedHeaders(output: Buffer, original: Buffer): Map<string, string> {
-  const end = headerEnd(original)
-  assert.ok(output.length >= original.length, 'output shorter than the input')
-  assert.ok(
-    output.subarray(0, end).equals(original.subarray(0, end)),
-    'the header block is kept, ours after it',
-  )
-  assert.ok(
-    output.subarray(output.length - (original.length - end)).equals(original.subarray(end)),
-    'the body is kept',
-  )
-  return fieldsOf(output.subarray(end, output.length - (original.length - end)).toString('latin1'))
-}
-
-function withTestHeaders(file: string, headers: Record<string, string>): Buffer {
-  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`)
-  return Buffer.concat([Buffer.from(lines.join('')), corpus(file)])
-}
 
 const ham = corpus('ham.eml')
-
-const isSpam = (action: string | undefined) =>
-  action !== undefined && action !== 'no action' && action !== 'greylist' ? 'yes' : undefined
-
-/** A message's header fields, each as written (folds included), and the rest from the empty line. */
-function split(msg: Buffer): { fields: Array<{ name: string; raw: string }>; body: Buffer } {
-  const end = headerEnd(msg)
-  const fields: Array<{ name: string; raw: string }> = []
-  for (const line of msg
-    .subarray(0, end)
-    .toString('latin1')
-    .split(/(?<=\n)/)) {
-    const last = fields[fields.length - 1]
-    if (/^[ \t]/.test(line) && last) last.raw += line
-    else fields.push({ name: line.slice(0, line.indexOf(':')), raw: line })
-  }
-  return { fields, body: msg.subarray(end) }
-}
-
-/** Debian's rspamc (installed with rspamd) with `args`, the message on stdin; its stdout. */
-function rspamcMime(args: string[], input: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('rspamc', args, { stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    let err = ''
-    child.stdout.on('data', (c: Buffer) => out.push(c))
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()))
-    child.once('error', reject)
-    child.once('close', (code) =>
-      code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`rspamc exited ${code}: ${err}`)),
-    )
-    child.stdin.end(input)
-  })
-}
 
 describe('rspamd-lda: withoutFields()', function () {
   const HEAD =
@@ -1010,124 +847,5 @@ describe('rspamd-lda with the fake rspamd', function () {
     assert.equal(v.code, 0)
     const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }
     assert.equal(v.stdout.toString(), `rspamd-lda (haraka-plugin-rspamd) ${pkg.version}\n`)
-  })
-})
-
-describe('rspamd-lda with real rspamd', function () {
-  this.timeout(300_000)
-  const at = ['--server', `127.0.0.1:${RSPAMD_PORT}`]
-
-  // never skipped: an rspamd that cannot start fails the suite
-  let rspamd: RealRspamd | undefined
-  before(async () => {
-    rspamd = await RealRspamd.start()
-  })
-  after(() => rspamd?.restore())
-
-  const REAL: Array<[header: string | undefined, file: string, action: string, spam: string | undefined]> = [
-    [undefined, 'gtube.eml', 'reject', 'yes'],
-    ['no action', 'ham.eml', 'no action', undefined],
-    ['greylist', 'ham.eml', 'greylist', undefined],
-    ['add header', 'ham.eml', 'add header', 'yes'],
-    ['rewrite subject', 'ham.eml', 'rewrite subject', 'yes'],
-    ['soft reject', 'ham.eml', 'soft reject', 'yes'],
-    ['reject', 'ham.eml', 'reject', 'yes'],
-  ]
-  for (const [test, file, action, spam] of REAL) {
-    it(`marks ${test ? `X-Test-Action: ${test}` : file} as X-Spam-Action: ${action}, ${spam ? 'X-Spam: yes' : 'no X-Spam'}`, async () => {
-      const msg = test ? withTestHeaders(file, { 'X-Test-Action': test }) : corpus(file)
-      const r = await lda([...at, '--json', '-F', 'alice@example.org', '-r', 'bob@example.net'], msg)
-      assert.equal(r.code, 0, r.stderr)
-      const h = addedHeaders(r.stdout, msg)
-      assert.equal(h.get('X-Spam-Action'), action)
-      assert.equal(h.get('X-Spam'), spam)
-      const json = JSON.parse(
-        Buffer.from((h.get('X-Spam-Result') ?? '').replace(/\s+/g, ''), 'base64').toString(),
-      ) as {
-        action: string
-      }
-      assert.equal(json.action, action)
-    })
-  }
-
-  // the same message, the same rspamd, the same command line: only the program's name and the time differ
-  for (const action of ['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject']) {
-    it(`writes what rspamc --mime writes for ${action}, header by header, body byte for byte`, async () => {
-      const msg = withTestHeaders('ham.eml', { 'X-Test-Action': action })
-      const args = ['-h', `127.0.0.1:${RSPAMD_PORT}`, '--mime']
-      const rspamc = await rspamcMime(args, msg)
-      const r = await lda(args, msg)
-      assert.equal(r.code, 0, r.stderr)
-      const ours = split(r.stdout)
-      const theirs = split(rspamc)
-      assert.match(
-        ours.fields.find((f) => f.name === 'X-Spam-Scanner')?.raw ?? '',
-        /^X-Spam-Scanner: rspamd-lda /,
-      )
-      assert.match(
-        theirs.fields.find((f) => f.name === 'X-Spam-Scanner')?.raw ?? '',
-        /^X-Spam-Scanner: rspamc /,
-      )
-      const compared = (m: typeof ours) =>
-        m.fields.filter((f) => f.name !== 'X-Spam-Scanner' && f.name !== 'X-Spam-Scan-Time').map((f) => f.raw)
-      assert.deepEqual(compared(ours), compared(theirs))
-      assert.ok(ours.body.equals(theirs.body), 'body byte for byte')
-      assert.ok(ours.body.equals(msg.subarray(headerEnd(msg))), 'the body as it came')
-      assert.equal(
-        new Set(ours.fields.map((f) => f.name)).has('X-Spam'),
-        action !== 'no action' && action !== 'greylist',
-      )
-    })
-  }
-
-  it('discard: delivers nothing (no stdout, --exec never run), exit 0, a line on stderr', async () => {
-    const msg = withTestHeaders('ham.eml', { 'X-Test-Action': 'discard' })
-    const r = await lda([...at], msg)
-    assert.equal(r.code, 0, r.stderr)
-    assert.equal(r.stdout.length, 0)
-    assert.match(r.stderr, /rspamd's action is discard \(score [\d.]+, server [^)]+\): not delivered, exit 0/)
-    const dir = mkdtempSync(join(tmpdir(), 'lda-discard-'))
-    try {
-      const out = join(dir, 'delivered')
-      const e = await lda([...at, '--exec', `cat > ${out}`], msg)
-      assert.equal(e.code, 0, e.stderr)
-      assert.equal(readdirSync(dir).length, 0, 'the --exec command never ran')
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
-  })
-
-  it('quarantine: delivered with X-Spam-Action: quarantine, and said on stderr', async () => {
-    const msg = withTestHeaders('ham.eml', { 'X-Test-Action': 'quarantine' })
-    const r = await lda([...at], msg)
-    assert.equal(r.code, 0, r.stderr)
-    assert.equal(addedHeaders(r.stdout, msg).get('X-Spam-Action'), 'quarantine')
-    assert.match(
-      r.stderr,
-      /rspamd's action is quarantine .*rspamd-lda has no quarantine; delivered with the headers/,
-    )
-  })
-
-  it('reproduces a 25 MB message byte for byte, streaming (peak RSS printed)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'lda-large-'))
-    try {
-      const input = join(dir, 'large.eml')
-      const output = join(dir, 'out.eml')
-      await promisify(execFile)(process.execPath, [join(CORPUS, 'make-large.mjs'), '25', input])
-      const r = await lda([...at, '--timeout', '60'], '', { inputFile: input, outputFile: output })
-      assert.equal(r.code, 0, r.stderr)
-      const original = readFileSync(input)
-      const out = readFileSync(output)
-      assert.ok(original.length > 25 * 1024 * 1024)
-      // byte for byte: the header block, ours after it, the body
-      const h = addedHeaders(out, original)
-      assert.deepEqual([...h.keys()], namesFor(isSpam(h.get('X-Spam-Action'))), r.stderr)
-      assert.deepEqual(r.leftovers, [])
-      console.log(
-        `      rspamd-lda, ${(original.length / 1048576).toFixed(1)} MB message: peak RSS ${(r.maxRssKb / 1024).toFixed(1)} MiB`,
-      )
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
   })
 })

@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import assert from 'node:assert/strict'
+import * as constants from 'haraka-constants'
 import * as fixtures from 'haraka-test-fixtures'
 import type { FixtureConnection, FixturePlugin } from 'haraka-test-fixtures'
 
@@ -49,9 +50,10 @@ fixturePlugin._get_plugin_path = function (name) {
   return join(REPO, 'package.json')
 }
 
-export const DENY = 902
-export const DENYSOFT = 903
-export const OK = 906
+/** Haraka's return codes, from haraka-constants as the plugin itself takes them. */
+export const DENY = constants.deny
+export const DENYSOFT = constants.denysoft
+export const OK = constants.ok
 
 /**
  * A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults.
@@ -100,9 +102,9 @@ export async function unregister(plugin: FixturePlugin): Promise<void> {
   if (typeof shutdown === 'function') await (shutdown as () => Promise<void>).call(plugin)
 }
 
-/** An envelope address as Haraka hands it to plugins (the parts we read). */
+/** An envelope address as Haraka hands it to plugins: haraka-test-fixtures' own (an @haraka/email-address Address). */
 export function address(a: string): { address: string; isNull(): boolean } {
-  return { address: a, isNull: () => a === '' }
+  return fixtures.hooks.toAddress(a === '' ? '<>' : a)
 }
 
 export interface Sender {
@@ -128,7 +130,11 @@ function spoolDir(): string {
   return scratchDir('spool')
 }
 
-/** A connection whose transaction has received `message` as an SMTP client sends it (dot-stuffed lines). */
+/**
+ * A connection whose transaction has received `message` as an SMTP client sends it (dot-stuffed lines).
+ * Not fixtures' makeConnection(): it cannot hand the connection smtp.ini's values (a spool dir per
+ * connection, the header limits the transaction reads) nor set is_private, is_local, the local port or TLS.
+ */
 export async function connectionWith(message: Buffer | string, s: Sender = {}): Promise<FixtureConnection> {
   // Haraka's smtp.ini defaults that the fixture transaction reads (this repo has no smtp.ini)
   const conn = fixtures.connection.createConnection(
@@ -177,7 +183,10 @@ export interface HookResult {
   calls: () => number
 }
 
-/** Call the data_post hook; resolves at the first next(). */
+/**
+ * Call the data_post hook; resolves at the first next(). Not fixtures' callDataPost(): it ignores every
+ * next() after the first, and the tests check that the plugin never calls next() twice.
+ */
 export function dataPost(plugin: FixturePlugin, conn: FixtureConnection): Promise<HookResult> {
   const hook = plugin.rspamd_data_post
   if (typeof hook !== 'function') throw new Error('plugin has no rspamd_data_post')

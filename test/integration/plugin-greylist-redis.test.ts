@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
 import type { FixturePlugin } from 'haraka-test-fixtures'
-import { parseRedisIni } from '../src/config'
-import { RedisGreylist } from '../src/policy/greylist-redis'
-import { FakeRspamd } from './support/fake-rspamd'
-import { replyFor } from './support/replies'
+import { parseRedisIni } from '../../src/config'
+import { RedisGreylist } from '../../src/policy/greylist-redis'
+import { FakeRspamd } from '../support/fake-rspamd'
+import { replyFor } from '../support/replies'
 import {
   captureLogs,
   connectionWith,
@@ -19,8 +19,8 @@ import {
   iniPathOf,
   loadPlugin,
   replyText,
-} from './support/harness'
-import { REDIS_INI, REDIS_PORT, redisClient, redisServer, type TestRedis } from './support/redis'
+} from '../support/harness'
+import { REDIS_INI, REDIS_PORT, redisClient, redisServer, type TestRedis } from '../support/redis'
 
 const GREY = { ip: '203.0.113.5', mailFrom: 'alice@example.org', rcpts: ['bob@example.net'] }
 const PREFIX = 'plugin-test:'
