@@ -257,14 +257,14 @@ export class RspamdClient {
     if (req.cancel?.aborted) return this.gone(asked)
     const now = performance.now()
     const left = req.timeoutMs - (now - asked)
-    const scanMs = this.latency.p90() ?? 0
+    const scanMs = this.tryMs()
     const perMs = this.ended.perMs(now)
     const lineMs = perMs === undefined ? 0 : (this.line.length + 1) / perMs
     if (lineMs + scanMs > left) {
       return this.shed(
         asked,
         `${this.line.length} scans waiting would take about ${Math.round(lineMs)} ms, ` +
-          `and a scan ${Math.round(scanMs)} ms (p90), of the ${Math.max(0, Math.round(left))} ms left`,
+          `and a scan ${Math.round(scanMs)} ms (p90, at least ${MIN_ATTEMPT_MS}), of the ${Math.max(0, Math.round(left))} ms left`,
       )
     }
     return new Promise((resolve) => {
@@ -279,7 +279,7 @@ export class RspamdClient {
           return false
         }
         const still = req.timeoutMs - (performance.now() - asked)
-        const needs = this.latency.p90() ?? 0
+        const needs = this.tryMs()
         if (still < needs) {
           leave(
             this.shed(
