@@ -74,6 +74,8 @@ export type ClientEvent = { level: 'warn' | 'info' | 'debug'; message: string }
  * a plugin's first): a failover with less left would only add a scan rspamd does for nobody.
  */
 export const MIN_ATTEMPT_MS = 100
+/** The line's wait, as its place ÷ its speed, times this: a shed after waiting would answer late. */
+const LINE_MARGIN = 1.5
 /** Saturation ends when nothing was shed for this long and nobody waits (one warning each way, not a flutter). */
 export const CALM_MS = 5000
 /** The limits' debug line comes at most this often (ms). */
@@ -259,7 +261,9 @@ export class RspamdClient {
     const left = req.timeoutMs - (now - asked)
     const scanMs = this.tryMs()
     const perMs = this.ended.perMs(now)
-    const lineMs = perMs === undefined ? 0 : (this.line.length + 1) / perMs
+    // with a margin: a limit that shrinks stalls the line for a while, and a scan shed later, after
+    // waiting, is an answer that comes late
+    const lineMs = perMs === undefined ? 0 : (LINE_MARGIN * (this.line.length + 1)) / perMs
     if (lineMs + scanMs > left) {
       return this.shed(
         asked,
@@ -328,6 +332,8 @@ export class RspamdClient {
     return { ok: false, error, timeMs: elapsed(asked), server: this.server, bytesSent: 0, attempts: [] }
   }
 
+  /** The line's wait, as its place ÷ its speed, times this: a shed after waiting would answer late. */
+  LINE_MARGIN = 1.5
   /** Saturation ends when nobody waits and nothing was shed for CALM_MS: its second warning. */
   private calm(): void {
     const s = this.saturation

@@ -10,7 +10,7 @@ export const DEFAULT_CEILING = 256
 /** Where an adaptive limit starts: room for a burst, and it doubles from there while scans are quick. */
 export const INITIAL_LIMIT = 20
 /** A scan slower than this share of the timeout is a sign of a backlog in rspamd: the limit shrinks. */
-export const TARGET_FRACTION = 0.5
+export const TARGET_FRACTION = 0.25
 /** The multiplicative decrease: 0.5 makes a deep sawtooth, 0.9 reacts too slowly to a spike. */
 const BACKOFF = 0.7
 

@@ -316,6 +316,20 @@ describe('client: admission by deadline and selection by load', function () {
     assert.ok((await next).ok)
   })
 
+  it('never starts a failover try that could not come back in time (less than MIN_ATTEMPT_MS left)', async () => {
+    const silent = await start({ mode: 'hang' })
+    const good = await start()
+    const c = client(configFor(`127.0.0.1:${silent.port}, 127.0.0.1:${good.port}`, {}))
+    // the first server takes half of 150 ms; the 75 ms left are under MIN_ATTEMPT_MS (100)
+    const r = await scan(c, 150)
+    assert.equal(r.ok ? '' : r.error.kind, 'timeout')
+    assert.equal(r.attempts.length, 0)
+    assert.equal(good.requests.length, 0)
+    // with time enough, the same failure fails over
+    const r2 = await scan(c, 2000)
+    assert.ok(r2.ok)
+  })
+
   it('spills over to a server with room: a full server is not a dead one', async () => {
     const a = await start({ mode: 'hang' })
     const b = await start({ mode: 'hang' })
