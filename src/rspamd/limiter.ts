@@ -59,9 +59,10 @@ export class ConcurrencyLimit {
     return this.held < this.slots()
   }
 
-  /** held ÷ slots: how full the server is (selection by load) */
+  /** held ÷ slots: how full the server is (selection by load); unlimited: the scans held, as 1.6.x compared */
   load(): number {
-    return this.held / this.slots()
+    const slots = this.slots()
+    return slots === Infinity ? this.held : this.held / slots
   }
 
   /**

@@ -108,6 +108,14 @@ describe('limiter: the in-flight limit of one server', function () {
     assert.equal(unlimited.hasRoom(), true)
   })
 
+  it('unlimited (adaptive = false, max_in_flight = 0): the load is the scans held, so the least busy server still wins', () => {
+    const a = new ConcurrencyLimit({ maxInFlight: 0, adaptive: false })
+    const b = new ConcurrencyLimit({ maxInFlight: 0, adaptive: false })
+    a.held = 3
+    b.held = 1
+    assert.ok(b.load() < a.load())
+  })
+
   it('a reload keeps what was learnt, within the new ceiling', () => {
     const old = adaptive()
     answerMany(old, 30, 10, 1000)
@@ -314,6 +322,24 @@ describe('client: admission by deadline and selection by load', function () {
     const next = scan(c, 5000)
     assert.equal(c.waiting, 0)
     assert.ok((await next).ok)
+  })
+
+  it('a reload keeps the limit learnt for a server it keeps, within the new max_in_flight', async () => {
+    const s = await start()
+    const old = client(configFor(`127.0.0.1:${s.port}`, {}))
+    const internals = old as unknown as { upstreams: { limit: ConcurrencyLimit }[] }
+    const learnt = internals.upstreams[0]?.limit
+    assert.ok(learnt)
+    learnt.limit = 7
+    const same = new RspamdClient(configFor(`127.0.0.1:${s.port}`, { max_in_flight: '100' }), {
+      previous: old,
+    })
+    const lower = new RspamdClient(configFor(`127.0.0.1:${s.port}`, { max_in_flight: '5' }), {
+      previous: old,
+    })
+    clients.push(same, lower)
+    assert.equal(same.health()[0]?.limit, 7)
+    assert.equal(lower.health()[0]?.limit, 5)
   })
 
   it('never starts a failover try that could not come back in time (less than MIN_ATTEMPT_MS left)', async () => {
