@@ -75,7 +75,7 @@ export type ClientEvent = { level: 'warn' | 'info' | 'debug'; message: string }
  */
 export const MIN_ATTEMPT_MS = 100
 /** The line's wait, as its place ÷ its speed, times this: a shed after waiting would answer late. */
-const LINE_MARGIN = 1.5
+const LINE_MARGIN = 2
 /** Saturation ends when nothing was shed for this long and nobody waits (one warning each way, not a flutter). */
 export const CALM_MS = 5000
 /** The limits' debug line comes at most this often (ms). */
