@@ -133,6 +133,7 @@ interface RspamdPlugin {
   loginfo(msg: string): void
   logerror(msg: string): void
   logwarn(msg: string): void
+  logdebug(msg: string): void
   /** state of this plugin instance */
   cfg?: Config
   client?: RspamdClient
@@ -769,8 +770,14 @@ function decodedSubject(header: Header): string | undefined {
 const rspamdHost = oncePerConfig((cfg: Config) => rspamdHostName(cfg.target, hostname()))
 
 /** Where the client's and the Redis store's events (server down, back again) go: the plugin's log, escaped. */
-function eventLogger(plugin: RspamdPlugin): (e: { level: 'info' | 'warn'; message: string }) => void {
-  return (e) => (e.level === 'warn' ? plugin.logwarn(logText(e.message)) : plugin.loginfo(logText(e.message)))
+function eventLogger(
+  plugin: RspamdPlugin,
+): (e: { level: 'info' | 'warn' | 'debug'; message: string }) => void {
+  return (e) => {
+    if (e.level === 'warn') plugin.logwarn(logText(e.message))
+    else if (e.level === 'info') plugin.loginfo(logText(e.message))
+    else plugin.logdebug(logText(e.message))
+  }
 }
 
 /** A client whose servers' ups and downs (marked dead, back again) go to the plugin's log. */
@@ -811,8 +818,10 @@ async function act(
       attempts: result.attempts,
       unremoved,
     })
-    // results.add logs an err at error level, with the error's text
-    txn.results.add(plugin, { err: report.err })
+    // results.add logs an err at error level, with the error's text; a scan shed for saturation is
+    // no error of a message's (the client warns once when saturation starts, once when it ends)
+    if (result.error.kind === 'saturated') txn.results.add(plugin, { shed: true, msg: report.err })
+    else txn.results.add(plugin, { err: report.err })
     connection.loginfo(plugin, defined(report.line))
     return toNext(verdict)
   }

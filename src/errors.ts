@@ -20,6 +20,8 @@ export const SCAN_ERROR_CODES = {
   'too-large': 'ERR_RSPAMD_REPLY_TOO_LARGE',
   /** the SMTP client went away: the scan was aborted */
   aborted: 'ERR_RSPAMD_CLIENT_GONE',
+  /** every server was at its in-flight limit, and the scan could not have finished in time: not sent (shed) */
+  saturated: 'ERR_RSPAMD_SATURATED',
 } as const
 
 /** A bug of ours (the plugin or rspamd-lda), after or around a scan. */
@@ -52,6 +54,7 @@ export interface HttpStatusError extends Failure<'http', Codes['http']> {
 export type ParseError = Failure<'parse', Codes['parse']>
 export type ReplyTooLargeError = Failure<'too-large', Codes['too-large']>
 export type ClientGoneError = Failure<'aborted', Codes['aborted']>
+export type SaturatedError = Failure<'saturated', Codes['saturated']>
 
 /** Why a scan failed. */
 export type ScanError =
@@ -62,6 +65,7 @@ export type ScanError =
   | ParseError
   | ReplyTooLargeError
   | ClientGoneError
+  | SaturatedError
 
 export type ScanErrorKind = ScanError['kind']
 

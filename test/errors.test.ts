@@ -27,6 +27,7 @@ const SCAN_CODES = {
   parse: 'ERR_RSPAMD_PARSE',
   'too-large': 'ERR_RSPAMD_REPLY_TOO_LARGE',
   aborted: 'ERR_RSPAMD_CLIENT_GONE',
+  saturated: 'ERR_RSPAMD_SATURATED',
 } as const
 
 describe('errors: one vocabulary of failures', function () {

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import { ConfigError } from './errors'
 
 /**
- * The boolean keys, with 1.6.x's defaults (+ = true, - = false). Not declared to haraka-config (1.6.x did):
+ * The boolean keys, with 1.6.x's defaults (+ = true, - = false; a key new in 2.x, its own default). Not declared to haraka-config (1.6.x did):
  * it turns every word but `true yes ok enabled on 1` into false, so `spam = flase` would turn a protection
  * off without a word. Read as text instead, by Reader.bool: a word outside BOOL_WORDS is an error.
  */
@@ -43,6 +43,8 @@ export const INI_BOOLEANS: readonly string[] = [
   '+tls.reject_unauthorized',
   '-spam_headers.lda_json',
   '+spam_headers.remove_foreign',
+  // new in 2.x (issue 26): the in-flight limit follows rspamd's scan times
+  '+upstream.adaptive',
 ]
 
 /** The words a boolean key takes, in any case: haraka-config's true words, and their opposites. */

@@ -157,7 +157,26 @@ export function parseUpstream(up: Reader): UpstreamConfig {
     errorTime: up.seconds('error_time') ?? 10,
     deadTime: up.seconds('dead_time') ?? 300,
     maxErrors: max,
+    maxInFlight: parseMaxInFlight(up),
+    adaptive: up.bool('adaptive', true),
   }
+}
+
+/** The most scans one server is given at once: a whole number of 0 or more (0: no fixed number). */
+const MAX_IN_FLIGHT_CAP = 100_000
+
+function parseMaxInFlight(up: Reader): number {
+  const raw = up.raw('max_in_flight')
+  if (raw === undefined || raw === null || raw === '') return 0
+  const n = Number(typeof raw === 'string' ? raw.trim() : raw)
+  if (!Number.isInteger(n) || n < 0 || n > MAX_IN_FLIGHT_CAP) {
+    throw new ConfigError(
+      'upstream.max_in_flight',
+      raw,
+      `expected a whole number of scans from 0 (adaptive, no ceiling of yours) to ${MAX_IN_FLIGHT_CAP}`,
+    )
+  }
+  return n
 }
 
 export function parsePath(main: Reader): string {

@@ -192,6 +192,7 @@ export function sameTarget(a: Config, b: Config): boolean {
   const ub = b.upstream
   if (ua.errorTime !== ub.errorTime || ua.deadTime !== ub.deadTime || ua.maxErrors !== ub.maxErrors)
     return false
+  if (ua.maxInFlight !== ub.maxInFlight || ua.adaptive !== ub.adaptive) return false
   const sa = a.tls
   const sb = b.tls
   const eq = (x?: Buffer, y?: Buffer) => (x === undefined ? y === undefined : y !== undefined && x.equals(y))

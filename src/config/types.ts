@@ -58,6 +58,13 @@ export interface UpstreamConfig {
   errorTime: number
   deadTime: number
   maxErrors: number
+  /**
+   * `max_in_flight`: the most scans one server is given at once; 0 = no number of the operator's
+   * (the adaptive limit's ceiling is then DEFAULT_CEILING, src/rspamd/limiter.ts)
+   */
+  maxInFlight: number
+  /** `adaptive`: the limit follows rspamd's scan times (true), or is max_in_flight fixed (false; 0 = unlimited) */
+  adaptive: boolean
 }
 
 /** One `[check] whitelist` entry: an address, or a network in CIDR notation. */

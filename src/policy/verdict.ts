@@ -175,13 +175,19 @@ export function wantsSpamHeaders(reply: Reply, cfg: Config): boolean {
 
 /**
  * What a failed scan (or an internal error) means, per [defer]: accept unchanged, or defer with 451.
- * A timeout follows [defer] timeout, every other failure [defer] error; the reason is the failure's kind.
+ * A timeout, or a scan shed unsent because rspamd was saturated, follows [defer] timeout, every other
+ * failure [defer] error; the reason is the failure's kind.
  */
 export function onFailure(error: Pick<ScanError | InternalError, 'kind' | 'message'>, cfg: Config): Verdict {
-  const timedOut = error.kind === 'timeout'
+  // a scan shed because rspamd was saturated is one that would have timed out: the same key decides
+  const shed = error.kind === 'saturated'
+  const timedOut = error.kind === 'timeout' || shed
   const defer = timedOut ? cfg.defer.timeout : cfg.defer.error
   if (!defer) return { kind: 'accept', edits: { remove: [], removeAt: [], add: [], dropped: [] } }
-  return deferWith(timedOut ? 'Rspamd scan timeout' : 'Rspamd scan error', error.kind)
+  return deferWith(
+    shed ? 'Rspamd saturated' : timedOut ? 'Rspamd scan timeout' : 'Rspamd scan error',
+    error.kind,
+  )
 }
 
 /**

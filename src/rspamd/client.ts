@@ -1,14 +1,17 @@
-// A scan over the network: picks an rspamd server (least busy among the healthy, round robin),
-// runs one try on it (attempt.ts) and, on a failure before rspamd answered, moves to the next
-// server within the same total timeout. Server health lives in upstream.ts, the message as a body in
-// body.ts, the bytes go through a Transport (transport.ts). Failures come back as values
-// (../errors.ts), never thrown.
+// A scan over the network: picks an rspamd server (least loaded among the healthy with room under
+// their in-flight limit, round robin), runs one try on it (attempt.ts) and, on a failure before
+// rspamd answered, moves to the next server within the same total timeout. When every server is at
+// its limit the scan waits in line only as long as it could still be scanned in time, and is shed
+// (not sent) when it could not. Server health lives in upstream.ts, the limits and the line in
+// limiter.ts, the message as a body in body.ts, the bytes go through a Transport (transport.ts).
+// Failures come back as values (../errors.ts), never thrown.
 
 import type { Config, TransportKind, UpstreamConfig } from '../config'
-import { ClientGone, type ScanError, scanError, TimeoutReason } from '../errors'
+import { ClientGone, isServerError, type ScanError, scanError, TimeoutReason } from '../errors'
 import { forLog } from '../escape'
 import { elapsed, type ScanResult, ScanAttempt } from './attempt'
 import { type MessageSource, readWhole, SMALL_MESSAGE_BYTES, type ScanStop } from './body'
+import { LatencyWindow, RateWindow, TARGET_FRACTION, WaitLine } from './limiter'
 import type { RequestHeaders } from './request'
 import { countsAgainstHealth, Upstream } from './upstream'
 import { ZSTD_REQUEST_HEADERS, zstdCompressed } from './zstd'
@@ -64,7 +67,28 @@ export interface Attempt {
   timeMs: number
 }
 
-export type ClientEvent = { level: 'warn' | 'info'; message: string }
+export type ClientEvent = { level: 'warn' | 'info' | 'debug'; message: string }
+
+/**
+ * The least time a try is started with, when the recent scans say nothing (rspamd-lda's one scan,
+ * a plugin's first): a failover with less left would only add a scan rspamd does for nobody.
+ */
+export const MIN_ATTEMPT_MS = 100
+/** The line's wait, as its place ÷ its speed, times this: a shed after waiting would answer late. */
+const LINE_MARGIN = 2
+/** Saturation ends when nothing was shed for this long and nobody waits (one warning each way, not a flutter). */
+export const CALM_MS = 5000
+/** The limits' debug line comes at most this often (ms). */
+const DEBUG_EVERY_MS = 1000
+
+const NONE_TRIED: ReadonlySet<Upstream> = new Set()
+
+/** How a saturation goes, between its two warnings. */
+interface Saturation {
+  shed: number
+  sent: number
+  lastShedAt: number
+}
 
 export interface ClientOptions {
   /** reply size cap (tests lower it) */
@@ -75,7 +99,7 @@ export interface ClientOptions {
   transport?: TransportKind
   /** the clock for upstream health, in ms (tests move it) */
   now?: () => number
-  /** servers marked dead and back again, for the plugin's log */
+  /** servers marked dead and back again, saturation starting and ending, the limits (debug), for the plugin's log */
   onEvent?: (e: ClientEvent) => void
   /** the client this one replaces (a reload): servers in both keep the health it saw */
   previous?: RspamdClient
@@ -101,6 +125,14 @@ export class RspamdClient {
   /** scans started and not yet settled: close() waits for them, not only for requests already sent */
   private scansInFlight = 0
   private whenIdle: (() => void)[] = []
+  /** the scans waiting for room (every server at its in-flight limit), first come first served */
+  private readonly line = new WaitLine<Upstream>()
+  /** how long recent tries that rspamd answered took (sent to answered), for the deadline rule */
+  private readonly latency = new LatencyWindow()
+  /** when recent tries settled: how fast the line moves */
+  private readonly ended = new RateWindow()
+  private saturation: Saturation | undefined
+  private lastDebugAt = -Infinity
 
   constructor(cfg: Config, opts: ClientOptions = {}) {
     const targets = cfg.targets.length > 0 ? cfg.targets : [cfg.target]
@@ -121,24 +153,40 @@ export class RspamdClient {
   }
 
   /** The servers, each with whether it is now skipped as dead and its transport (for tests and status). */
-  health(): { server: string; dead: boolean; failures: number; inFlight: number; transport: string }[] {
+  health(): {
+    server: string
+    dead: boolean
+    failures: number
+    inFlight: number
+    limit: number
+    transport: string
+  }[] {
     const now = this.now()
     return this.upstreams.map((u) => ({
       server: u.server,
       dead: u.isDead(now),
       failures: u.failures,
       inFlight: u.inFlight,
+      limit: u.limit.slots(),
       transport: u.transport.name,
     }))
   }
 
+  /** How many scans wait for room now. */
+  get waiting(): number {
+    return this.line.length
+  }
+
   /**
-   * The server for the next try, among those not tried yet: a live one — not failed within
-   * `error_time`, then fewest scans in flight (least busy: rspamd's time per message varies with its
-   * size far more than round robin assumes), then round robin — else any server left, the dead one
-   * that died first before the others. A server that failed since its last success (or is on
-   * probation after dead_time) takes one scan at a time: a server that never answers holds up one
-   * message, not every message that arrives meanwhile.
+   * The server for the next try, among those not tried yet, with a slot of its in-flight limit
+   * reserved for the caller (release() gives it back): a live one with room — not failed within
+   * `error_time`, then the least loaded (scans held ÷ its limit: rspamd's time per message varies
+   * with its size far more than round robin assumes, and a saturated server spills over to one with
+   * room), then round robin — else, when no server left is live, the dead one that died first. A
+   * server that failed since its last success (or is on probation after dead_time) takes one scan at
+   * a time: a server that never answers holds up one message, not every message that arrives
+   * meanwhile. Undefined when the servers left are full (a full server is not a dead one: the scan
+   * waits for it rather than trying a dead one).
    */
   private pick(tried: ReadonlySet<Upstream>): Upstream | undefined {
     const now = this.now()
@@ -146,26 +194,193 @@ export class RspamdClient {
     const n = this.upstreams.length
     let best: Upstream | undefined
     let bestLate = 0
+    let bestLoad = 0
+    let full = false
     for (let i = 0; i < n; i++) {
       const u = this.upstreams[(this.cursor + i) % n]
-      if (!u || tried.has(u) || u.isDead(now) || (u.suspect && u.inFlight > 0)) continue
+      if (!u || tried.has(u) || u.isDead(now) || (u.suspect && u.limit.held > 0)) continue
+      if (!u.limit.hasRoom()) {
+        full = true
+        continue
+      }
       const late = u.failedLately(now, windowMs) ? 1 : 0
-      if (!best || late < bestLate || (late === bestLate && u.inFlight < best.inFlight)) {
+      const load = u.limit.load()
+      if (!best || late < bestLate || (late === bestLate && load < bestLoad)) {
         best = u
         bestLate = late
+        bestLoad = load
       }
     }
-    if (best) {
-      this.cursor = (this.upstreams.indexOf(best) + 1) % n
-      return best
+    if (!best && !full) {
+      // every server left is dead or busy being probed: rather than give up, the likeliest one
+      for (const u of this.upstreams) {
+        if (tried.has(u)) continue
+        if (!best || u.diedAt < best.diedAt) best = u
+      }
+      if (best && !best.limit.hasRoom()) return undefined
     }
-    // every server left is dead or busy being probed: rather than give up, the likeliest one
-    let fallback: Upstream | undefined
-    for (const u of this.upstreams) {
-      if (tried.has(u)) continue
-      if (!fallback || u.diedAt < fallback.diedAt) fallback = u
+    if (!best) return undefined
+    this.cursor = (this.upstreams.indexOf(best) + 1) % n
+    best.limit.held++
+    return best
+  }
+
+  /** Gives back a slot pick() reserved, and hands the room to the first scans in line. */
+  private release(up: Upstream): void {
+    up.limit.held--
+    this.drain()
+  }
+
+  /** The first scans in line get the servers with room; one whose time ran short meanwhile is shed. */
+  private drain(): void {
+    while (this.line.length > 0) {
+      const up = this.pick(NONE_TRIED)
+      if (!up) return
+      const w = this.line.shift()
+      if (!w) return
+      // declined: it could no longer finish in time, and was answered (shed)
+      if (!w.wake(up)) up.limit.held--
     }
-    return fallback
+  }
+
+  /** What a try needs at the least to come back in time: the recent scans' p90, or MIN_ATTEMPT_MS. */
+  private tryMs(): number {
+    return Math.max(MIN_ATTEMPT_MS, this.latency.p90() ?? 0)
+  }
+
+  /**
+   * Every server is at its limit: the scan waits in line for a slot, but only while it could still
+   * be scanned in time — the line's wait (its place ÷ how fast recent tries ended) plus the recent
+   * scan time (p90) must fit in what is left of its timeout. One that cannot is shed at once; one
+   * whose time runs short in the line, or whose SMTP client leaves, leaves the line (O(1)) and is
+   * answered then. The slow path only: a scan that finds room never gets here.
+   */
+  private wait(req: ScanRequest, asked: number): Promise<Upstream | ScanOutcome> | ScanOutcome {
+    if (req.cancel?.aborted) return this.gone(asked)
+    const now = performance.now()
+    const left = req.timeoutMs - (now - asked)
+    const scanMs = this.tryMs()
+    const perMs = this.ended.perMs(now)
+    // with a margin: a limit that shrinks stalls the line for a while, and a scan shed later, after
+    // waiting, is an answer that comes late
+    const lineMs = perMs === undefined ? 0 : (LINE_MARGIN * (this.line.length + 1)) / perMs
+    if (lineMs + scanMs > left) {
+      return this.shed(
+        asked,
+        `${this.line.length} scans waiting would take about ${Math.round(lineMs)} ms, ` +
+          `and a scan ${Math.round(scanMs)} ms (p90, at least ${MIN_ATTEMPT_MS}), of the ${Math.max(0, Math.round(left))} ms left`,
+      )
+    }
+    return new Promise((resolve) => {
+      const leave = (outcome: Upstream | ScanOutcome) => {
+        clearTimeout(timer)
+        req.cancel?.listen(undefined)
+        resolve(outcome)
+      }
+      const w = this.line.push((up) => {
+        if (up === undefined) {
+          leave(this.shed(asked, 'the client was closed while it waited'))
+          return false
+        }
+        const still = req.timeoutMs - (performance.now() - asked)
+        const needs = this.tryMs()
+        if (still < needs) {
+          leave(
+            this.shed(
+              asked,
+              `${Math.round(still)} ms left after waiting, a scan takes ${Math.round(needs)} ms (p90)`,
+            ),
+          )
+          return false
+        }
+        leave(up)
+        return true
+      })
+      // the latest start that could still finish in time, as the recent scans go
+      const timer = setTimeout(
+        () => {
+          if (this.line.remove(w)) leave(this.shed(asked, `no room within the ${req.timeoutMs} ms timeout`))
+        },
+        Math.max(0, left - scanMs),
+      )
+      req.cancel?.listen(() => {
+        if (this.line.remove(w)) leave(this.gone(asked))
+      })
+    })
+  }
+
+  private gone(asked: number): ScanOutcome {
+    const error = scanError('aborted', new ClientGone().message)
+    return { ok: false, error, timeMs: elapsed(asked), server: this.server, bytesSent: 0, attempts: [] }
+  }
+
+  /** A scan not sent: every server full, and no time to wait for one. Saturation's first warning. */
+  private shed(asked: number, why: string): ScanOutcome {
+    const now = this.now()
+    if (!this.saturation) {
+      this.saturation = { shed: 0, sent: 0, lastShedAt: now }
+      this.onEvent({
+        level: 'warn',
+        message:
+          `rspamd saturated: scans that could not finish within the timeout are not sent, [defer] timeout ` +
+          `decides for them (${this.limitsText()}; ${this.line.length} waiting)`,
+      })
+    }
+    this.saturation.shed++
+    this.saturation.lastShedAt = now
+    const error = scanError('saturated', `rspamd saturated: ${why} (${this.limitsText()})`)
+    return { ok: false, error, timeMs: elapsed(asked), server: this.server, bytesSent: 0, attempts: [] }
+  }
+
+  /** The line's wait, as its place ÷ its speed, times this: a shed after waiting would answer late. */
+  LINE_MARGIN = 1.5
+  /** Saturation ends when nobody waits and nothing was shed for CALM_MS: its second warning. */
+  private calm(): void {
+    const s = this.saturation
+    if (!s || this.line.length > 0) return
+    if (this.now() - s.lastShedAt < CALM_MS) return
+    this.saturation = undefined
+    this.onEvent({
+      level: 'warn',
+      message:
+        `rspamd keeps up again: ${s.shed} scans shed and ${s.sent} sent while saturated ` +
+        `(${this.limitsText()})`,
+    })
+  }
+
+  /** The servers' limits as the log says them: `limit 12, 3 in flight` per server. */
+  private limitsText(): string {
+    const one = this.upstreams.length === 1
+    return this.upstreams
+      .map((u) => `${one ? '' : `${u.server}: `}limit ${u.limit.slots()}, ${u.limit.held} in flight`)
+      .join('; ')
+  }
+
+  /**
+   * What a settled try teaches the limits: an answer in time grows the server's limit, a late one, a
+   * timeout or a 5xx shrinks it (a client that left, a refused connection say nothing of its load).
+   */
+  private learn(up: Upstream, result: ScanResult, sentAt: number, timeoutMs: number): void {
+    const now = performance.now()
+    const ms = now - sentAt
+    this.ended.add(now)
+    let changed = false
+    if (result.ok || (result.error.kind === 'http' && !isServerError(result.error))) {
+      this.latency.add(ms)
+      changed = up.limit.answered(ms, timeoutMs * TARGET_FRACTION, sentAt)
+    } else if (result.error.kind === 'timeout' || isServerError(result.error)) {
+      // not a scan time (a silent server's try says nothing of how long a scan takes elsewhere),
+      // but a sign of a backlog
+      changed = up.limit.backlog(sentAt)
+    }
+    if (changed && this.now() - this.lastDebugAt >= DEBUG_EVERY_MS) {
+      this.lastDebugAt = this.now()
+      const p90 = this.latency.p90() ?? 0
+      this.onEvent({
+        level: 'debug',
+        message: `rspamd in-flight limits: ${this.limitsText()}; ${this.line.length} waiting; p90 ${Math.round(p90)} ms`,
+      })
+    }
   }
 
   /**
@@ -177,14 +392,25 @@ export class RspamdClient {
   async scan(req: ScanRequest): Promise<ScanOutcome> {
     this.scansInFlight++
     try {
-      return await this.scanOnce(req)
+      // the scan's time counts from here: a wait in line is part of it
+      const asked = performance.now()
+      // the fast path: room on a server and nobody ahead (no promise, no timer of the line's)
+      let up = this.line.length === 0 ? this.pick(NONE_TRIED) : undefined
+      if (up) this.calm()
+      else {
+        const got = await this.wait(req, asked)
+        if (!(got instanceof Upstream)) return got
+        up = got
+      }
+      if (this.saturation) this.saturation.sent++
+      return await this.scanOnce(req, asked, up)
     } finally {
       if (--this.scansInFlight === 0) for (const f of this.whenIdle.splice(0)) f()
     }
   }
 
-  private async scanOnce(req: ScanRequest): Promise<ScanOutcome> {
-    const start = performance.now()
+  /** The scan on `first` (its slot reserved), then on the next servers while it may fail over. */
+  private async scanOnce(req: ScanRequest, start: number, first: Upstream): Promise<ScanOutcome> {
     // Plain callbacks, not AbortControllers: the timer or the SMTP client leaving stops the scan,
     // which cancels the attempt in flight (a cost paid per message, so kept to a closure or two).
     const stop: ScanStop = { reason: undefined, cancel: undefined }
@@ -193,7 +419,10 @@ export class RspamdClient {
       stop.reason = why
       stop.cancel?.(why)
     }
-    const timer = setTimeout(() => halt(new TimeoutReason(req.timeoutMs, true, this.server)), req.timeoutMs)
+    const timer = setTimeout(
+      () => halt(new TimeoutReason(req.timeoutMs, true, this.server)),
+      Math.max(1, req.timeoutMs - (performance.now() - start)),
+    )
     const onOuterAbort = () => halt(new ClientGone())
     if (req.cancel?.aborted) onOuterAbort()
     else req.cancel?.listen(onOuterAbort)
@@ -210,51 +439,66 @@ export class RspamdClient {
     const small = req.sizeHint !== undefined && req.sizeHint <= SMALL_MESSAGE_BYTES
     let whole: Buffer | undefined
     let wholeBytes: number | undefined
+    let up = first
     try {
       for (;;) {
-        const up = this.pick(tried)
-        // pick() only comes back empty once every server was tried, and the loop ends before that
-        if (!up) throw new Error('no rspamd server left to try')
         tried.add(up)
         const remaining = req.timeoutMs - (performance.now() - start)
         const another = this.upstreams.length > tried.size
         // leave half of what is left for the next server, in case this one never answers; the
         // last server has the rest of the total timeout
         const attemptMs = another ? Math.max(1, Math.floor(remaining / 2)) : undefined
-        if (small && whole === undefined) {
-          const read = await readWhole(req.source, stop)
-          if (read instanceof Error) {
-            const error = scanError('network', `reading the message: ${forLog(read.message)}`)
-            return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
-          }
-          if (this.zstd) {
-            const packed = await zstdCompressed(read)
-            if (packed instanceof Error) {
-              const error = scanError('network', `compressing the message (zstd): ${forLog(packed.message)}`)
+        let result: ScanResult
+        let retryable: boolean
+        // the slot pick() reserved on `up` is given back however the try ends
+        try {
+          if (small && whole === undefined) {
+            const read = await readWhole(req.source, stop)
+            if (read instanceof Error) {
+              const error = scanError('network', `reading the message: ${forLog(read.message)}`)
               return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
             }
-            whole = packed
-          } else whole = read
-          wholeBytes = read.length
+            if (this.zstd) {
+              const packed = await zstdCompressed(read)
+              if (packed instanceof Error) {
+                const error = scanError(
+                  'network',
+                  `compressing the message (zstd): ${forLog(packed.message)}`,
+                )
+                return { ok: false, error, timeMs: elapsed(start), server: up.server, bytesSent: 0, attempts }
+              }
+              whole = packed
+            } else whole = read
+            wholeBytes = read.length
+          }
+          // one try on this server (attempt.ts): `retryable` when it failed before rspamd answered anything
+          const plan = {
+            path: this.path,
+            headers,
+            source: req.source,
+            whole,
+            wholeBytes,
+            zstd: this.zstd,
+            attemptMs,
+            maxReplyBytes: this.maxReplyBytes,
+          }
+          const sentAt = performance.now()
+          ;({ result, retryable } = await new ScanAttempt(up, plan, stop).run())
+          this.account(up, result)
+          this.learn(up, result, sentAt, req.timeoutMs)
+        } finally {
+          this.release(up)
         }
-        // one try on this server (attempt.ts): `retryable` when it failed before rspamd answered anything
-        const plan = {
-          path: this.path,
-          headers,
-          source: req.source,
-          whole,
-          wholeBytes,
-          zstd: this.zstd,
-          attemptMs,
-          maxReplyBytes: this.maxReplyBytes,
-        }
-        const { result, retryable } = await new ScanAttempt(up, plan, stop).run()
-        this.account(up, result)
         const timeMs = elapsed(start)
         if (result.ok || !retryable || !another || stop.reason) {
           return { ...result, timeMs, attempts }
         }
+        // the deadline rule: no try that cannot come back in time, and only on a server with room
+        const left = req.timeoutMs - (performance.now() - start)
+        const next = left >= this.tryMs() ? this.pick(tried) : undefined
+        if (!next) return { ...result, timeMs, attempts }
         attempts.push({ server: up.server, error: result.error, timeMs: result.timeMs })
+        up = next
       }
     } finally {
       clearTimeout(timer)
@@ -297,8 +541,9 @@ export class RspamdClient {
     await Promise.all(this.upstreams.map((u) => u.transport.close()))
   }
 
-  /** Closes at once, failing scans in flight. */
+  /** Closes at once, failing scans in flight; the scans in line are shed. */
   async destroy(): Promise<void> {
+    for (let w = this.line.shift(); w; w = this.line.shift()) w.wake(undefined)
     await Promise.all(this.upstreams.map((u) => u.transport.destroy()))
   }
 }

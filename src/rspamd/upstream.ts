@@ -5,9 +5,13 @@
 
 import type { Config, Target, UpstreamConfig } from '../config'
 import { isServerError, type ScanError, type ScanErrorKind } from '../errors'
+import { ConcurrencyLimit } from './limiter'
 import { describeTarget, makeTransport, type Transport, type TransportOptions } from './transport'
 
-/** Kinds of failure that count against a server's health (a client that went away does not). */
+/**
+ * Kinds of failure that count against a server's health (a client that went away does not, nor a
+ * scan shed unsent because every server was full: a saturated server is not a dead one).
+ */
 const HEALTH_ERRORS: ReadonlySet<ScanErrorKind> = new Set([
   'connect',
   'network',
@@ -40,6 +44,8 @@ export class Upstream {
   /** dead until then (ms); stays set after it passes until a success: the server is on probation */
   deadUntil = 0
   diedAt = 0
+  /** how many scans it is given at once ([upstream] max_in_flight, adaptive): full is not dead */
+  readonly limit: ConcurrencyLimit
 
   constructor(
     readonly target: Target,
@@ -48,6 +54,7 @@ export class Upstream {
   ) {
     this.server = describeTarget(target)
     this.transport = makeTransport(target, cfg, opts)
+    this.limit = new ConcurrencyLimit(cfg.upstream)
   }
 
   isDead(now: number): boolean {
@@ -92,5 +99,6 @@ export class Upstream {
     this.lastFailureAt = from.lastFailureAt
     this.deadUntil = from.deadUntil
     this.diedAt = from.diedAt
+    this.limit.inherit(from.limit)
   }
 }

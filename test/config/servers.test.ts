@@ -104,15 +104,31 @@ describe('config: servers, connect_timeout, [upstream]', function () {
     it('defaults to rmilter’s: connect 1 s, error_time 10 s, dead_time 300 s, max_errors 10', () => {
       const c = parseConfig({})
       assert.equal(c.connectTimeout, 1)
-      assert.deepEqual(c.upstream, { errorTime: 10, deadTime: 300, maxErrors: 10 })
+      assert.deepEqual(c.upstream, {
+        errorTime: 10,
+        deadTime: 300,
+        maxErrors: 10,
+        maxInFlight: 0,
+        adaptive: true,
+      })
     })
     it('reads each key, fractions of seconds included', () => {
       const c = parseConfig({
         main: { connect_timeout: '0.25' },
-        upstream: { error_time: '5', dead_time: 60, max_errors: '3' },
+        upstream: { error_time: '5', dead_time: 60, max_errors: '3', max_in_flight: '40', adaptive: 'false' },
       })
       assert.equal(c.connectTimeout, 0.25)
-      assert.deepEqual(c.upstream, { errorTime: 5, deadTime: 60, maxErrors: 3 })
+      assert.deepEqual(c.upstream, {
+        errorTime: 5,
+        deadTime: 60,
+        maxErrors: 3,
+        maxInFlight: 40,
+        adaptive: false,
+      })
+    })
+    it('reads max_in_flight = 0 as no number of the operator’s (adaptive up to the default ceiling)', () => {
+      assert.equal(parseConfig({ upstream: { max_in_flight: '0' } }).upstream.maxInFlight, 0)
+      assert.equal(parseConfig({ upstream: { max_in_flight: 12 } }).upstream.maxInFlight, 12)
     })
     const bad: Array<[Record<string, unknown>, string]> = [
       [{ main: { connect_timeout: '0' } }, 'connect_timeout'],
@@ -123,6 +139,11 @@ describe('config: servers, connect_timeout, [upstream]', function () {
       [{ upstream: { max_errors: '0' } }, 'upstream.max_errors'],
       [{ upstream: { max_errors: '2.5' } }, 'upstream.max_errors'],
       [{ upstream: { max_errors: 'many' } }, 'upstream.max_errors'],
+      [{ upstream: { max_in_flight: '-1' } }, 'upstream.max_in_flight'],
+      [{ upstream: { max_in_flight: '2.5' } }, 'upstream.max_in_flight'],
+      [{ upstream: { max_in_flight: 'lots' } }, 'upstream.max_in_flight'],
+      [{ upstream: { max_in_flight: '100001' } }, 'upstream.max_in_flight'],
+      [{ upstream: { adaptive: 'maybe' } }, 'upstream.adaptive'],
     ]
     for (const [ini, key] of bad) {
       it(`refuses ${JSON.stringify(ini)} naming ${key}`, () => {
@@ -151,6 +172,12 @@ describe('config: servers, connect_timeout, [upstream]', function () {
       assert.ok(!sameTarget(base, servers('a:1, b:2', { transport: 'undici' })))
       assert.ok(
         !sameTarget(base, parseConfig({ main: { servers: 'a:1, b:2' }, upstream: { dead_time: 10 } })),
+      )
+      assert.ok(
+        !sameTarget(base, parseConfig({ main: { servers: 'a:1, b:2' }, upstream: { max_in_flight: 10 } })),
+      )
+      assert.ok(
+        !sameTarget(base, parseConfig({ main: { servers: 'a:1, b:2' }, upstream: { adaptive: false } })),
       )
     })
   })

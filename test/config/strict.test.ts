@@ -119,6 +119,7 @@ function boolOf(cfg: Config, section: string, key: string): boolean {
     'tls.reject_unauthorized': () => cfg.tls.rejectUnauthorized,
     'spam_headers.lda_json': () => cfg.spamHeaders.ldaJson,
     'spam_headers.remove_foreign': () => cfg.spamHeaders.removeForeign,
+    'upstream.adaptive': () => cfg.upstream.adaptive,
   }
   const get = table[`${section}.${key}`] ?? (() => flag(key))
   return get()
@@ -211,6 +212,8 @@ describe('config: what reaches a URL, a socket or a Pool', function () {
     ['connect_timeout = 1e10', 'connect_timeout'],
     ['timeout = 3000000', 'timeout'],
     ['[upstream]\ndead_time = 9999999', 'upstream.dead_time'],
+    ['[upstream]\nmax_in_flight = -3', 'upstream.max_in_flight'],
+    ['[upstream]\nmax_in_flight = some', 'upstream.max_in_flight'],
     ['scheme = https\n[tls]\nservername = bad name', 'tls.servername'],
     ['scheme = https\n[tls]\nservername = 192.0.2.1', 'tls.servername'],
     // header names and values node:http and undici throw at, on every request
@@ -322,6 +325,12 @@ describe('rspamd-lda --config: the same rules', function () {
     const r = await ldaWith('host = 127.0.0.1\nport = 1\n[defer]\nerror = ture\n')
     assert.equal(r.code, 78)
     assert.match(r.stderr, /rspamd\.ini: defer\.error = "ture": expected true or false/)
+  })
+
+  it('exits 78 naming upstream.max_in_flight for a bad value, as the plugin refuses it', async () => {
+    const r = await ldaWith('host = 127.0.0.1\nport = 1\n[upstream]\nmax_in_flight = 1.5\n')
+    assert.equal(r.code, 78)
+    assert.match(r.stderr, /rspamd\.ini: upstream\.max_in_flight = "?1\.5"?: expected a whole number/)
   })
 
   it('exits 78 naming host for the https host:port typo', async () => {
