@@ -132,6 +132,8 @@ export class RspamdClient {
   /** when recent tries settled: how fast the line moves */
   private readonly ended = new RateWindow()
   private saturation: Saturation | undefined
+  /** while saturated: looks every CALM_MS for the calm that ends it, also when no more mail comes (unref'd) */
+  private calmTimer: NodeJS.Timeout | undefined
   private lastDebugAt = -Infinity
 
   constructor(cfg: Config, opts: ClientOptions = {}) {
@@ -319,6 +321,8 @@ export class RspamdClient {
     const now = this.now()
     if (!this.saturation) {
       this.saturation = { shed: 0, sent: 0, lastShedAt: now }
+      this.calmTimer = setInterval(() => this.calm(), CALM_MS)
+      this.calmTimer.unref()
       this.onEvent({
         level: 'warn',
         message:
@@ -332,14 +336,14 @@ export class RspamdClient {
     return { ok: false, error, timeMs: elapsed(asked), server: this.server, bytesSent: 0, attempts: [] }
   }
 
-  /** The line's wait, as its place ÷ its speed, times this: a shed after waiting would answer late. */
-  LINE_MARGIN = 1.5
   /** Saturation ends when nobody waits and nothing was shed for CALM_MS: its second warning. */
   private calm(): void {
     const s = this.saturation
     if (!s || this.line.length > 0) return
     if (this.now() - s.lastShedAt < CALM_MS) return
     this.saturation = undefined
+    clearInterval(this.calmTimer)
+    this.calmTimer = undefined
     this.onEvent({
       level: 'warn',
       message:
@@ -538,12 +542,14 @@ export class RspamdClient {
    */
   async close(): Promise<void> {
     if (this.scansInFlight > 0) await new Promise<void>((resolve) => this.whenIdle.push(resolve))
+    clearInterval(this.calmTimer)
     await Promise.all(this.upstreams.map((u) => u.transport.close()))
   }
 
   /** Closes at once, failing scans in flight; the scans in line are shed. */
   async destroy(): Promise<void> {
     for (let w = this.line.shift(); w; w = this.line.shift()) w.wake(undefined)
+    clearInterval(this.calmTimer)
     await Promise.all(this.upstreams.map((u) => u.transport.destroy()))
   }
 }

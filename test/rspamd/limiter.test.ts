@@ -5,7 +5,13 @@
 import assert from 'node:assert/strict'
 import { Readable, type Writable } from 'node:stream'
 import { parseConfig, type Config } from '../../src/config'
-import { type ClientEvent, type MessageSource, RspamdClient, ScanCancel } from '../../src/rspamd/client'
+import {
+  CALM_MS,
+  type ClientEvent,
+  type MessageSource,
+  RspamdClient,
+  ScanCancel,
+} from '../../src/rspamd/client'
 import {
   ConcurrencyLimit,
   DEFAULT_CEILING,
@@ -282,6 +288,27 @@ describe('client: admission by deadline and selection by load', function () {
     // one warning as saturation starts, not one per scan
     await scan(c, 100)
     assert.equal(events.filter((e) => /^rspamd saturated/.test(e.message)).length, 1)
+  })
+
+  it('says once that rspamd keeps up again after CALM_MS without a shed, also when no more mail comes', async function () {
+    this.timeout(30_000)
+    const s = await start({ mode: 'delay:200' })
+    const events: ClientEvent[] = []
+    const c = client(configFor(`127.0.0.1:${s.port}`, { max_in_flight: '1', adaptive: 'false' }), events)
+    for (let i = 0; i < 3; i++) assert.ok((await scan(c, 4000)).ok)
+    const busy = scan(c, 4000)
+    await s.waitForRequests(4)
+    const r = await scan(c, 150)
+    assert.equal(r.ok ? '' : r.error.kind, 'saturated')
+    await busy
+    // no scan after this one: only the client's own check can see the calm
+    const calmBy = Date.now() + 3 * CALM_MS
+    while (!events.some((e) => /^rspamd keeps up again/.test(e.message)) && Date.now() < calmBy) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    const calm = events.filter((e) => /^rspamd keeps up again/.test(e.message))
+    assert.equal(calm.length, 1, events.map((e) => e.message).join('\n'))
+    assert.match(calm[0]?.message ?? '', /1 scans shed and 0 sent while saturated/)
   })
 
   it('a waiter whose time runs out in line is shed at its deadline, and the slot stays with the scan ahead', async () => {
