@@ -386,6 +386,15 @@ async function realSection(log: (s: string) => void, out: Phase[], notes: string
       '(a bare client, 4 in flight, before the phases)',
   )
   log(`  ${notes[notes.length - 1]}`)
+  // an rspamd started before the burn rule was added (an older offline config) scans at full speed:
+  // its "overload" would measure nothing
+  const most = (1000 / BURN_MS) * (Number.isNaN(workers) ? 2 : workers) * 2
+  if (capacity > most) {
+    throw new Error(
+      `rspamd scans ${capacity.toFixed(0)}/s with X-Test-Burn: ${BURN_MS} (at most ~${most.toFixed(0)} if the rule ` +
+        'ran): it runs an older offline config; stop it (scripts/rspamd.sh stop) and run the bench again',
+    )
+  }
   const ini = `host = 127.0.0.1\nport = ${RSPAMD_PORT}\ntimeout = ${TIMEOUT_S}\n[check]\nlocal_ip = true\nprivate_ip = true\n`
   await withHarakas(
     (['v2', 'v1'] as const).map((variant) => ({ variant, ini })),
