@@ -123,7 +123,6 @@ export class ScanAttempt implements Exchange {
           attemptMs,
         )
       }
-      this.up.inFlight++
       if (this.stop.reason) return this.cancel(this.stop.reason)
       this.stop.cancel = this.cancel
       const stream = this.stream
@@ -305,7 +304,6 @@ export class ScanAttempt implements Exchange {
   private settle(result: ScanResult, retryable: boolean): void {
     if (this.settled) return
     this.settled = true
-    this.up.inFlight--
     clearTimeout(this.timer)
     this.stop.cancel = undefined
     const stream = this.stream

@@ -154,7 +154,10 @@ export class RspamdClient {
     this.onEvent = opts.onEvent ?? (() => undefined)
   }
 
-  /** The servers, each with whether it is now skipped as dead and its transport (for tests and status). */
+  /**
+   * The servers, each with whether it is now skipped as dead and its transport (for tests and status);
+   * `inFlight` is the scans holding a slot of its limit (the one count of them, as the log's limits say).
+   */
   health(): {
     server: string
     dead: boolean
@@ -168,7 +171,7 @@ export class RspamdClient {
       server: u.server,
       dead: u.isDead(now),
       failures: u.failures,
-      inFlight: u.inFlight,
+      inFlight: u.limit.held,
       limit: u.limit.slots(),
       transport: u.transport.name,
     }))

@@ -36,7 +36,6 @@ export function countsAgainstHealth(error: ScanError): boolean {
 export class Upstream {
   readonly server: string
   readonly transport: Transport
-  inFlight = 0
   /** failures since the last success */
   failures = 0
   /** when the last of them happened (ms) */
