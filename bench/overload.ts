@@ -42,7 +42,7 @@ import {
   rspamdStat,
   startHaraka,
   stopHaraka,
-  stopHarakas,
+  stopOnSignal,
   stopRspamd,
 } from './real'
 import { table } from './report'
@@ -582,14 +582,7 @@ async function main(): Promise<void> {
   }
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    console.error(`\n${sig}: stopping`)
-    void stopHarakas()
-      .then(() => stopRspamd())
-      .finally(() => process.exit(130))
-  })
-}
+stopOnSignal()
 
 main().catch((err: unknown) => {
   console.error(`bench:overload failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)

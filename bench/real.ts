@@ -144,6 +144,23 @@ export async function stopHarakas(): Promise<void> {
 }
 
 /**
+ * On Ctrl-C or SIGTERM: `stop` (by default every Haraka started here, then rspamd), then exit 130.
+ * The candidate processes of bench/micro.ts get the signal from a terminal and exit with their IPC
+ * channel; the Harakas and rspamd are stopped here, also for a run in the background.
+ */
+export function stopOnSignal(
+  stop: () => Promise<void> = () => stopHarakas().then(() => stopRspamd()),
+  says = 'stopping',
+): void {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      console.error(`\n${sig}: ${says}`)
+      void stop().finally(() => process.exit(130))
+    })
+  }
+}
+
+/**
  * Starts a Haraka of `variant` and checks that it loaded the plugin it should. `over`: other Haraka
  * options (bench/overload.ts: its own rspamd.ini, the test queue, cluster mode).
  */

@@ -9,7 +9,7 @@ import { REPO } from '../test/support/harness'
 import { runE2e, type E2ePlan } from './e2e'
 import { runMicro, type MicroPlan } from './micro'
 import { cpuModel } from './proc'
-import { ensureRspamd, stopHarakas, stopRspamd } from './real'
+import { ensureRspamd, stopOnSignal, stopRspamd } from './real'
 import { figuresFromRun, writeCharts } from './figures'
 import { renderReport } from './report'
 
@@ -128,16 +128,7 @@ async function main(): Promise<void> {
   }
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    console.error(`\n${sig}: stopping`)
-    // candidate processes get the signal from a terminal (and exit with their IPC channel); the
-    // Harakas and rspamd are stopped here, also for a run in the background
-    void stopHarakas()
-      .then(() => stopRspamd())
-      .finally(() => process.exit(130))
-  })
-}
+stopOnSignal()
 
 main().catch((err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)

@@ -20,6 +20,7 @@ import {
   sendExpecting,
   startHaraka,
   stopHarakas,
+  stopOnSignal,
   stopRspamd,
 } from './real'
 import { table } from './report'
@@ -242,12 +243,7 @@ async function stopAll(): Promise<void> {
   await stopRspamd()
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    console.error(`\n${sig}: stopping Haraka and what this run started`)
-    void stopAll().finally(() => process.exit(130))
-  })
-}
+stopOnSignal(stopAll, 'stopping Haraka and what this run started')
 
 main()
   .catch((err: unknown) => {
