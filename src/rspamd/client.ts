@@ -5,6 +5,12 @@
 // (not sent) when it could not. Server health lives in upstream.ts, the limits and the line in
 // limiter.ts, the message as a body in body.ts, the bytes go through a Transport (transport.ts).
 // Failures come back as values (../errors.ts), never thrown.
+//
+// Longer than the ~400 lines of the others: RspamdClient is where server choice, admission and
+// failover meet, and the admission methods (wait, drain, shed, calm, learn) read the same private
+// state as pick() and scanOnce() — the servers, the wait line, the recent scan times. The next split,
+// when one is made, moves admission into an object of limiter.ts that pick() is handed, not a
+// second class reaching into this one.
 
 import type { Config, TransportKind, UpstreamConfig } from '../config'
 import { ClientGone, isServerError, type ScanError, scanError, TimeoutReason } from '../errors'
