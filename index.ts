@@ -145,6 +145,8 @@ interface RspamdPlugin {
   started?: boolean
   /** queue/quarantine is in config/plugins (read with rspamd.ini, at start-up and on reload) */
   quarantineLoaded?: boolean
+  /** shutdown() ran: haraka-config still holds our reload callbacks, which then change nothing */
+  stopped?: boolean
 }
 
 /** The part of Haraka's server object that init_master hands to plugins. */
@@ -208,6 +210,7 @@ function loadConfig(plugin: RspamdPlugin): Config {
  * is logged and the running config and client stay, together; cfg changes only with the client it needs.
  */
 function reload(plugin: RspamdPlugin): void {
+  if (stoppedReload(plugin, 'rspamd.ini')) return
   try {
     let next: Config
     let client: RspamdClient
@@ -247,6 +250,15 @@ function reload(plugin: RspamdPlugin): void {
     // a bug of ours (a log call that throws, say): still never out to haraka-config's timer
     plugin.logerror(logText(`rspamd.ini reload: internal error: ${describeError(err)}`))
   }
+}
+
+/**
+ * After shutdown() (Haraka's graceful stop, which may still wait for connections to end) a changed file
+ * would build a new rspamd pool or Redis store for a plugin that no longer takes mail: it is left alone.
+ */
+function stoppedReload(plugin: RspamdPlugin, file: string): boolean {
+  if (plugin.stopped) plugin.logdebug(logText(`${file} changed after shutdown: not reloaded`))
+  return plugin.stopped === true
 }
 
 /** A ConfigError's message (secrets redacted already); anything else with its name, no value of the file. */
@@ -306,6 +318,7 @@ export async function shutdown(this: RspamdPlugin): Promise<void> {
   this.client = undefined
   this.greylistRedis = undefined
   this.started = false
+  this.stopped = true
   // Haraka calls shutdown() without waiting on it: a rejection here would be an unhandled one
   const done = await Promise.allSettled([client?.destroy(), redis?.close()])
   for (const r of done) if (r.status === 'rejected') this.logerror(logText(`shutdown: ${String(r.reason)}`))
@@ -381,6 +394,7 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
 
 /** haraka-config's callback for redis.ini, from a timer as reload() is: nothing may be thrown out of it. */
 function redisIniChanged(plugin: RspamdPlugin): void {
+  if (stoppedReload(plugin, 'redis.ini')) return
   try {
     syncGreylistStore(plugin)
   } catch (err) {

@@ -3,7 +3,6 @@
 // of the plugin or a line of rspamd-lda's stderr writes one line without control characters.
 
 import assert from 'node:assert/strict'
-import { writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { Readable, Writable } from 'node:stream'
@@ -16,7 +15,7 @@ import {
   connectionWith,
   corpus,
   dataPost,
-  iniPathOf,
+  rewriteConfig,
   loadPlugin,
   unregister,
 } from './support/harness'
@@ -301,7 +300,7 @@ describe('log forging through config text (start-up warnings, reload)', function
   it('a refused reload quotes the bad value', async () => {
     plugin = loadPlugin('host = 127.0.0.1\n')
     const refused = nextLog(plugin, 'logerror', /reload refused/)
-    writeFileSync(iniPathOf(plugin), `host = 127.0.0.1\nadd_headers = ${INI_HOSTILE}\n`)
+    rewriteConfig(plugin, `host = 127.0.0.1\nadd_headers = ${INI_HOSTILE}\n`)
     assertSafe([await refused])
   })
 })

@@ -2,7 +2,6 @@
 // rspamd: whitelist, skip_ports and max_size skips, greylisting with state, local thresholds, [ham] ok.
 
 import assert from 'node:assert/strict'
-import { writeFileSync } from 'node:fs'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { Greylist } from '../src/policy/greylist'
 import { FakeRspamd } from './support/fake-rspamd'
@@ -15,7 +14,7 @@ import {
   corpus,
   dataPost,
   iniFor,
-  iniPathOf,
+  rewriteConfig,
   infoLines,
   loadPlugin,
   replyCode,
@@ -234,7 +233,7 @@ describe('plugin: sender and size policy, greylisting, thresholds, [ham] ok', fu
           if (/reloaded/.test(String(msg))) done()
         }
       })
-      writeFileSync(iniPathOf(plugin), iniFor(server, '[greylist]\nenabled = true\ndelay = 120'))
+      rewriteConfig(plugin, iniFor(server, '[greylist]\nenabled = true\ndelay = 120'))
       await reloaded
       assert.equal(plugin.greylist, state, 'the same state object')
       advance(120_000)

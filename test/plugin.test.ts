@@ -19,6 +19,7 @@ import {
   dataPost,
   iniFor,
   iniPathOf,
+  rewriteConfig,
   infoLines,
   infoRecords,
   loadPlugin,
@@ -550,7 +551,9 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
           const err = conn.transaction?.results.get('rspamd')?.err as string[] | undefined
           assert.ok(err && err.length === 1, 'one error recorded')
           assert.equal(conn.transaction?.header.get('X-Rspamd-Score'), '')
-          // whatever else the failure does later (sockets closing), next() was called once
+          // whatever else the failure does later (its sockets closing, here at once by closing the pool rather
+          // than after the pool's 4 s idle timeout), next() was called once
+          await unregister(plugin)
           await server.waitForIdle()
           assert.equal(res.calls(), 1)
         })
@@ -613,20 +616,21 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       plugin.register()
       assert.match(await warned, /rspamd\.ini: not used: timout, check\.max_size/)
       const again = nextLog(plugin, 'logwarn', /not used/)
-      writeFileSync(iniPathOf(plugin), `${iniFor(server)}[greylist]\ndealy = 3\n`)
+      rewriteConfig(plugin, `${iniFor(server)}[greylist]\ndealy = 3\n`)
       assert.match(await again, /not used: greylist\.dealy/)
     })
 
     it('keeps the previous config when a reload brings a bad value, and logs the key', async () => {
       plugin = loadPlugin(iniFor(server))
       const refused = nextLog(plugin, 'logerror', /reload refused/)
-      writeFileSync(iniPathOf(plugin), `${iniFor(server)}add_headers = bogus\n`)
+      rewriteConfig(plugin, `${iniFor(server)}add_headers = bogus\n`)
       assert.match(await refused, /add_headers/)
       assert.equal(cfgOf(plugin).addHeaders, 'sometimes')
       const res = await dataPost(plugin, await connectionWith(corpus('ham.eml')))
       assert.equal(res.code, undefined)
     })
 
+    // through haraka-config's own watcher (5 s of settling): the other reload tests call the callback at once
     it('picks up an edited rspamd.ini and moves to a new rspamd without a restart', async () => {
       const other = await FakeRspamd.start()
       try {
@@ -656,7 +660,7 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.deepEqual(health(), [true, false])
       // new health settings make a new client; the server it keeps is still dead in it
       const reloaded = nextLog(plugin, 'loginfo', /reloaded/)
-      writeFileSync(iniPathOf(plugin), ini(120))
+      rewriteConfig(plugin, ini(120))
       await reloaded
       assert.deepEqual(health(), [true, false])
       const before = server.requests.length
@@ -664,12 +668,42 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.equal(server.requests.length, before + 3, 'every scan went straight to the live server')
     })
 
+    it('reloads nothing after shutdown (Haraka stopping): no new rspamd pool or Redis store for it', async () => {
+      plugin = loadPlugin(iniFor(server, '[greylist]\nenabled = true\nstore = redis'))
+      type State = { client?: unknown; greylistRedis?: unknown; cfg?: unknown }
+      const state = plugin as unknown as State
+      assert.ok(state.client && state.greylistRedis, 'a pool and a store before shutdown')
+      const cfg = state.cfg
+      await unregister(plugin)
+      const lines: string[] = []
+      for (const level of ['loginfo', 'logerror', 'logdebug'] as const) {
+        const original = plugin[level] as (msg: string) => void
+        plugin[level] = (msg: string) => {
+          lines.push(String(msg))
+          original.call(plugin, msg)
+        }
+      }
+      rewriteConfig(
+        plugin,
+        iniFor(server, '[greylist]\nenabled = true\nstore = redis\n[redis]\ndatabase = 4'),
+      )
+      rewriteConfig(plugin, '[server]\nport = 6390\n', 'redis.ini')
+      assert.equal(state.client, undefined)
+      assert.equal(state.greylistRedis, undefined)
+      assert.equal(state.cfg, cfg)
+      assert.deepEqual(
+        lines.filter((l) => /changed after shutdown/.test(l)),
+        ['rspamd.ini changed after shutdown: not reloaded', 'redis.ini changed after shutdown: not reloaded'],
+      )
+      assert.equal(lines.filter((l) => /reloaded:|greylisting in Redis/.test(l)).length, 0, lines.join('\n'))
+    })
+
     it('sends to the new path after a reload that changes only path', async () => {
       plugin = loadPlugin(iniFor(server))
       await dataPost(plugin, await connectionWith(corpus('ham.eml')))
       assert.equal(server.requests.at(-1)?.path, '/checkv2')
       const reloaded = nextLog(plugin, 'loginfo', /reloaded/)
-      writeFileSync(iniPathOf(plugin), `${iniFor(server)}path = /checkv3\n`)
+      rewriteConfig(plugin, `${iniFor(server)}path = /checkv3\n`)
       await reloaded
       await dataPost(plugin, await connectionWith(corpus('ham.eml')))
       assert.equal(server.requests.at(-1)?.path, '/checkv3')

@@ -1,11 +1,11 @@
 // Config fuzz (fast-check, fixed seed): any text for any key of rspamd.ini, at start (parseConfig and the
-// plugin's register()) and on reload through haraka-config's real file watcher, either loads or is a
-// ConfigError naming the key — never another exception, never one out of the watcher; a refused reload
-// leaves the running config and client serving. Replay with FUZZ_SEED=<seed>; FUZZ_RELOAD_RUNS sets how
-// many reloads (each costs haraka-config's 5 s of settling).
+// plugin's register()) and on reload (the callback haraka-config's file watcher calls, called at once by
+// rewriteConfig()), either loads or is a ConfigError naming the key — never another exception, never one out
+// of the callback; a refused reload leaves the running config and client serving. Replay with
+// FUZZ_SEED=<seed>; FUZZ_RELOAD_RUNS sets how many reloads.
 
 import assert from 'node:assert/strict'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import type { FixturePlugin } from 'haraka-test-fixtures'
@@ -18,13 +18,13 @@ import {
   corpus,
   dataPost,
   iniFor,
-  iniPathOf,
   loadPlugin,
+  rewriteConfig,
   unregister,
 } from '../support/harness'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261202)
-const RELOAD_RUNS = Number(process.env.FUZZ_RELOAD_RUNS ?? 3)
+const RELOAD_RUNS = Number(process.env.FUZZ_RELOAD_RUNS ?? 40)
 
 /** Every key the shipped config/rspamd.ini documents, as [section, key], and the ones only prose names. */
 function documentedKeys(): Array<[string, string]> {
@@ -200,7 +200,7 @@ describe('config fuzz', function () {
     }
   })
 
-  describe('on reload, through haraka-config watching the file', function () {
+  describe("on reload, through the callback haraka-config's watcher calls", function () {
     let plugin: FixturePlugin
     afterEach(() => unregister(plugin))
 
@@ -210,25 +210,27 @@ describe('config fuzz', function () {
     }
     const state = (p: FixturePlugin) => p as unknown as State
 
-    /** Rewrites rspamd.ini and resolves with the plugin's answer: the reload's info line or its refusal. */
-    function rewrite(p: FixturePlugin, text: string): Promise<{ ok: boolean; line: string }> {
+    /** Rewrites and reloads rspamd.ini; the plugin's answer: the reload's info line or its refusal. */
+    function rewrite(p: FixturePlugin, text: string): { ok: boolean; line: string } {
       const info = p.loginfo as (msg: string) => void
       const error = p.logerror as (msg: string) => void
-      const done = new Promise<{ ok: boolean; line: string }>((resolve) => {
-        p.loginfo = (msg: string) => {
-          info.call(p, msg)
-          if (/rspamd\.ini reloaded/.test(String(msg))) resolve({ ok: true, line: String(msg) })
-        }
-        p.logerror = (msg: string) => {
-          error.call(p, msg)
-          if (/rspamd\.ini reload/.test(String(msg))) resolve({ ok: false, line: String(msg) })
-        }
-      })
-      writeFileSync(iniPathOf(p), text)
-      return done.finally(() => {
+      let answer: { ok: boolean; line: string } | undefined
+      p.loginfo = (msg: string) => {
+        info.call(p, msg)
+        if (/rspamd\.ini reloaded/.test(String(msg))) answer ??= { ok: true, line: String(msg) }
+      }
+      p.logerror = (msg: string) => {
+        error.call(p, msg)
+        if (/rspamd\.ini reload/.test(String(msg))) answer ??= { ok: false, line: String(msg) }
+      }
+      try {
+        rewriteConfig(p, text)
+      } finally {
         p.loginfo = info
         p.logerror = error
-      })
+      }
+      if (!answer) throw new Error('the reload logged neither "reloaded" nor a refusal')
+      return answer
     }
 
     async function assertServing(p: FixturePlugin): Promise<void> {
@@ -248,7 +250,7 @@ describe('config fuzz', function () {
         plugin = loadPlugin(iniFor(server))
         const { cfg, client } = state(plugin)
         // the bad key after the good ones: the last host wins in haraka-config
-        const answer = await rewrite(plugin, `${iniFor(server)}${extra}\n`)
+        const answer = rewrite(plugin, `${iniFor(server)}${extra}\n`)
         assert.equal(answer.ok, false, answer.line)
         assert.match(answer.line, new RegExp(`reload refused.*${key.replace('.', '\\.')}`))
         assert.equal(state(plugin).cfg, cfg)
@@ -263,11 +265,11 @@ describe('config fuzz', function () {
       const samples = fc.sample(edits, { seed: SEED, numRuns: RELOAD_RUNS })
       for (const pairs of samples) {
         const { cfg, client } = state(plugin)
-        const answer = await rewrite(plugin, iniText(pairs, iniFor(server)))
+        const answer = rewrite(plugin, iniText(pairs, iniFor(server)))
         if (answer.ok) {
           assert.notEqual(state(plugin).cfg, cfg)
           // back to the base config for the next round
-          const back = await rewrite(plugin, iniFor(server))
+          const back = rewrite(plugin, iniFor(server))
           assert.equal(back.ok, true, back.line)
         } else {
           const names = pairs.map(([k]) => nameOf(k))

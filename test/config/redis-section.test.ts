@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { ConfigError, parseConfig, parseRedisIni, type RedisSettings } from '../../src/config'
 import { parseOptions } from '../../src/lda/options'
-import { iniPathOf, loadPlugin, unregister } from '../support/harness'
+import { loadPlugin, rewriteConfig, unregister } from '../support/harness'
 
 const DEFAULT: RedisSettings = {
   host: '127.0.0.1',
@@ -210,7 +210,7 @@ describe('plugin: the greylist store from [redis] over redis.ini', function () {
         if (/rspamd\.ini reloaded/.test(String(msg))) done()
       }
     })
-    writeFileSync(iniPathOf(p), `host = 127.0.0.1\n${GREYLIST}[redis]\ndatabase = 3\nport = 6391\n`)
+    rewriteConfig(p, `host = 127.0.0.1\n${GREYLIST}[redis]\ndatabase = 3\nport = 6391\n`)
     await reloaded
     assert.equal(serverOf(p), 'redis://127.0.0.1:6391/3')
   })

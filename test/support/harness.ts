@@ -3,7 +3,7 @@
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import assert from 'node:assert/strict'
 import * as constants from 'haraka-constants'
 import * as fixtures from 'haraka-test-fixtures'
@@ -86,8 +86,53 @@ export function loadPlugin(
   // the name Haraka gives it from config/plugins: results and the hook registration go by it
   plugin.name = 'rspamd'
   plugin.timeout = opts.timeout ?? 30
+  recordReloadCallbacks(plugin)
   if (opts.register !== false) plugin.register()
   return plugin
+}
+
+type ConfigGet = (...args: unknown[]) => unknown
+/** Per plugin: the callback it gave haraka-config's get() for each config file, by file name. */
+const reloadCallbacks = new WeakMap<FixturePlugin, Map<string, () => void>>()
+
+/** Wraps the plugin's config.get() to note the reload callback of each file it reads; the reads are unchanged. */
+function recordReloadCallbacks(plugin: FixturePlugin): void {
+  const callbacks = new Map<string, () => void>()
+  reloadCallbacks.set(plugin, callbacks)
+  const config = plugin.config as { get: ConfigGet }
+  const get = config.get.bind(config)
+  config.get = (...args: unknown[]) => {
+    const cb = args.find((a) => typeof a === 'function') as (() => void) | undefined
+    if (typeof args[0] === 'string' && cb) callbacks.set(args[0], cb)
+    return get(...args)
+  }
+}
+
+/**
+ * Rewrites one of the plugin's config files and reloads it as haraka-config's watcher does once the file
+ * has settled: the file is read again (config.get() reads the files, not its cache, while
+ * WITHOUT_CONFIG_CACHE is set) and the callback the plugin gave config.get() for it is called.
+ * The watcher waits a hard-coded 5 s before that; this does it at once, so reload tests cost no waiting.
+ * A throw out of the callback fails the test: from the watcher's timer it would reach Haraka's
+ * uncaughtException handler, which exits. The watcher still fires 5 s later and reloads the same text again.
+ * plugin.test.ts keeps one reload through the real watcher, which proves the callback is the one it calls.
+ */
+export function rewriteConfig(plugin: FixturePlugin, text: string, name = 'rspamd.ini'): void {
+  const cb = reloadCallbacks.get(plugin)?.get(name)
+  if (!cb) throw new Error(`the plugin gave haraka-config no reload callback for ${name}`)
+  writeFileSync(join(dirname(iniPathOf(plugin)), name), text)
+  const saved = process.env.WITHOUT_CONFIG_CACHE
+  process.env.WITHOUT_CONFIG_CACHE = '1'
+  try {
+    cb()
+  } catch (err) {
+    throw new Error(`the ${name} reload callback threw (from haraka-config's timer this would stop Haraka)`, {
+      cause: err,
+    })
+  } finally {
+    if (saved === undefined) delete process.env.WITHOUT_CONFIG_CACHE
+    else process.env.WITHOUT_CONFIG_CACHE = saved
+  }
 }
 
 /** The ini path of a plugin made by loadPlugin (for reload tests). */
