@@ -1,19 +1,23 @@
 // Draws the charts of a report whose JSON is not at hand (bench/results/*.md are committed, the JSON is
-// not): `npx tsx bench/charts-from-md.ts [bench/results/latest.md …]` writes <name>-*.svg beside each.
-// `npm run bench` draws its own from the run's figures; this gives the same SVGs for the same run.
+// not): `npx tsx bench/charts-from-md.ts [bench/results/latest.md …]` writes <name>-*.svg beside each, and
+// for bench/results/latest.md the README's table. `npm run bench` draws its own from the run's figures;
+// this gives the same SVGs and table for the same run.
 
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
-import { figuresFromMarkdown, writeCharts } from './figures'
+import { figuresFromMarkdown, withSummaryTable, writeCharts } from './figures'
 
 const REPO = resolve(__dirname, '..')
 
 const files = process.argv.slice(2)
-for (const file of files.length > 0 ? files : [join(REPO, 'bench', 'results', 'latest.md')]) {
-  const written = writeCharts(
-    dirname(file),
-    basename(file, '.md'),
-    figuresFromMarkdown(readFileSync(file, 'utf8')),
-  )
+const LATEST = join(REPO, 'bench', 'results', 'latest.md')
+for (const file of files.length > 0 ? files : [LATEST]) {
+  const figures = figuresFromMarkdown(readFileSync(file, 'utf8'))
+  const written = writeCharts(dirname(file), basename(file, '.md'), figures)
+  if (resolve(file) === LATEST) {
+    const readme = join(REPO, 'README.md')
+    writeFileSync(readme, withSummaryTable(readFileSync(readme, 'utf8'), figures))
+    written.push('the table of README.md')
+  }
   console.log(`${file}: ${written.join(', ')}`)
 }

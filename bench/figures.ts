@@ -209,3 +209,35 @@ export function summaryTable(f: Figures): { head: string[]; rows: string[][] } {
     ]),
   }
 }
+
+/**
+ * `markdown` with the table whose head is summaryTable()'s replaced by the table of `f`, laid out as
+ * prettier lays out a markdown table (cells padded to the widest of their column, the indentation of
+ * the old table kept), so that `npm run lint` accepts the README a bench run rewrote. Throws when the
+ * README has no such table: a bench run must not leave the README's figures behind unnoticed.
+ */
+export function withSummaryTable(markdown: string, f: Figures): string {
+  const { head, rows } = summaryTable(f)
+  const lines = markdown.split('\n')
+  const at = lines.findIndex((l, i) => {
+    const cells = l
+      .trim()
+      .replace(/^\||\|$/g, '')
+      .split('|')
+      .map((c) => c.trim())
+    return (
+      cells[0] === head[0] && cells[1]?.startsWith('msg/s') && /^\s*\|[\s:|-]+\|\s*$/.test(lines[i + 1] ?? '')
+    )
+  })
+  if (at < 0) throw new Error(`no table with the head "${head.join(' | ')}" to replace`)
+  let end = at
+  while (end < lines.length && (lines[end] ?? '').trimStart().startsWith('|')) end++
+  const indent = /^\s*/.exec(lines[at] ?? '')?.[0] ?? ''
+  const widths = head.map((h, i) =>
+    rows.reduce((w, r) => Math.max(w, (r[i] ?? '').length), Math.max(h.length, 3)),
+  )
+  const line = (cells: string[]) =>
+    `${indent}| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`
+  const table = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)]
+  return [...lines.slice(0, at), ...table, ...lines.slice(end)].join('\n')
+}

@@ -6,7 +6,14 @@ import assert from 'node:assert/strict'
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { escapeXml, niceAxis, renderChart, type ChartSpec } from '../bench/chart'
-import { chartsFor, figuresFromMarkdown, markdownTable, summaryTable } from '../bench/figures'
+import * as prettier from 'prettier'
+import {
+  chartsFor,
+  figuresFromMarkdown,
+  markdownTable,
+  summaryTable,
+  withSummaryTable,
+} from '../bench/figures'
 
 const REPO = resolve(__dirname, '..')
 const RESULTS = join(REPO, 'bench', 'results')
@@ -242,6 +249,38 @@ describe('the committed charts and tables are drawn from bench/results/latest.md
     assert.deepEqual(
       rows.map((r) => want.head.map((h) => r[h])),
       want.rows,
+    )
+  })
+
+  it("a bench run rewrites the README's table as prettier lays it out, and nothing else", async () => {
+    const readme = readFileSync(join(REPO, 'README.md'), 'utf8')
+    assert.equal(withSummaryTable(readme, latest), readme, 'the same figures: the same bytes')
+    // cells of other widths: a ratio of two integer digits, and a cell with no figure
+    const other = {
+      ...latest,
+      e2e: latest.e2e.map((e, i) => ({
+        ...e,
+        rateRatio: e.rateRatio * 11,
+        cpuRatio: i === 0 ? NaN : e.cpuRatio,
+      })),
+    }
+    const rewritten = withSummaryTable(readme, other)
+    const want = summaryTable(other)
+    assert.deepEqual(
+      markdownTable(rewritten, want.head).map((r) => want.head.map((h) => r[h])),
+      want.rows,
+    )
+    const options = { ...(await prettier.resolveConfig(join(REPO, 'README.md'))), parser: 'markdown' }
+    assert.equal(await prettier.format(rewritten, options), rewritten, 'prettier --check accepts it')
+    const changed = (a: string, b: string) => a.split('\n').filter((l, i) => l !== b.split('\n')[i])
+    assert.equal(rewritten.split('\n').length, readme.split('\n').length)
+    assert.ok(
+      changed(rewritten, readme).every((l) => l.trimStart().startsWith('|')),
+      'only table lines change',
+    )
+    assert.throws(
+      () => withSummaryTable('# no table here\n', latest),
+      /no table with the head "message \| msg\/s/,
     )
   })
 
