@@ -58,7 +58,10 @@ export const OK = constants.ok
 /**
  * A plugin object with `ini` as the operator's config/rspamd.ini over the shipped defaults.
  * `packageDir` loads another package the same way (the benchmarks load 1.6.1 from node_modules/rspamd-v1);
- * `files`: more files for the config dir, by name (redis.ini).
+ * `files`: more files for the config dir, by name (redis.ini). config/plugins is, unless `files` gives
+ * another, that of an operator who followed the docs: queue/quarantine, then this plugin (without it,
+ * the shipped `[quarantine] action = queue` logs an error at every start; test/plugin-queue.test.ts
+ * tests that case).
  */
 export function loadPlugin(
   ini: string,
@@ -68,6 +71,7 @@ export function loadPlugin(
   const dir = scratchDir('plugin')
   mkdirSync(join(dir, 'config'))
   writeFileSync(join(dir, 'config', 'rspamd.ini'), ini)
+  writeFileSync(join(dir, 'config', 'plugins'), 'queue/quarantine\nrspamd\n')
   for (const [name, text] of Object.entries(opts.files ?? {})) writeFileSync(join(dir, 'config', name), text)
   const saved = process.env.HARAKA
   process.env.HARAKA = dir
