@@ -210,8 +210,8 @@ function loadConfig(plugin: RspamdPlugin): Config {
  * is logged and the running config and client stay, together; cfg changes only with the client it needs.
  */
 function reload(plugin: RspamdPlugin): void {
-  if (stoppedReload(plugin, 'rspamd.ini')) return
   try {
+    if (stoppedReload(plugin, 'rspamd.ini')) return
     let next: Config
     let client: RspamdClient
     try {
@@ -394,8 +394,8 @@ function syncGreylistStore(plugin: RspamdPlugin): void {
 
 /** haraka-config's callback for redis.ini, from a timer as reload() is: nothing may be thrown out of it. */
 function redisIniChanged(plugin: RspamdPlugin): void {
-  if (stoppedReload(plugin, 'redis.ini')) return
   try {
+    if (stoppedReload(plugin, 'redis.ini')) return
     syncGreylistStore(plugin)
   } catch (err) {
     plugin.logerror(
