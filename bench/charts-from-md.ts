@@ -3,9 +3,9 @@
 // for bench/results/latest.md the README's table. `npm run bench` draws its own from the run's figures;
 // this gives the same SVGs and table for the same run.
 
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
-import { figuresFromMarkdown, withSummaryTable, writeCharts } from './figures'
+import { figuresFromMarkdown, writeCharts, writeSummaryTable } from './figures'
 
 const REPO = resolve(__dirname, '..')
 
@@ -15,8 +15,7 @@ for (const file of files.length > 0 ? files : [LATEST]) {
   const figures = figuresFromMarkdown(readFileSync(file, 'utf8'))
   const written = writeCharts(dirname(file), basename(file, '.md'), figures)
   if (resolve(file) === LATEST) {
-    const readme = join(REPO, 'README.md')
-    writeFileSync(readme, withSummaryTable(readFileSync(readme, 'utf8'), figures))
+    writeSummaryTable(join(REPO, 'README.md'), figures)
     written.push('the table of README.md')
   }
   console.log(`${file}: ${written.join(', ')}`)

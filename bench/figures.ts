@@ -2,7 +2,7 @@
 // memory and writes as JSON) or from a report's markdown (bench/results/*.md, for runs whose JSON is
 // not kept), rounded as the report prints them, so that both give the same charts; and the charts.
 
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { renderChart } from './chart'
 import type { E2eCell, E2eResults } from './e2e'
@@ -64,28 +64,43 @@ export function figuresFromRun(machine: Machine, micro: MicroResults, e2e: E2eRe
   }
 }
 
+/** A markdown table row's cells, trimmed, without the outer pipes. */
+const cellsOf = (line: string) =>
+  line
+    .trim()
+    .replace(/^\||\|$/g, '')
+    .split('|')
+    .map((c) => c.trim())
+
+/**
+ * The first markdown table of `lines` whose head row passes `isHead`: the index of its head row and of
+ * the first line after its last row; undefined when there is none.
+ */
+function findTable(
+  lines: string[],
+  isHead: (head: string[]) => boolean,
+): { at: number; end: number } | undefined {
+  for (let at = 0; at + 1 < lines.length; at++) {
+    const line = lines[at] ?? ''
+    if (!line.trimStart().startsWith('|') || !/^\s*\|[\s:|-]+\|\s*$/.test(lines[at + 1] ?? '')) continue
+    if (!isHead(cellsOf(line))) continue
+    let end = at + 2
+    while (end < lines.length && (lines[end] ?? '').trimStart().startsWith('|')) end++
+    return { at, end }
+  }
+  return undefined
+}
+
 /** The rows of the first markdown table whose header has every one of `columns`, as objects by header. */
 export function markdownTable(md: string, columns: readonly string[]): Record<string, string>[] {
   const lines = md.split('\n')
-  const cells = (line: string) =>
-    line
-      .trim()
-      .replace(/^\||\|$/g, '')
-      .split('|')
-      .map((c) => c.trim())
-  for (let i = 0; i + 1 < lines.length; i++) {
-    const line = lines[i] ?? ''
-    if (!line.trimStart().startsWith('|') || !/^\s*\|[\s:|-]+\|\s*$/.test(lines[i + 1] ?? '')) continue
-    const head = cells(line)
-    if (!columns.every((c) => head.includes(c))) continue
-    const rows: Record<string, string>[] = []
-    for (let j = i + 2; j < lines.length && (lines[j] ?? '').trimStart().startsWith('|'); j++) {
-      const row = cells(lines[j] ?? '')
-      rows.push(Object.fromEntries(head.map((h, k) => [h, row[k] ?? ''])))
-    }
-    return rows
-  }
-  return []
+  const found = findTable(lines, (head) => columns.every((c) => head.includes(c)))
+  if (!found) return []
+  const head = cellsOf(lines[found.at] ?? '')
+  return lines.slice(found.at + 2, found.end).map((line) => {
+    const row = cellsOf(line)
+    return Object.fromEntries(head.map((h, k) => [h, row[k] ?? '']))
+  })
 }
 
 /** The report's number in a cell ("159.9", "0.98×", "3.7 MB"); NaN for "–" or anything else. */
@@ -219,25 +234,20 @@ export function summaryTable(f: Figures): { head: string[]; rows: string[][] } {
 export function withSummaryTable(markdown: string, f: Figures): string {
   const { head, rows } = summaryTable(f)
   const lines = markdown.split('\n')
-  const at = lines.findIndex((l, i) => {
-    const cells = l
-      .trim()
-      .replace(/^\||\|$/g, '')
-      .split('|')
-      .map((c) => c.trim())
-    return (
-      cells[0] === head[0] && cells[1]?.startsWith('msg/s') && /^\s*\|[\s:|-]+\|\s*$/.test(lines[i + 1] ?? '')
-    )
-  })
-  if (at < 0) throw new Error(`no table with the head "${head.join(' | ')}" to replace`)
-  let end = at
-  while (end < lines.length && (lines[end] ?? '').trimStart().startsWith('|')) end++
-  const indent = /^\s*/.exec(lines[at] ?? '')?.[0] ?? ''
+  // by its first two columns: the concurrencies named in the others may differ from run to run
+  const found = findTable(lines, (h) => h[0] === head[0] && (h[1]?.startsWith('msg/s') ?? false))
+  if (!found) throw new Error(`no table with the head "${head.join(' | ')}" to replace`)
+  const indent = /^\s*/.exec(lines[found.at] ?? '')?.[0] ?? ''
   const widths = head.map((h, i) =>
     rows.reduce((w, r) => Math.max(w, (r[i] ?? '').length), Math.max(h.length, 3)),
   )
   const line = (cells: string[]) =>
     `${indent}| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`
   const table = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)]
-  return [...lines.slice(0, at), ...table, ...lines.slice(end)].join('\n')
+  return [...lines.slice(0, found.at), ...table, ...lines.slice(found.end)].join('\n')
+}
+
+/** Rewrites the performance table of the README at `readme` from `f` (withSummaryTable). */
+export function writeSummaryTable(readme: string, f: Figures): void {
+  writeFileSync(readme, withSummaryTable(readFileSync(readme, 'utf8'), f))
 }

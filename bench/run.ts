@@ -2,7 +2,7 @@
 // and in bench/results/latest.md (figures as JSON beside it, and the charts as latest-*.svg). Starts
 // rspamd if it is not running and stops what it started. BENCH_QUICK=1: short turns (a smoke run, rough figures).
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { REPO } from '../test/support/harness'
@@ -10,7 +10,7 @@ import { runE2e, type E2ePlan } from './e2e'
 import { runMicro, type MicroPlan } from './micro'
 import { cpuModel } from './proc'
 import { ensureRspamd, stopOnSignal, stopRspamd } from './real'
-import { figuresFromRun, withSummaryTable, writeCharts } from './figures'
+import { figuresFromRun, writeCharts, writeSummaryTable } from './figures'
 import { renderReport } from './report'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -119,8 +119,7 @@ async function main(): Promise<void> {
     )
     const figures = figuresFromRun(machine, micro, e2e)
     const charts = writeCharts(dir, 'latest', figures)
-    const readme = join(REPO, 'README.md')
-    writeFileSync(readme, withSummaryTable(readFileSync(readme, 'utf8'), figures))
+    writeSummaryTable(join(REPO, 'README.md'), figures)
     console.log(`\n${report}`)
     log(
       `(${((performance.now() - started) / 1000).toFixed(0)} s; written to bench/results/latest.md, ` +
