@@ -26,14 +26,16 @@ function serverUses(code: string): string[] {
   return out
 }
 
+type Specifiers = (repo: string, file: string) => string[]
+/** scripts/check-layers.mjs's import reader (an ES module: loaded in before()) */
+let specifiers: Specifiers
+
 /** The repository files a TypeScript file imports by a relative path (comments left out). */
 function localImports(file: string): string[] {
-  const text = readFileSync(join(REPO, file), 'utf8')
-    .replace(/\/\*[\s\S]*?\*\//g, '')
-    .replace(/^\s*\/\/.*$/gm, '')
   const out: string[] = []
-  for (const m of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*)'(\.[^']*)'/g)) {
-    const base = join(dirname(file), m[1] ?? '')
+  for (const spec of specifiers(REPO, file)) {
+    if (!spec.startsWith('.')) continue
+    const base = join(dirname(file), spec)
     const found = [base, `${base}.ts`, join(base, 'index.ts')].find(
       (f) => /\.(ts|cjs|js|mjs)$/.test(f) && existsSync(join(REPO, f)),
     )
@@ -59,6 +61,10 @@ function reach(start: string): Map<string, string[]> {
 
 describe('test:unit needs no rspamd, Redis or Haraka', function () {
   const files = unitFiles()
+  before(async () => {
+    const layers = (await import(join(REPO, 'scripts', 'check-layers.mjs'))) as { specifiers: Specifiers }
+    specifiers = layers.specifiers
+  })
 
   it('runs every test file outside test/integration/ and none inside', () => {
     assert.ok(files.length > 40, `${files.length} files`)
