@@ -15,8 +15,9 @@ import {
   connectionWith,
   corpus,
   dataPost,
-  rewriteConfig,
   loadPlugin,
+  nextLog,
+  rewriteConfig,
   unregister,
 } from './support/harness'
 import { replyFor } from './support/replies'
@@ -271,20 +272,6 @@ describe('log forging through config text (start-up warnings, reload)', function
     if (plugin) await unregister(plugin)
     plugin = undefined
   })
-
-  /** Resolves with the next line the plugin logs at `level` that matches `re`. */
-  function nextLog(p: FixturePlugin, level: 'logwarn' | 'logerror', re: RegExp): Promise<string> {
-    const original = p[level] as (msg: string) => void
-    return new Promise((done) => {
-      p[level] = (msg: string) => {
-        original.call(p, msg)
-        if (re.test(String(msg))) {
-          p[level] = original
-          done(String(msg))
-        }
-      }
-    })
-  }
 
   // ini text cannot hold CR, LF or U+2028/2029 (haraka-config's line ends), nor a control in a
   // key; a section name and a value hold ESC and C1 controls

@@ -14,6 +14,7 @@ import {
   corpus,
   dataPost,
   iniFor,
+  nextLog,
   rewriteConfig,
   infoLines,
   loadPlugin,
@@ -226,13 +227,7 @@ describe('plugin: sender and size policy, greylisting, thresholds, [ham] ok', fu
       server.setReply(replyFor('greylist'))
       assert.equal((await attempt()).res.code, DENYSOFT)
 
-      const reloaded = new Promise<void>((done) => {
-        const original = plugin.loginfo as (msg: string) => void
-        plugin.loginfo = (msg: string) => {
-          original.call(plugin, msg)
-          if (/reloaded/.test(String(msg))) done()
-        }
-      })
+      const reloaded = nextLog(plugin, 'loginfo', /reloaded/)
       rewriteConfig(plugin, iniFor(server, '[greylist]\nenabled = true\ndelay = 120'))
       await reloaded
       assert.equal(plugin.greylist, state, 'the same state object')

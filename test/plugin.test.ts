@@ -19,6 +19,8 @@ import {
   dataPost,
   iniFor,
   iniPathOf,
+  logsDuring,
+  nextLog,
   rewriteConfig,
   infoLines,
   infoRecords,
@@ -590,23 +592,6 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.throws(() => loadPlugin('port = 70000\n'), /port/)
     })
 
-    /** Resolves with the next message the plugin logs at `level` that matches `re`. */
-    function nextLog(
-      p: FixturePlugin,
-      level: 'loginfo' | 'logerror' | 'logwarn',
-      re: RegExp,
-    ): Promise<string> {
-      const original = p[level] as (msg: string) => void
-      return new Promise((done) => {
-        p[level] = (msg: string) => {
-          original.call(p, msg)
-          if (re.test(String(msg))) {
-            p[level] = original
-            done(String(msg))
-          }
-        }
-      })
-    }
     const cfgOf = (p: FixturePlugin) =>
       (p as unknown as { cfg: { addHeaders: string; target: { port?: number } } }).cfg
 
@@ -675,19 +660,13 @@ describe('plugin (haraka-test-fixtures + fake rspamd)', function () {
       assert.ok(state.client && state.greylistRedis, 'a pool and a store before shutdown')
       const cfg = state.cfg
       await unregister(plugin)
-      const lines: string[] = []
-      for (const level of ['loginfo', 'logerror', 'logdebug'] as const) {
-        const original = plugin[level] as (msg: string) => void
-        plugin[level] = (msg: string) => {
-          lines.push(String(msg))
-          original.call(plugin, msg)
-        }
-      }
-      rewriteConfig(
-        plugin,
-        iniFor(server, '[greylist]\nenabled = true\nstore = redis\n[redis]\ndatabase = 4'),
-      )
-      rewriteConfig(plugin, '[server]\nport = 6390\n', 'redis.ini')
+      const lines = logsDuring(plugin, () => {
+        rewriteConfig(
+          plugin,
+          iniFor(server, '[greylist]\nenabled = true\nstore = redis\n[redis]\ndatabase = 4'),
+        )
+        rewriteConfig(plugin, '[server]\nport = 6390\n', 'redis.ini')
+      }).map((l) => l.line)
       assert.equal(state.client, undefined)
       assert.equal(state.greylistRedis, undefined)
       assert.equal(state.cfg, cfg)

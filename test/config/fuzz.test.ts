@@ -19,6 +19,7 @@ import {
   dataPost,
   iniFor,
   loadPlugin,
+  logsDuring,
   rewriteConfig,
   unregister,
 } from '../support/harness'
@@ -212,25 +213,14 @@ describe('config fuzz', function () {
 
     /** Rewrites and reloads rspamd.ini; the plugin's answer: the reload's info line or its refusal. */
     function rewrite(p: FixturePlugin, text: string): { ok: boolean; line: string } {
-      const info = p.loginfo as (msg: string) => void
-      const error = p.logerror as (msg: string) => void
-      let answer: { ok: boolean; line: string } | undefined
-      p.loginfo = (msg: string) => {
-        info.call(p, msg)
-        if (/rspamd\.ini reloaded/.test(String(msg))) answer ??= { ok: true, line: String(msg) }
-      }
-      p.logerror = (msg: string) => {
-        error.call(p, msg)
-        if (/rspamd\.ini reload/.test(String(msg))) answer ??= { ok: false, line: String(msg) }
-      }
-      try {
-        rewriteConfig(p, text)
-      } finally {
-        p.loginfo = info
-        p.logerror = error
-      }
+      const logged = logsDuring(p, () => rewriteConfig(p, text), ['loginfo', 'logerror'])
+      const answer = logged.find(
+        (l) =>
+          (l.level === 'loginfo' && /rspamd\.ini reloaded/.test(l.line)) ||
+          (l.level === 'logerror' && /rspamd\.ini reload/.test(l.line)),
+      )
       if (!answer) throw new Error('the reload logged neither "reloaded" nor a refusal')
-      return answer
+      return { ok: answer.level === 'loginfo', line: answer.line }
     }
 
     async function assertServing(p: FixturePlugin): Promise<void> {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { FixturePlugin } from 'haraka-test-fixtures'
 import { ConfigError, parseConfig, parseRedisIni, type RedisSettings } from '../../src/config'
 import { parseOptions } from '../../src/lda/options'
-import { loadPlugin, rewriteConfig, unregister } from '../support/harness'
+import { loadPlugin, nextLog, rewriteConfig, unregister } from '../support/harness'
 
 const DEFAULT: RedisSettings = {
   host: '127.0.0.1',
@@ -203,13 +203,7 @@ describe('plugin: the greylist store from [redis] over redis.ini', function () {
 
   it('moves the store when a reload changes [redis]', async () => {
     const p = start(`${GREYLIST}[redis]\ndatabase = 2\n`)
-    const reloaded = new Promise<void>((done) => {
-      const original = p.loginfo as (msg: string) => void
-      p.loginfo = (msg: string) => {
-        original.call(p, msg)
-        if (/rspamd\.ini reloaded/.test(String(msg))) done()
-      }
-    })
+    const reloaded = nextLog(p, 'loginfo', /rspamd\.ini reloaded/)
     rewriteConfig(p, `host = 127.0.0.1\n${GREYLIST}[redis]\ndatabase = 3\nport = 6391\n`)
     await reloaded
     assert.equal(serverOf(p), 'redis://127.0.0.1:6391/3')

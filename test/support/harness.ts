@@ -139,6 +139,44 @@ export function rewriteConfig(plugin: FixturePlugin, text: string, name = 'rspam
   }
 }
 
+type LogLevel = 'loginfo' | 'logwarn' | 'logerror' | 'logdebug'
+
+/** Resolves with the next line the plugin logs at `level` that matches `re` (the plugin still logs it). */
+export function nextLog(p: FixturePlugin, level: LogLevel, re: RegExp): Promise<string> {
+  const original = p[level] as (msg: string) => void
+  return new Promise((done) => {
+    p[level] = (msg: string) => {
+      original.call(p, msg)
+      if (re.test(String(msg))) {
+        p[level] = original
+        done(String(msg))
+      }
+    }
+  })
+}
+
+/** Runs `act` and returns what the plugin logged meanwhile at `levels`, in order (the plugin still logs it). */
+export function logsDuring(
+  p: FixturePlugin,
+  act: () => void,
+  levels: readonly LogLevel[] = ['loginfo', 'logwarn', 'logerror', 'logdebug'],
+): { level: LogLevel; line: string }[] {
+  const logged: { level: LogLevel; line: string }[] = []
+  const originals = levels.map((level) => [level, p[level] as (msg: string) => void] as const)
+  for (const [level, original] of originals) {
+    p[level] = (msg: string) => {
+      logged.push({ level, line: String(msg) })
+      original.call(p, msg)
+    }
+  }
+  try {
+    act()
+  } finally {
+    for (const [level, original] of originals) p[level] = original
+  }
+  return logged
+}
+
 /** The ini path of a plugin made by loadPlugin (for reload tests). */
 export function iniPathOf(plugin: FixturePlugin): string {
   const cfg = plugin.config as { overrides_path?: string }
